@@ -1,0 +1,176 @@
+"""Chunk text, metadata and the document manifest in one SQLite database.
+
+SQLite gives the atomic commit the whole store relies on: the committed index
+generation is a row here, written in the same transaction as the chunks it describes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from indexes.errors import StoreError
+from indexes.types import Chunk
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    page INTEGER,
+    headings TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source, ordinal);
+CREATE TABLE IF NOT EXISTS documents (
+    source TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    n_chunks INTEGER NOT NULL,
+    ingested_at TEXT NOT NULL,
+    warnings TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (id INTEGER NOT NULL, op TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """One manifest entry: what was indexed from ``source`` and from which content."""
+
+    source: str
+    content_hash: str
+    size: int
+    n_chunks: int
+    ingested_at: str
+    warnings: tuple[str, ...] = ()
+
+
+class ChunkStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open chunk store {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All statements inside commit together or not at all."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- meta -------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    @property
+    def generation(self) -> int:
+        return int(self.get_meta("generation", "0"))
+
+    # -- chunks -----------------------------------------------------------
+    @staticmethod
+    def insert_chunks(db: sqlite3.Connection, chunks: Iterable[tuple[int, Chunk]]) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO chunks(id, source, ordinal, text, start, end, page, headings) VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (c.id, c.source, ordinal, c.text, c.start, c.end, c.page, json.dumps(list(c.headings), ensure_ascii=False))
+                for ordinal, c in chunks
+            ],
+        )
+
+    def get(self, ids: Sequence[int]) -> dict[int, Chunk]:
+        out: dict[int, Chunk] = {}
+        ids = [int(i) for i in ids]
+        for s in range(0, len(ids), 900):
+            part = ids[s : s + 900]
+            marks = ",".join("?" * len(part))
+            for row in self._db.execute(
+                f"SELECT id, source, text, start, end, page, headings FROM chunks WHERE id IN ({marks})", part
+            ):
+                out[row[0]] = _row_to_chunk(row)
+        return out
+
+    def chunks_of(self, source: str) -> list[Chunk]:
+        rows = self._db.execute(
+            "SELECT id, source, text, start, end, page, headings FROM chunks WHERE source=? ORDER BY ordinal", (source,)
+        )
+        return [_row_to_chunk(r) for r in rows]
+
+    def neighbours(self, chunk_id: int, window: int) -> list[Chunk]:
+        """The chunk and up to ``window`` chunks either side of it in its document, in order."""
+        row = self._db.execute("SELECT source, ordinal FROM chunks WHERE id=?", (chunk_id,)).fetchone()
+        if row is None:
+            return []
+        rows = self._db.execute(
+            "SELECT id, source, text, start, end, page, headings FROM chunks WHERE source=? AND ordinal BETWEEN ? AND ? ORDER BY ordinal",
+            (row[0], row[1] - window, row[1] + window),
+        )
+        return [_row_to_chunk(r) for r in rows]
+
+    def ids(self, source_glob: str | None = None, page_min: int | None = None, page_max: int | None = None) -> np.ndarray:
+        where, args = [], []
+        if source_glob:
+            where.append("source GLOB ?")
+            args.append(source_glob)
+        if page_min is not None:
+            where.append("page >= ?")
+            args.append(page_min)
+        if page_max is not None:
+            where.append("page <= ?")
+            args.append(page_max)
+        sql = "SELECT id FROM chunks" + (" WHERE " + " AND ".join(where) if where else "")
+        return np.array([r[0] for r in self._db.execute(sql, args)], dtype=np.int64)
+
+    def ids_of_sources(self, sources: Iterable[str]) -> list[int]:
+        out: list[int] = []
+        for source in sources:
+            out.extend(r[0] for r in self._db.execute("SELECT id FROM chunks WHERE source=?", (source,)))
+        return out
+
+    def count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
+    def all_texts(self) -> Iterator[tuple[int, str]]:
+        yield from self._db.execute("SELECT id, text FROM chunks ORDER BY source, ordinal")
+
+    # -- manifest ---------------------------------------------------------
+    def documents(self) -> dict[str, DocumentRecord]:
+        rows = self._db.execute("SELECT source, content_hash, size, n_chunks, ingested_at, warnings FROM documents")
+        return {r[0]: DocumentRecord(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5]))) for r in rows}
+
+    @staticmethod
+    def upsert_document(db: sqlite3.Connection, doc: DocumentRecord) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO documents(source, content_hash, size, n_chunks, ingested_at, warnings) VALUES (?,?,?,?,?,?)",
+            (doc.source, doc.content_hash, doc.size, doc.n_chunks, doc.ingested_at, json.dumps(list(doc.warnings), ensure_ascii=False)),
+        )
+
+    # -- pending backend operations (crash recovery) ----------------------
+    def pending(self) -> list[tuple[int, str]]:
+        return [(r[0], r[1]) for r in self._db.execute("SELECT id, op FROM pending")]
+
+
+def _row_to_chunk(row) -> Chunk:
+    return Chunk(id=row[0], source=row[1], text=row[2], start=row[3], end=row[4], page=row[5], headings=tuple(json.loads(row[6])))

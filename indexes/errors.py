@@ -1,0 +1,33 @@
+"""The project's exceptions: one base class, a few that say what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigError(RagError):
+    """A setting or argument is invalid."""
+
+
+class StoreError(RagError):
+    """A store directory is missing, incompatible or damaged."""
+
+
+class MissingDependencyError(RagError, ImportError):
+    """An optional package is not installed; the message names the install command."""
+
+
+def require(module: str, extra: str, package: str | None = None):
+    """Import ``module`` or raise one error naming the ``pip install`` that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        pkg = package or module
+        raise MissingDependencyError(
+            f"{pkg} is needed for this feature but is not installed: "
+            f"run `pip install 'rag-kb[{extra}]'` (or `pip install {pkg}`)"
+        ) from exc

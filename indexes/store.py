@@ -1,0 +1,186 @@
+"""A store directory: its settings, the chunk store, the vector index, and the atomic commit.
+
+Layout::
+
+    store.json        embedder name and dimension, index backend and options (written once)
+    chunks.sqlite     chunks, document manifest, committed generation, pending backend ops
+    faiss-N.index     (or vectors-N.npz, or chroma/) the vectors of generation N
+
+A commit writes the new index generation first and then, in one SQLite transaction,
+the chunks, the manifest and the new generation number. A process killed at any point
+leaves the previous generation loadable; backend writes that cannot be rolled back
+(Chroma) are recorded as pending before they happen and undone or finished on the next open.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexes.chunk_store import ChunkStore, DocumentRecord
+from indexes.errors import StoreError
+from indexes.types import Chunk, ScoredId
+from indexes.vector import VectorIndex, atomic_write, open_index
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+_SETTINGS = "store.json"
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """What a store was built with; fixed when the store is created."""
+
+    embedder: str
+    dim: int
+    index: str = "faiss"
+    index_options: dict = field(default_factory=dict)
+    ingest: dict = field(default_factory=dict)
+    format: int = FORMAT
+
+
+@dataclass(frozen=True)
+class DocumentUpdate:
+    """A document to (re)index: its manifest record, its chunks and their vectors, row-aligned."""
+
+    record: DocumentRecord
+    chunks: Sequence[Chunk]
+    vectors: np.ndarray
+
+
+class Store:
+    def __init__(self, path: Path, settings: StoreSettings, chunks: ChunkStore, index: VectorIndex) -> None:
+        self.path, self.settings, self.chunks, self.index = path, settings, chunks, index
+
+    # -- opening ----------------------------------------------------------
+    @staticmethod
+    def exists(path: Path) -> bool:
+        return (Path(path) / _SETTINGS).is_file()
+
+    @classmethod
+    def create(cls, path: Path, settings: StoreSettings) -> "Store":
+        path = Path(path)
+        if cls.exists(path):
+            raise StoreError(f"a store already exists at {path}")
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"{path} exists and is not a directory; choose another --store path")
+        path.mkdir(parents=True, exist_ok=True)
+        open_index(settings.index, path, settings.dim, 0, settings.index_options)  # fail early on a bad backend
+        atomic_write(path / _SETTINGS, lambda tmp: tmp.write_text(json.dumps(asdict(settings), indent=2)))
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: Path) -> "Store":
+        path = Path(path)
+        if not cls.exists(path):
+            raise StoreError(f"no store at {path}: create one with `rag ingest DOCS --store {path}`")
+        try:
+            raw = json.loads((path / _SETTINGS).read_text())
+            settings = StoreSettings(**raw)
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"{path / _SETTINGS} is damaged: {exc}") from exc
+        if settings.format != FORMAT:
+            raise StoreError(f"store {path} has format {settings.format}; this version reads format {FORMAT}")
+        chunks = ChunkStore(path / "chunks.sqlite")
+        index = open_index(settings.index, path, settings.dim, chunks.generation, settings.index_options)
+        store = cls(path, settings, chunks, index)
+        store._recover()
+        return store
+
+    def close(self) -> None:
+        self.chunks.close()
+
+    @contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the store's write lock: one ingest at a time."""
+        with open(self.path / ".lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise StoreError(f"another process is writing to the store {self.path}; wait for it to finish") from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _recover(self) -> None:
+        """Finish or undo backend writes of a commit that was interrupted."""
+        pending = self.chunks.pending()
+        if pending:
+            ids = np.array([i for i, _ in pending], dtype=np.int64)
+            committed = set(self.chunks.get(ids.tolist()))
+            stale = np.array([i for i in ids if int(i) not in committed], dtype=np.int64)
+            log.info("recovering store %s: removing %d uncommitted vectors", self.path, len(stale))
+            self.index.remove(stale)
+            with self.chunks.transaction() as db:
+                db.execute("DELETE FROM pending")
+        self.index.drop_other_generations(self.chunks.generation)
+
+    # -- writing ----------------------------------------------------------
+    def commit(self, updates: Sequence[DocumentUpdate], removed_sources: Sequence[str] = ()) -> None:
+        """Replace the chunks of every updated document, drop removed ones, atomically."""
+        replaced = [u.record.source for u in updates]
+        old_ids = set(self.chunks.ids_of_sources([*replaced, *removed_sources]))
+        new_ids = np.array([c.id for u in updates for c in u.chunks], dtype=np.int64)
+        vectors = (
+            np.vstack([u.vectors for u in updates if len(u.chunks)]).astype(np.float32)
+            if len(new_ids)
+            else np.zeros((0, self.settings.dim), np.float32)
+        )
+        gone = np.array(sorted(old_ids - set(new_ids.tolist())), dtype=np.int64)
+        immediate = _writes_immediately(self.index)
+        generation = self.chunks.generation + 1
+
+        if immediate and len(new_ids):
+            with self.chunks.transaction() as db:
+                db.executemany("INSERT INTO pending(id, op) VALUES (?, 'add')", [(int(i),) for i in new_ids])
+        self.index.add(new_ids, vectors)
+        if not immediate:
+            self.index.remove(gone)
+        self.index.save(generation)
+
+        with self.chunks.transaction() as db:
+            for source in [*replaced, *removed_sources]:
+                db.execute("DELETE FROM chunks WHERE source=?", (source,))
+            for source in removed_sources:
+                db.execute("DELETE FROM documents WHERE source=?", (source,))
+            for u in updates:
+                ChunkStore.insert_chunks(db, enumerate(u.chunks))
+                ChunkStore.upsert_document(db, u.record)
+            db.execute("DELETE FROM pending")
+            if immediate:
+                db.executemany("INSERT INTO pending(id, op) VALUES (?, 'remove')", [(int(i),) for i in gone])
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('generation', ?)", (str(generation),))
+
+        if immediate and len(gone):
+            self.index.remove(gone)
+            with self.chunks.transaction() as db:
+                db.execute("DELETE FROM pending")
+        self.index.drop_other_generations(generation)
+
+    # -- reading ----------------------------------------------------------
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> list[list[tuple[Chunk, float]]]:
+        """Top-``k`` committed chunks per query vector, best first."""
+        raw: list[list[ScoredId]] = self.index.search(queries, k, allowed)
+        found = self.chunks.get([s.id for row in raw for s in row])
+        return [[(found[s.id], s.score) for s in row if s.id in found] for row in raw]
+
+    def documents(self) -> dict[str, DocumentRecord]:
+        return self.chunks.documents()
+
+    def size_on_disk(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+
+def _writes_immediately(index: VectorIndex) -> bool:
+    return bool(getattr(index, "writes_immediately", False))

@@ -1,0 +1,42 @@
+"""Nouns shared by every layer: a chunk of a document and a scored id."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document, as stored and retrieved.
+
+    ``text`` is faithful to the source; ``start``/``end`` are character offsets into
+    the loaded document text; ``page`` is 1-based (``None`` where a format has no pages).
+    """
+
+    id: int
+    source: str
+    text: str
+    start: int
+    end: int
+    page: int | None = None
+    headings: tuple[str, ...] = ()
+
+    @property
+    def chunk_id(self) -> str:
+        """The id as the fixed-width hex string used in JSON output and by Chroma."""
+        return format(self.id, "016x")
+
+
+@dataclass(frozen=True)
+class ScoredId:
+    """One result of an index search: a chunk id and its similarity (higher is better)."""
+
+    id: int
+    score: float
+
+
+def make_chunk_id(source: str, content_hash: str, ordinal: int) -> int:
+    """A stable, positive 63-bit id: the same file content at the same path gives the same ids."""
+    digest = hashlib.blake2b(f"{source}\0{content_hash}\0{ordinal}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF

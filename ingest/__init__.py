@@ -1,0 +1,1 @@
+"""Documents in: loaders, chunking, embedders and the incremental ingestion pipeline."""

@@ -1,0 +1,135 @@
+"""Token-aware chunking that breaks at headings first, then paragraphs, then sentences.
+
+Token counts come from the embedder's own tokenizer; no chunk exceeds ``max_tokens``
+(an over-long sentence is cut at the longest prefix that fits). Consecutive chunks of
+a section share up to ``overlap`` tokens of whole sentences.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from indexes.errors import ConfigError
+from indexes.types import Chunk, make_chunk_id
+from ingest.loaders import Document
+
+CountTokens = Callable[[Sequence[str]], list[int]]
+
+_PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
+# A sentence ends after Western . ! ? (followed by space) or after CJK 。！？； (no space needed).
+_SENTENCE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=\S)|(?<=[。！？；!?])(?=[^\s。！？；!?”」』）])|(?<=[。！？；][”」』）])|\n(?=\s*(?:[-*•]|\d+[.)])\s)")
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+
+
+def _split(text: str, start: int, end: int, pattern: re.Pattern) -> list[Span]:
+    spans, pos = [], start
+    for m in pattern.finditer(text, start, end):
+        if m.start() > pos:
+            spans.append(Span(pos, m.start()))
+        pos = m.end()
+    if pos < end:
+        spans.append(Span(pos, end))
+    return [_trim(text, s) for s in spans if text[s.start : s.end].strip()]
+
+
+def _trim(text: str, s: Span) -> Span:
+    a, b = s.start, s.end
+    while a < b and text[a].isspace():
+        a += 1
+    while b > a and text[b - 1].isspace():
+        b -= 1
+    return Span(a, b)
+
+
+class Chunker:
+    def __init__(self, count_tokens: CountTokens, max_tokens: int = 256, overlap: int = 32) -> None:
+        if max_tokens < 16:
+            raise ConfigError(f"chunk size must be at least 16 tokens, got {max_tokens}")
+        if not 0 <= overlap < max_tokens // 2:
+            raise ConfigError(f"chunk overlap must be between 0 and half the chunk size, got {overlap}")
+        self.count, self.max_tokens, self.overlap = count_tokens, max_tokens, overlap
+
+    def chunk(self, doc: Document, content_hash: str) -> list[Chunk]:
+        text = doc.text
+        out: list[Chunk] = []
+        for (start, end), path in self._sections(doc):
+            for span in self._pack(text, self._units(text, start, end)):
+                page = bisect.bisect_right(doc.page_starts, span.start) if doc.page_starts else None
+                out.append(Chunk(id=make_chunk_id(doc.source, content_hash, len(out)), source=doc.source,
+                                 text=text[span.start : span.end], start=span.start, end=span.end, page=page, headings=path))
+        return out
+
+    @staticmethod
+    def _sections(doc: Document) -> list[tuple[tuple[int, int], tuple[str, ...]]]:
+        bounds = [0, *[h.offset for h in doc.headings], len(doc.text)]
+        paths: list[tuple[str, ...]] = [()]
+        stack: list[tuple[int, str]] = []
+        for h in doc.headings:
+            while stack and stack[-1][0] >= h.level:
+                stack.pop()
+            stack.append((h.level, h.title))
+            paths.append(tuple(t for _, t in stack))
+        return [((a, b), p) for a, b, p in zip(bounds, bounds[1:], paths) if doc.text[a:b].strip()]
+
+    def _units(self, text: str, start: int, end: int) -> list[tuple[Span, int]]:
+        """Paragraphs that fit, else their sentences, else token-bounded pieces; with token counts."""
+        units: list[tuple[Span, int]] = []
+        paragraphs = _split(text, start, end, _PARAGRAPH)
+        for para, n in zip(paragraphs, self.count([text[p.start : p.end] for p in paragraphs])):
+            if n <= self.max_tokens:
+                units.append((para, n))
+                continue
+            sentences = _split(text, para.start, para.end, _SENTENCE)
+            for sent, m in zip(sentences, self.count([text[s.start : s.end] for s in sentences])):
+                units.extend([(sent, m)] if m <= self.max_tokens else self._hard_split(text, sent))
+        return units
+
+    def _hard_split(self, text: str, span: Span) -> list[tuple[Span, int]]:
+        """Cut at the longest prefix that fits (binary search on characters), preferring a space."""
+        out, a = [], span.start
+        while a < span.end:
+            lo, hi = a + 1, span.end
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self.count([text[a:mid]])[0] <= self.max_tokens:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            cut = lo
+            if cut < span.end:
+                space = text.rfind(" ", a + (cut - a) // 2, cut)
+                cut = space if space > a else cut
+            piece = _trim(text, Span(a, cut))
+            if piece.end > piece.start:
+                out.append((piece, self.count([text[piece.start : piece.end]])[0]))
+            a = cut
+        return out
+
+    def _pack(self, text: str, units: list[tuple[Span, int]]) -> list[Span]:
+        chunks: list[Span] = []
+        current: list[tuple[Span, int]] = []
+        total = 0
+        for unit, n in units:
+            if current and total + n > self.max_tokens:
+                chunks.append(Span(current[0][0].start, current[-1][0].end))
+                carried: list[tuple[Span, int]] = []
+                kept = 0
+                for prev in reversed(current):
+                    if kept + prev[1] > self.overlap or kept + prev[1] + n > self.max_tokens:
+                        break
+                    carried.insert(0, prev)
+                    kept += prev[1]
+                current, total = carried, kept
+            current.append((unit, n))
+            total += n
+        if current:
+            chunks.append(Span(current[0][0].start, current[-1][0].end))
+        return chunks

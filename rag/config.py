@@ -1,0 +1,126 @@
+"""Configuration: one frozen dataclass tree, read from TOML, overridden with checked ``key=value``."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexes.errors import ConfigError
+from ingest.loaders import DEFAULT_INCLUDE
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    chunk_tokens: int = 256
+    chunk_overlap: int = 32
+    include: tuple[str, ...] = DEFAULT_INCLUDE
+    exclude: tuple[str, ...] = ()
+    commit_every: int = 2000
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    backend: str = "faiss"  # faiss | chroma | numpy
+    faiss_type: str = "flat"  # flat | hnsw | ivf
+    gpu: bool = True
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    k: int = 5
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    name: str = "qwen2.5-coder-1.5b-instruct"
+    server_model: str = "default"  # the model name sent to an OpenAI-compatible server
+    max_new_tokens: int = 384
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    embedder: str | None = None  # None: the store's own, or multilingual-e5-small for a new store
+    device: str | None = None
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+
+
+def _coerce(value, hint, key: str):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        return _coerce(value, next(a for a in args if a is not type(None)), key)
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(str(i).strip() for i in items if str(i).strip())
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if hint in (int, float):
+        try:
+            return hint(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    return str(value)
+
+
+def _replace(cfg, path: list[str], value, full: str):
+    hints = typing.get_type_hints(type(cfg))
+    names = {f.name for f in dataclasses.fields(cfg)}
+    if path[0] not in names:
+        raise ConfigError(f"unknown setting {full!r}; known here: {', '.join(sorted(names))}")
+    current = getattr(cfg, path[0])
+    if len(path) == 1:
+        if dataclasses.is_dataclass(current):
+            raise ConfigError(f"{full!r} is a section; set one of its keys, e.g. {full}.{dataclasses.fields(current)[0].name}=...")
+        return dataclasses.replace(cfg, **{path[0]: _coerce(value, hints[path[0]], full)})
+    if not dataclasses.is_dataclass(current):
+        raise ConfigError(f"{'.'.join(path[:1])!r} has no sub-settings (in {full!r})")
+    return dataclasses.replace(cfg, **{path[0]: _replace(current, path[1:], value, full)})
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        cfg = _replace(cfg, key.strip().split("."), value.strip(), key.strip())
+    return cfg
+
+
+def _flatten(table: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out = []
+    for k, v in table.items():
+        if isinstance(v, dict):
+            out.extend(_flatten(v, f"{prefix}{k}."))
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
+def load_config(path: Path | None = None, overrides: list[str] = ()) -> Config:
+    cfg = Config()
+    if path is not None:
+        import tomllib
+
+        try:
+            table = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        for key, value in _flatten(table):
+            cfg = _replace(cfg, key.split("."), value, key)
+    return apply_overrides(cfg, list(overrides))

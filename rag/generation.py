@@ -1,0 +1,113 @@
+"""The ``Generator`` protocol, the grounded prompt, and turning model output into a cited ``Answer``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from rag.types import Answer, Citation, Hit
+
+Message = dict[str, str]
+
+NOT_FOUND = "NOT_FOUND"
+
+SYSTEM_PROMPT = (
+    "You answer questions using only the numbered context passages you are given. "
+    "Write the answer as one or more complete sentences in the same language as the question, "
+    "and end each sentence with the number of the passage it comes from in square brackets, such as [1]. "
+    f"If the passages do not contain the answer, reply with exactly {NOT_FOUND} and nothing else."
+)
+
+
+class Generator(Protocol):
+    name: str
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
+        """Yield the reply to a chat ``messages`` list piece by piece."""
+
+
+def generate(generator: Generator, messages: Sequence[Message], max_new_tokens: int = 512) -> str:
+    return "".join(generator.stream(messages, max_new_tokens))
+
+
+def is_chinese(text: str) -> bool:
+    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
+    return cjk > 0 and cjk >= 0.2 * len(re.sub(r"\s", "", text))
+
+
+def context_block(hits: Sequence[Hit]) -> str:
+    parts = []
+    for h in hits:
+        where = h.chunk.source.rsplit("/", 1)[-1] + (f", page {h.chunk.page}" if h.chunk.page else "")
+        parts.append(f"[{h.rank}] ({where})\n{h.chunk.text.strip()}")
+    return "\n\n".join(parts)
+
+
+def answer_messages(question: str, hits: Sequence[Hit]) -> list[Message]:
+    user = f"Context passages:\n\n{context_block(hits)}\n\nQuestion: {question}"
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+_CITE = re.compile(r"[\[【]\s*(\d+(?:\s*[,，、]\s*\d+)*)\s*[\]】]")
+
+
+def cited_numbers(text: str) -> list[int]:
+    seen: list[int] = []
+    for m in _CITE.finditer(text):
+        for n in re.split(r"[,，、]", m.group(1)):
+            if int(n) not in seen:
+                seen.append(int(n))
+    return seen
+
+
+def no_answer_text(question: str) -> str:
+    return "文档中没有找到这个问题的答案。" if is_chinese(question) else "The documents do not contain the answer to this question."
+
+
+def build_answer(question: str, reply: str, hits: Sequence[Hit]) -> Answer:
+    """Map the [n] the model cited to sources; say plainly when there was no answer."""
+    reply = reply.strip()
+    if not hits or not reply or NOT_FOUND in reply.upper().replace(" ", "_"):
+        return Answer(question, no_answer_text(question), (), tuple(hits), answered=False)
+    by_rank = {h.rank: h for h in hits}
+    citations = tuple(
+        Citation(n, by_rank[n].chunk.source, by_rank[n].chunk.page, by_rank[n].chunk.chunk_id, by_rank[n].chunk.text)
+        for n in cited_numbers(reply) if n in by_rank
+    )
+    return Answer(question, reply, citations, tuple(hits), answered=True)
+
+
+def condense_messages(history: Sequence[tuple[str, str]], question: str) -> list[Message]:
+    """Ask the model to rewrite a follow-up question as a standalone one, in its own language."""
+    turns = "\n".join(f"User: {q}\nAssistant: {a}" for q, a in history[-4:])
+    return [
+        {"role": "system", "content": "Rewrite the user's last question so it can be understood without the conversation. "
+                                      "Keep its language. Reply with the rewritten question only."},
+        {"role": "user", "content": f"Conversation:\n{turns}\n\nLast question: {question}\n\nStandalone question:"},
+    ]
+
+
+class ExtractiveGenerator:
+    """No LLM: answers with the context sentence that shares most words with the question, cited.
+    Useful without a model, and as a fast baseline; it never invents text."""
+
+    name = "extractive"
+    _WORD = re.compile(r"[\u4e00-\u9fff]|\w+")
+    _PASSAGE = re.compile(r"^\[(\d+)\] \([^)]*\)\n(.*?)(?=\n\n\[\d+\] \(|\n\nQuestion: )", re.S | re.M)
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
+        prompt = messages[-1]["content"]
+        if "Context passages:" not in prompt:  # e.g. a question rewrite: keep the question as it is
+            yield prompt.rsplit("Last question:", 1)[-1].split("\n")[0].strip()
+            return
+        question = prompt.rsplit("Question: ", 1)[-1]
+        q = set(self._WORD.findall(question.lower()))
+        best, best_score = None, 0.0
+        for m in self._PASSAGE.finditer(prompt):
+            for sentence in re.split(r"(?<=[.!?。！？])\s*", m.group(2)):
+                words = set(self._WORD.findall(sentence.lower()))
+                score = len(q & words) / (1 + len(words) ** 0.5)
+                if sentence.strip() and score > best_score:
+                    best, best_score = f"{sentence.strip()} [{m.group(1)}]", score
+        yield best if best else NOT_FOUND

@@ -1,0 +1,171 @@
+"""``KnowledgeBase``: the one entry point. Ingest documents, search them, ask and chat with citations."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexes.errors import StoreError
+from indexes.store import Store, StoreSettings
+from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
+from ingest.pipeline import IngestOptions, IngestReport, ingest
+from rag.config import Config
+from rag.generation import Generator, answer_messages, build_answer, condense_messages, generate
+from rag.retrieval import Filters, Retriever
+from rag.types import Answer, Hit
+
+log = logging.getLogger(__name__)
+
+
+class KnowledgeBase:
+    """A store plus the models that read and answer from it. Models load on first use.
+
+    >>> kb = KnowledgeBase.open("my-store")
+    >>> kb.ingest(["docs/"])
+    >>> kb.ask("How do I reset the device?").text
+    """
+
+    def __init__(self, store: Store, embedder: Embedder, config: Config, generator: Generator | None = None) -> None:
+        self.store, self.embedder, self.config = store, embedder, config
+        self._generator = generator
+        self.retriever = Retriever(store, embedder)
+
+    @classmethod
+    def open(cls, path: str | Path, config: Config | None = None, *, embedder: Embedder | None = None,
+             generator: Generator | None = None, create: bool = True) -> "KnowledgeBase":
+        """Open the store at ``path``, creating it (when ``create``) with ``config``'s embedder and index.
+
+        Opening a store with an embedder other than the one that built it is an error, not garbage results.
+        """
+        config = config or Config()
+        path = Path(path)
+        wanted = embedder.name if embedder is not None else config.embedder
+        if Store.exists(path):
+            store = Store.open(path)
+            built_with = store.settings.embedder
+            if wanted is not None and wanted != built_with:
+                store.close()
+                raise StoreError(f"store {path} was built with the embedder {built_with!r} (dimension {store.settings.dim}); "
+                                 f"you asked for {wanted!r}. Use --embedder {built_with}, or ingest into a new --store")
+            embedder = embedder or SentenceTransformerEmbedder(built_with, device=config.device)
+        else:
+            if not create:
+                raise StoreError(f"no store at {path}: create one with `rag ingest DOCS --store {path}`")
+            embedder = embedder or SentenceTransformerEmbedder(wanted or DEFAULT_EMBEDDER, device=config.device)
+            options = {} if config.index.backend != "faiss" else {"type": config.index.faiss_type, "gpu": config.index.gpu}
+            settings = StoreSettings(embedder=embedder.name, dim=embedder.dim, index=config.index.backend, index_options=options,
+                                     ingest={"chunk_tokens": config.ingest.chunk_tokens, "chunk_overlap": config.ingest.chunk_overlap})
+            store = Store.create(path, settings)
+        return cls(store, embedder, config, generator)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "KnowledgeBase":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- ingestion ----------------------------------------------------------
+    def ingest(self, paths: Sequence[str | Path], prune: bool = False, progress: bool = True) -> IngestReport:
+        self._check_dim()
+        c = self.config.ingest
+        chunking = self.store.settings.ingest
+        options = IngestOptions(include=c.include, exclude=c.exclude, prune=prune,
+                                chunk_tokens=int(chunking.get("chunk_tokens", c.chunk_tokens)),
+                                chunk_overlap=int(chunking.get("chunk_overlap", c.chunk_overlap)),
+                                commit_every=c.commit_every, progress=progress)
+        return ingest(self.store, self.embedder, [Path(p) for p in paths], options)
+
+    def _check_dim(self) -> None:
+        if self.embedder.dim != self.store.settings.dim:
+            raise StoreError(f"the embedder {self.embedder.name!r} gives {self.embedder.dim}-d vectors but the store holds "
+                             f"{self.store.settings.dim}-d ones; use the embedder the store was built with")
+
+    # -- retrieval and answers ----------------------------------------------
+    def search(self, question: str, k: int | None = None, filters: Filters = Filters()) -> list[Hit]:
+        return self.retriever.search(question, k or self.config.retrieval.k, filters)
+
+    @property
+    def generator(self) -> Generator:
+        if self._generator is None:
+            from rag.llm import load_generator
+
+            llm = self.config.llm
+            self._generator = load_generator(llm.name, model=llm.server_model, device=llm.device or self.config.device)
+        return self._generator
+
+    def ask(self, question: str, k: int | None = None, filters: Filters = Filters()) -> Answer:
+        stream = self.ask_stream(question, k, filters)
+        for _ in stream:
+            pass
+        return stream.answer
+
+    def ask_stream(self, question: str, k: int | None = None, filters: Filters = Filters()) -> "AnswerStream":
+        """Iterate to receive the answer's text as it is generated; ``.answer`` holds the ``Answer`` afterwards."""
+        hits = self.search(question, k, filters)
+        return AnswerStream(question, hits, self.generator, self.config.llm.max_new_tokens)
+
+    def chat(self) -> "Conversation":
+        return Conversation(self)
+
+    def info(self) -> dict:
+        s = self.store.settings
+        docs = self.store.documents()
+        return {"store": str(self.store.path), "embedder": s.embedder, "dim": s.dim, "index": s.index,
+                "index_options": s.index_options, "chunking": s.ingest, "documents": len(docs),
+                "chunks": self.store.chunks.count(), "vectors": len(self.store.index),
+                "generation": self.store.chunks.generation, "bytes_on_disk": self.store.size_on_disk(),
+                "warnings": {d.source: list(d.warnings) for d in docs.values() if d.warnings}}
+
+
+class AnswerStream:
+    """Iterable of text pieces; the ``Answer`` (with citations mapped to sources) is ready once exhausted."""
+
+    def __init__(self, question: str, hits: list[Hit], generator: Generator, max_new_tokens: int) -> None:
+        self.question, self.hits, self._generator, self._max = question, hits, generator, max_new_tokens
+        self.answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if not self.hits:
+            self.answer = build_answer(self.question, "", self.hits)
+            yield self.answer.text
+            return
+        parts: list[str] = []
+        for piece in self._generator.stream(answer_messages(self.question, self.hits), self._max):
+            parts.append(piece)
+            yield piece
+        self.answer = build_answer(self.question, "".join(parts), self.hits)
+
+
+@dataclass
+class Conversation:
+    """A chat over the knowledge base: follow-ups are rewritten with the history before retrieval."""
+
+    kb: KnowledgeBase
+    history: list[tuple[str, str]] = field(default_factory=list)
+
+    def standalone(self, question: str) -> str:
+        if not self.history:
+            return question
+        rewritten = generate(self.kb.generator, condense_messages(self.history, question), 96).strip().strip('"')
+        return rewritten.splitlines()[0].strip() if rewritten else question
+
+    def ask_stream(self, question: str, k: int | None = None, filters: Filters = Filters()) -> AnswerStream:
+        stream = self.kb.ask_stream(self.standalone(question), k, filters)
+        original = stream.__iter__
+
+        def remember() -> Iterator[str]:
+            yield from original()
+            self.history.append((question, stream.answer.text))
+
+        stream.__iter__ = remember  # type: ignore[method-assign]
+        return stream
+
+    def ask(self, question: str, k: int | None = None, filters: Filters = Filters()) -> Answer:
+        answer = self.kb.ask(self.standalone(question), k, filters)
+        self.history.append((question, answer.text))
+        return answer

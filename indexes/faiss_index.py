@@ -1,7 +1,8 @@
 """FAISS backend: exact inner product by default, HNSW or IVF for large corpora, GPU when present.
 
 Vectors live under their int64 chunk ids (``IndexIDMap2``) so chunks can be removed.
-HNSW cannot remove in place, so removal rebuilds it from its stored vectors.
+HNSW and IVF (with a reconstructable direct map) cannot remove in place, so removal rebuilds
+them from their stored vectors: fine for incremental updates, costly for huge indexes.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class FaissIndex:
             inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             inner.train(train)
             inner.nprobe = min(self.nprobe, nlist)
-            inner.make_direct_map()
+            inner.make_direct_map()  # so vectors can be reconstructed when rebuilding
         return faiss.IndexIDMap2(inner)
 
     def _is_untrained_ivf(self) -> bool:
@@ -96,10 +97,16 @@ class FaissIndex:
         present = ids[np.isin(ids, self.ids())] if len(ids) else ids
         if len(present) == 0:
             return
-        if self.type == "hnsw":
+        if self.type in ("hnsw", "ivf"):
             old_ids, old_vecs = self._all()
             keep = ~np.isin(old_ids, present)
-            self._index = self._new_index()
+            if self.type == "ivf" and not self._is_untrained_ivf():
+                inner = self._faiss.clone_index(self._faiss.downcast_index(self._index.index))
+                inner.reset()  # keeps the trained centroids
+                inner.make_direct_map()
+                self._index = self._faiss.IndexIDMap2(inner)
+            else:
+                self._index = self._new_index()
             if keep.any():
                 self._index.add_with_ids(old_vecs[keep], old_ids[keep])
         else:
@@ -130,7 +137,13 @@ class FaissIndex:
             allowed = as_ids(allowed)
             if len(allowed) == 0:
                 return [[] for _ in range(len(queries))]
-            params = self._faiss.SearchParameters(sel=self._faiss.IDSelectorBatch(allowed))
+            sel = self._faiss.IDSelectorBatch(allowed)
+            if self.type == "ivf" and not self._is_untrained_ivf():
+                params = self._faiss.SearchParametersIVF(sel=sel, nprobe=self._faiss.downcast_index(self._index.index).nprobe)
+            elif self.type == "hnsw":
+                params = self._faiss.SearchParametersHNSW(sel=sel, efSearch=self.ef_search)
+            else:
+                params = self._faiss.SearchParameters(sel=sel)
             scores, ids = self._index.search(queries, k, params=params)  # selectors run on the CPU index
         else:
             scores, ids = self._searcher().search(queries, k)

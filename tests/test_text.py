@@ -1,0 +1,79 @@
+"""Loaders, normalisation and chunking."""
+
+from __future__ import annotations
+
+import pytest
+
+from indexes.errors import ConfigError
+from ingest.chunking import Chunker
+from ingest.loaders import Document, Heading, LoadError, load, walk
+from ingest.normalize import normalize
+from tests.conftest import CORPUS
+
+
+def count(texts):
+    return [len(t.split()) + sum(1 for ch in t if "\u4e00" <= ch <= "\u9fff") for t in texts]
+
+
+def test_normalize_matches_kangxi_fullwidth_and_rejoins_hyphens():
+    assert normalize("⾃然") == normalize("自然") == "自然"
+    assert normalize("ＡＢＣ１２３") == "ABC123"
+    assert normalize("exam-\n   ple  text\n\n\nnext") == "example text\nnext"
+    assert normalize("中文\n文本") == "中文文本"
+
+
+def test_html_drops_scripts_styles_and_navigation_and_keeps_headings():
+    doc = load(CORPUS / "support-faq.html")
+    assert "tracking code" not in doc.text and "font-family" not in doc.text
+    assert "Log in" not in doc.text and "All rights reserved" not in doc.text
+    assert "five-year warranty" in doc.text
+    titles = [h.title for h in doc.headings]
+    assert titles[:2] == ["Frequently asked questions", "How long is the warranty?"]
+    h = doc.headings[1]
+    assert doc.text[h.offset : h.offset + len(h.title)] == h.title
+
+
+def test_markdown_headings_skip_code_fences(tmp_path):
+    p = tmp_path / "a.md"
+    p.write_text("# Top\n\n```\n# not a heading\n```\n\n## Sub\ntext\n")
+    assert [(h.level, h.title) for h in load(p).headings] == [(1, "Top"), (2, "Sub")]
+
+
+def test_gb18030_text_is_decoded(tmp_path):
+    p = tmp_path / "gbk.txt"
+    p.write_bytes("热泵的过滤网每三个月清洗一次。".encode("gb18030"))
+    assert "过滤网" in load(p).text
+
+
+def test_walk_include_exclude(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.md", "sub/b.txt", "sub/c.py", "sub/skip.md"):
+        (tmp_path / name).write_text("x")
+    found = {p.name for p in walk([tmp_path], exclude=["skip.*"])}
+    assert found == {"a.md", "b.txt"}
+    with pytest.raises(LoadError, match="does not exist"):
+        list(walk([tmp_path / "missing"]))
+
+
+def test_chunks_respect_size_headings_and_cjk_sentences():
+    text = "# Title\n\nIntro line.\n\n## Part\n\n" + "这是第一句话。这是第二句话！这是第三句话？" * 30
+    doc = Document("x.md", text, headings=(Heading(0, 1, "Title"), Heading(text.index("## Part"), 2, "Part")))
+    chunks = Chunker(count, max_tokens=40, overlap=8).chunk(doc, "hash")
+    assert chunks[0].headings == ("Title",) and all(c.headings == ("Title", "Part") for c in chunks[1:])
+    assert all(count([c.text])[0] <= 40 for c in chunks)
+    for c in chunks[1:]:
+        assert c.text.endswith(("。", "！", "？")) and text[c.start : c.end] == c.text
+    assert chunks[2].start < chunks[1].end  # consecutive chunks overlap
+
+
+def test_an_overlong_sentence_is_cut_not_passed_through():
+    doc = Document("x.txt", "word " * 500)
+    chunks = Chunker(count, max_tokens=50, overlap=0).chunk(doc, "h")
+    assert len(chunks) >= 10 and max(count([c.text for c in chunks])) <= 50
+
+
+def test_chunker_rejects_bad_settings():
+    with pytest.raises(ConfigError):
+        Chunker(count, max_tokens=8)
+    with pytest.raises(ConfigError):
+        Chunker(count, max_tokens=100, overlap=60)

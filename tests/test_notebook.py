@@ -1,0 +1,22 @@
+"""The quickstart notebook runs top to bottom on the example corpus (without an LLM, to stay fast)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.conftest import CORPUS, ROOT
+
+
+@pytest.mark.enable_socket  # the kernel talks to the client over loopback only (--allow-hosts)
+def test_quickstart_notebook_executes(e5, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("RAG_LLM", "extractive")
+    monkeypatch.setenv("RAG_EXAMPLE_CORPUS", str(CORPUS))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "保修与服务.md" in outputs and "[1]" in outputs

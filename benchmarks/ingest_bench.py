@@ -54,7 +54,7 @@ def run_langchain(folder: Path, model_path: str) -> tuple[float, int, int]:
     docs, ok = [], 0
     for path in walk([folder]):
         suffix = path.suffix.lower()
-        loader = PyPDFLoader(str(path)) if suffix == ".pdf" else BSHTMLLoader(str(path)) if suffix in (".html", ".htm") else TextLoader(str(path), autodetect_encoding=True)
+        loader = PyPDFLoader(str(path)) if suffix == ".pdf" else BSHTMLLoader(str(path), bs_kwargs={"features": "html.parser"}) if suffix in (".html", ".htm") else TextLoader(str(path), autodetect_encoding=True)
         try:
             docs.extend(loader.load())
             ok += 1

@@ -136,7 +136,7 @@ def _load_pdf(data: bytes, source: str) -> Document:
     offset = 0
     for number, page in enumerate(pages, start=1):
         try:
-            text = page.extract_text() or ""
+            text = _fix_ligatures(page.extract_text() or "")
         except Exception as exc:
             text = ""
             warnings.append(f"page {number}: text extraction failed ({exc})")
@@ -153,6 +153,15 @@ def _load_pdf(data: bytes, source: str) -> Document:
     return Document(source, body, page_starts=tuple(starts), warnings=tuple(warnings))
 
 
+# TeX's OT1 fonts put ligatures at control-code slots; without a ToUnicode map pypdf returns those codes.
+_TEX_LIGATURES = {"\x0b": "ff", "\x0c": "fi", "\x0d": "fl", "\x0e": "ffi", "\x0f": "ffl"}
+_LIGATURE_CODE = re.compile(r"(?<=[A-Za-z])[\x0b-\x0f]|[\x0b-\x0f](?=[a-z])")
+
+
+def _fix_ligatures(text: str) -> str:
+    return _LIGATURE_CODE.sub(lambda m: _TEX_LIGATURES[m.group(0)], text)
+
+
 def _looks_garbled(text: str) -> bool:
     sample = text[:4000]
     bad = sum(1 for ch in sample if ch == "\ufffd" or (0xE000 <= ord(ch) <= 0xF8FF) or (ord(ch) < 32 and ch not in "\n\t"))
@@ -162,6 +171,7 @@ def _looks_garbled(text: str) -> bool:
 _BLOCK = {"p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dt", "dd", "table", "tr", "pre",
           "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "br", "hr", "figure", "figcaption", "header"}
 _DROP = ["script", "style", "noscript", "nav", "footer", "aside", "form", "template", "svg", "iframe", "button"]
+_CONTAINERS = {"div", "section", "ul", "ol", "table", "header", "aside", "menu", "dl"}
 _BOILERPLATE = re.compile(r"(^|[-_ ])(nav|navbar|sidebar|sphinxsidebar|menu|breadcrumbs?|footer|related|toc|skip|cookie)([-_ ]|$)", re.I)
 
 
@@ -174,7 +184,8 @@ def _load_html(html: str, source: str) -> Document:
         if tag.decomposed:
             continue
         attrs = " ".join([*(tag.get("class") or []), tag.get("id") or "", tag.get("role") or ""])
-        if tag.get("role") == "navigation" or (_BOILERPLATE.search(attrs) and tag.name not in ("body", "html", "main")):
+        # Only containers are judged by class/id: an inline link classed "toc-backref" inside a heading is content.
+        if tag.get("role") == "navigation" or (_BOILERPLATE.search(attrs) and tag.name in _CONTAINERS):
             tag.decompose()
     root = soup.find("main") or soup.find(attrs={"role": "main"}) or soup.find("article") or soup.body or soup
     parts: list[str] = []

@@ -45,7 +45,8 @@ def context_block(hits: Sequence[Hit]) -> str:
 
 
 def answer_messages(question: str, hits: Sequence[Hit]) -> list[Message]:
-    user = f"Context passages:\n\n{context_block(hits)}\n\nQuestion: {question}"
+    user = (f"Context passages:\n\n{context_block(hits)}\n\nQuestion: {question}\n\n"
+            "Answer from the passages, in the language of the question, and cite them as [1], [2], ...")
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
@@ -106,7 +107,7 @@ class ExtractiveGenerator:
         if "Context passages:" not in prompt:  # e.g. a question rewrite: keep the question as it is
             yield prompt.rsplit("Last question:", 1)[-1].split("\n")[0].strip()
             return
-        question = prompt.rsplit("Question: ", 1)[-1]
+        question = prompt.rsplit("Question: ", 1)[-1].split("\n\nAnswer from the passages", 1)[0]
         q = self._terms(question)
         best, best_score = None, 0.0
         for m in self._PASSAGE.finditer(prompt):

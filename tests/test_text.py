@@ -33,6 +33,16 @@ def test_html_drops_scripts_styles_and_navigation_and_keeps_headings():
     assert doc.text[h.offset : h.offset + len(h.title)] == h.title
 
 
+def test_links_inside_headings_are_content_not_navigation(tmp_path):
+    p = tmp_path / "doc.html"
+    p.write_text('<html><body><nav class="contents"><ul><li>TOC entry</li></ul></nav><div class="body" role="main">'
+                 '<section id="s"><h2><a class="toc-backref" href="#x">Why indentation?</a><a class="headerlink">¶</a></h2>'
+                 '<p>Because it is clear.</p></section></div></body></html>')
+    doc = load(p)
+    assert [h.title for h in doc.headings] == ["Why indentation?"]
+    assert doc.text.startswith("Why indentation?") and "TOC entry" not in doc.text
+
+
 def test_markdown_headings_skip_code_fences(tmp_path):
     p = tmp_path / "a.md"
     p.write_text("# Top\n\n```\n# not a heading\n```\n\n## Sub\ntext\n")

@@ -143,13 +143,15 @@ def _load_pdf(data: bytes, source: str) -> Document:
         if not text.strip():
             warnings.append(f"page {number} has no extractable text (a scanned image?)")
         elif _looks_garbled(text):
-            warnings.append(f"page {number}: extracted text looks garbled (a font without a Unicode map?)")
+            warnings.append(f"page {number} skipped: its text looks garbled (a font without a Unicode map?)")
+            text = ""  # indexing noise would push real passages out of the results
         starts.append(offset)
         parts.append(text)
         offset += len(text) + 2
     body = "\n\n".join(parts)
     if not body.strip():
-        raise LoadError(f"no extractable text in any of {len(pages)} page(s): a scanned PDF needs OCR first")
+        reason = "garbled text on every page (fonts without a Unicode map)" if any("garbled" in w for w in warnings) else "no extractable text (a scanned PDF needs OCR first)"
+        raise LoadError(f"{reason} in all {len(pages)} page(s)")
     return Document(source, body, page_starts=tuple(starts), warnings=tuple(warnings))
 
 
@@ -163,14 +165,23 @@ def _fix_ligatures(text: str) -> str:
 
 
 def _looks_garbled(text: str) -> bool:
+    """Replacement/private-use/control characters, or letters scattered over many unrelated scripts
+    (what a CJK font without a Unicode map decodes to)."""
+    import unicodedata
+    from collections import Counter
+
     sample = text[:4000]
     bad = sum(1 for ch in sample if ch == "\ufffd" or (0xE000 <= ord(ch) <= 0xF8FF) or (ord(ch) < 32 and ch not in "\n\t"))
-    return bad > 0.1 * max(1, len(sample.strip()))
+    if bad > 0.1 * max(1, len(sample.strip())):
+        return True
+    scripts = Counter(unicodedata.name(ch, "?").split(" ")[0] for ch in sample if ch.isalpha())
+    letters = sum(scripts.values())
+    common = {"LATIN", "CJK", "GREEK", "HIRAGANA", "KATAKANA", "HANGUL", "FULLWIDTH", "CYRILLIC"}
+    odd = sum(n for script, n in scripts.items() if script not in common)
+    many = sum(1 for n in scripts.values() if n >= 0.02 * letters)
+    return letters >= 50 and (many >= 5 or odd > 0.3 * letters)
 
 
-_BLOCK = {"p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dt", "dd", "table", "tr", "pre",
-          "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "br", "hr", "figure", "figcaption", "header"}
-_DROP = ["script", "style", "noscript", "nav", "footer", "aside", "form", "template", "svg", "iframe", "button"]
 _CONTAINERS = {"div", "section", "ul", "ol", "table", "header", "aside", "menu", "dl"}
 _BOILERPLATE = re.compile(r"(^|[-_ ])(nav|navbar|sidebar|sphinxsidebar|menu|breadcrumbs?|footer|related|toc|skip|cookie)([-_ ]|$)", re.I)
 

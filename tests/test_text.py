@@ -87,3 +87,12 @@ def test_chunker_rejects_bad_settings():
         Chunker(count, max_tokens=8)
     with pytest.raises(ConfigError):
         Chunker(count, max_tokens=100, overlap=60)
+
+
+def test_garbled_text_is_detected_but_real_mixed_text_is_not():
+    from ingest.loaders import _looks_garbled
+
+    garbled = "၂ܱ֥؋ࡥٺႿ LATEX νልࢺ֥ക ຦ಖ ୍ ᄅ ರ ൐Ⴈ tlmgr ۽ऎ ॴϱЧശࠩ TEX Live ശޡࠩЇ νልޡЇ " * 5
+    assert _looks_garbled(garbled)
+    assert not _looks_garbled("如何使首段段首也缩进？使用 indentfirst 宏包：\\usepackage{indentfirst} " * 5)
+    assert not _looks_garbled("Python uses indentation for grouping statements; Ελληνικά too. " * 5)

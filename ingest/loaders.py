@@ -182,6 +182,9 @@ def _looks_garbled(text: str) -> bool:
     return letters >= 50 and (many >= 5 or odd > 0.3 * letters)
 
 
+_BLOCK = {"p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dt", "dd", "table", "tr", "pre",
+          "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "br", "hr", "figure", "figcaption", "header"}
+_DROP = ["script", "style", "noscript", "nav", "footer", "aside", "form", "template", "svg", "iframe", "button"]
 _CONTAINERS = {"div", "section", "ul", "ol", "table", "header", "aside", "menu", "dl"}
 _BOILERPLATE = re.compile(r"(^|[-_ ])(nav|navbar|sidebar|sphinxsidebar|menu|breadcrumbs?|footer|related|toc|skip|cookie)([-_ ]|$)", re.I)
 

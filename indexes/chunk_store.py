@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from indexes.errors import StoreError
+from indexes.text import search_text
 from indexes.types import Chunk
 
 _SCHEMA = """
@@ -152,8 +153,10 @@ class ChunkStore:
     def count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
 
-    def all_texts(self) -> Iterator[tuple[int, str]]:
-        yield from self._db.execute("SELECT id, text FROM chunks ORDER BY source, ordinal")
+    def search_texts(self) -> Iterator[tuple[int, str]]:
+        """(id, search text) of every chunk: what the lexical index is built from."""
+        for chunk_id, headings, text in self._db.execute("SELECT id, headings, text FROM chunks ORDER BY source, ordinal"):
+            yield chunk_id, search_text(tuple(json.loads(headings)), text)
 
     # -- manifest ---------------------------------------------------------
     def documents(self) -> dict[str, DocumentRecord]:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexes.bm25 import BM25Index
 from indexes.chunk_store import ChunkStore, DocumentRecord
 from indexes.errors import StoreError
 from indexes.types import Chunk, ScoredId
@@ -59,6 +60,8 @@ class DocumentUpdate:
 class Store:
     def __init__(self, path: Path, settings: StoreSettings, chunks: ChunkStore, index: VectorIndex) -> None:
         self.path, self.settings, self.chunks, self.index = path, settings, chunks, index
+        self._lexical: BM25Index | None = None
+        self._lexical_generation = -1
 
     # -- opening ----------------------------------------------------------
     @staticmethod
@@ -165,6 +168,39 @@ class Store:
             with self.chunks.transaction() as db:
                 db.execute("DELETE FROM pending")
         self.index.drop_other_generations(generation)
+
+    # -- the lexical index -------------------------------------------------
+    @property
+    def lexical(self) -> BM25Index:
+        """The BM25 index of the committed chunks, rebuilt first if an ingest left it behind."""
+        generation = self.chunks.generation
+        if self._lexical is not None and self._lexical_generation == generation:
+            return self._lexical
+        if self.chunks.get_meta("bm25_generation") == str(generation):
+            self._lexical = BM25Index.load(self.path, generation)
+        else:
+            self._lexical = None
+        if self._lexical is None:
+            self._lexical = self.refresh_lexical()
+        self._lexical_generation = generation
+        return self._lexical
+
+    def refresh_lexical(self) -> BM25Index:
+        """Rebuild the BM25 index from the committed chunks and record which generation it reflects."""
+        generation = self.chunks.generation
+        log.info("building the BM25 index of %s (%d chunks)", self.path, self.chunks.count())
+        index = BM25Index.build(self.chunks.search_texts())
+        index.save(self.path, generation)
+        with self.chunks.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('bm25_generation', ?)", (str(generation),))
+        BM25Index.drop_other_generations(self.path, generation)
+        self._lexical, self._lexical_generation = index, generation
+        return index
+
+    def lexical_search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[Chunk, float]]:
+        raw = self.lexical.search(query, k, allowed)
+        found = self.chunks.get([s.id for s in raw])
+        return [(found[s.id], s.score) for s in raw if s.id in found]
 
     # -- reading ----------------------------------------------------------
     def search(

@@ -24,7 +24,7 @@ from ingest.chunking import Chunker
 from ingest.embed_cache import EmbeddingCache
 from ingest.embedders import Embedder
 from ingest.loaders import DEFAULT_INCLUDE, LoadError, load, walk
-from ingest.normalize import normalize
+from indexes.text import search_text
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,6 @@ class IngestOptions:
     progress: bool = True
 
 
-def embedding_text(headings: Sequence[str], text: str) -> str:
-    """What is embedded for a chunk: its heading path, then its text, normalised for search."""
-    return normalize(" > ".join(headings) + "\n\n" + text if headings else text)
-
-
 def model_key(embedder: Embedder) -> str:
     """Cache key for an embedder: its name, plus the weights' size and mtime for a local folder."""
     path = Path(embedder.name)
@@ -101,7 +96,7 @@ def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: Ing
         if not pending:
             return
         chunks = [c for u, _ in pending for c in u.chunks]
-        texts = [embedding_text(c.headings, c.text) for c in chunks]
+        texts = [search_text(c.headings, c.text) for c in chunks]
         vectors, computed = cache.embed(key, texts, lambda t: embedder.embed_documents(t, progress=options.progress))
         embedded += computed
         cached += len(texts) - computed
@@ -151,6 +146,8 @@ def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: Ing
             if gone:
                 store.commit([], removed_sources=gone)
                 results.extend(FileResult(s, "removed", manifest[s].n_chunks) for s in gone)
+        if any(r.status in ("added", "updated", "removed") for r in results):
+            store.refresh_lexical()
     cache.close()
     return IngestReport(tuple(results), embedded, cached, time.perf_counter() - started)
 

@@ -31,6 +31,11 @@ class IndexConfig:
 @dataclass(frozen=True)
 class RetrievalConfig:
     k: int = 5
+    mode: str = "hybrid"  # dense | bm25 | hybrid
+    fusion: str = "rrf"  # rrf | weighted
+    rrf_k: int = 60
+    dense_weight: float = 0.5
+    candidates: int = 50
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbe
 from ingest.pipeline import IngestOptions, IngestReport, ingest
 from rag.config import Config
 from rag.generation import Generator, answer_messages, build_answer, condense_messages, generate
-from rag.retrieval import Filters, Retriever
+from rag.retrieval import Filters, RetrievalSettings, Retriever
 from rag.types import Answer, Hit
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ class KnowledgeBase:
     def __init__(self, store: Store, embedder: Embedder, config: Config, generator: Generator | None = None) -> None:
         self.store, self.embedder, self.config = store, embedder, config
         self._generator = generator
-        self.retriever = Retriever(store, embedder)
+        r = config.retrieval
+        self.retriever = Retriever(store, embedder, RetrievalSettings(r.mode, r.fusion, r.rrf_k, r.dense_weight, r.candidates))
 
     @classmethod
     def open(cls, path: str | Path, config: Config | None = None, *, embedder: Embedder | None = None,
@@ -86,8 +87,9 @@ class KnowledgeBase:
                              f"{self.store.settings.dim}-d ones; use the embedder the store was built with")
 
     # -- retrieval and answers ----------------------------------------------
-    def search(self, question: str, k: int | None = None, filters: Filters = Filters()) -> list[Hit]:
-        return self.retriever.search(question, k or self.config.retrieval.k, filters)
+    def search(self, question: str, k: int | None = None, filters: Filters = Filters(), mode: str | None = None) -> list[Hit]:
+        """Best chunks first; ``mode`` (dense, bm25, hybrid) overrides the configured one."""
+        return self.retriever.search(question, k or self.config.retrieval.k, filters, mode)
 
     @property
     def generator(self) -> Generator:

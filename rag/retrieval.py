@@ -1,14 +1,19 @@
-"""Dense retrieval over a store, with metadata filters."""
+"""First-stage retrieval: dense, BM25, or both fused; with metadata filters."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from indexes.errors import ConfigError
 from indexes.store import Store
+from indexes.text import normalize
+from indexes.types import Chunk
 from ingest.embedders import Embedder
-from ingest.normalize import normalize
 from rag.types import Hit
+
+MODES = ("dense", "bm25", "hybrid")
+FUSIONS = ("rrf", "weighted")
 
 
 @dataclass(frozen=True)
@@ -24,18 +29,79 @@ class Filters:
         return self.source is None and self.page_min is None and self.page_max is None
 
 
-class Retriever:
-    def __init__(self, store: Store, embedder: Embedder) -> None:
-        self.store, self.embedder = store, embedder
+@dataclass(frozen=True)
+class RetrievalSettings:
+    mode: str = "hybrid"
+    fusion: str = "rrf"
+    rrf_k: int = 60
+    dense_weight: float = 0.5  # weighted fusion only
+    candidates: int = 50  # per retriever, before fusion
 
-    def search(self, query: str, k: int = 5, filters: Filters = Filters()) -> list[Hit]:
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown retrieval mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"unknown fusion {self.fusion!r}: choose one of {', '.join(FUSIONS)}")
+        if not 0.0 <= self.dense_weight <= 1.0:
+            raise ConfigError(f"dense_weight must be between 0 and 1, got {self.dense_weight}")
+
+
+Ranked = Sequence[tuple[Chunk, float]]
+
+
+def rrf(lists: Sequence[Ranked], k: int = 60, weights: Sequence[float] | None = None) -> list[tuple[Chunk, float]]:
+    """Reciprocal rank fusion: each list adds weight / (k + rank) for every chunk it ranks."""
+    weights = weights or [1.0] * len(lists)
+    scores: dict[int, float] = {}
+    chunks: dict[int, Chunk] = {}
+    for ranked, w in zip(lists, weights):
+        for rank, (chunk, _) in enumerate(ranked, start=1):
+            scores[chunk.id] = scores.get(chunk.id, 0.0) + w / (k + rank)
+            chunks[chunk.id] = chunk
+    return sorted(((chunks[i], s) for i, s in scores.items()), key=lambda cs: -cs[1])
+
+
+def weighted(dense: Ranked, lexical: Ranked, dense_weight: float) -> list[tuple[Chunk, float]]:
+    """Min-max normalised scores, mixed linearly; a chunk missing from one list scores 0 there."""
+    def norm(ranked: Ranked) -> dict[int, float]:
+        if not ranked:
+            return {}
+        values = [s for _, s in ranked]
+        lo, hi = min(values), max(values)
+        return {c.id: (s - lo) / (hi - lo) if hi > lo else 1.0 for c, s in ranked}
+
+    d, b = norm(dense), norm(lexical)
+    chunks = {c.id: c for c, _ in [*dense, *lexical]}
+    mixed = {i: dense_weight * d.get(i, 0.0) + (1 - dense_weight) * b.get(i, 0.0) for i in chunks}
+    return sorted(((chunks[i], s) for i, s in mixed.items()), key=lambda cs: -cs[1])
+
+
+class Retriever:
+    def __init__(self, store: Store, embedder: Embedder, settings: RetrievalSettings = RetrievalSettings()) -> None:
+        self.store, self.embedder, self.settings = store, embedder, settings
+
+    def search(self, query: str, k: int = 5, filters: Filters = Filters(), mode: str | None = None) -> list[Hit]:
         if not query or not query.strip():
             raise ConfigError("the question is empty")
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
-        allowed = None
-        if not filters.empty:
-            allowed = self.store.chunks.ids(filters.source, filters.page_min, filters.page_max)
+        mode = mode or self.settings.mode
+        if mode not in MODES:
+            raise ConfigError(f"unknown retrieval mode {mode!r}: choose one of {', '.join(MODES)}")
+        allowed = None if filters.empty else self.store.chunks.ids(filters.source, filters.page_min, filters.page_max)
+        n = max(k, self.settings.candidates) if mode == "hybrid" else k
+        dense = self._dense(query, n, allowed) if mode in ("dense", "hybrid") else []
+        lexical = self.store.lexical_search(query, n, allowed) if mode in ("bm25", "hybrid") else []
+        if mode == "dense":
+            ranked = dense
+        elif mode == "bm25":
+            ranked = lexical
+        elif self.settings.fusion == "rrf":
+            ranked = rrf([dense, lexical], self.settings.rrf_k)
+        else:
+            ranked = weighted(dense, lexical, self.settings.dense_weight)
+        return [Hit(chunk, score, rank) for rank, (chunk, score) in enumerate(ranked[:k], start=1)]
+
+    def _dense(self, query: str, n: int, allowed) -> list[tuple[Chunk, float]]:
         vec = self.embedder.embed_query(normalize(query))
-        rows = self.store.search(vec[None, :], k, allowed)[0]
-        return [Hit(chunk, score, rank) for rank, (chunk, score) in enumerate(rows, start=1)]
+        return self.store.search(vec[None, :], n, allowed)[0]

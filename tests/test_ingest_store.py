@@ -161,7 +161,7 @@ def test_kill_minus_nine_during_ingest_leaves_a_working_store(backend, corpus, t
     docs = kb.store.documents()
     assert 1 < len(docs) < 41
     assert kb.store.chunks.count() >= committed
-    assert set(kb.store.index.ids().tolist()) == {i for i, _ in kb.store.chunks.all_texts()}
+    assert set(kb.store.index.ids().tolist()) == {i for i, _ in kb.store.chunks.search_texts()}
     assert kb.search("outdoor unit air filter", k=1)[0].chunk.source.endswith("aurora-manual.md")
     report = kb.ingest([many], progress=False)  # the next run finishes the job
     assert report.count("added") + report.count("unchanged") == 40

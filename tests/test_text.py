@@ -7,7 +7,7 @@ import pytest
 from indexes.errors import ConfigError
 from ingest.chunking import Chunker
 from ingest.loaders import Document, Heading, LoadError, load, walk
-from ingest.normalize import normalize
+from indexes.text import normalize
 from tests.conftest import CORPUS
 
 

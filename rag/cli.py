@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def query_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("-k", type=int, help="passages to retrieve (default 5)")
+        sp.add_argument("--mode", choices=["dense", "bm25", "hybrid"], help="retrieval mode (default hybrid)")
         sp.add_argument("--source", help="only sources matching this glob, e.g. '*.pdf' or '*/manuals/*'")
         sp.add_argument("--page-min", type=int)
         sp.add_argument("--page-max", type=int)
@@ -59,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
         query_opts(sp)
         sp.add_argument("--llm", help="preset, .gguf file, model or LoRA adapter folder, hub id, http(s) endpoint, or 'extractive'")
 
+    sp = sub.add_parser("eval", help="measure retrieval on a JSONL question file (Recall@k, MRR, nDCG)")
+    sp.add_argument("questions", type=Path)
+    common(sp)
+    sp.add_argument("--corpus", type=Path, action="append", help="ingest these documents first (incremental)")
+    sp.add_argument("--configs", default="dense,bm25,hybrid,hybrid-weighted",
+                    help="comma-separated configurations to compare: " + ", ".join(EVAL_CONFIGS))
+    sp.add_argument("--failures", type=int, default=5, help="failed questions to show per configuration")
+    sp.add_argument("--json", action="store_true")
+
     sp = sub.add_parser("info", help="describe a store")
     common(sp)
     sp.add_argument("--json", action="store_true")
@@ -67,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(args) -> Config:
     sets = list(args.overrides)
-    for attr, key in (("embedder", "embedder"), ("device", "device"), ("llm", "llm.name"), ("k", "retrieval.k"),
+    for attr, key in (("embedder", "embedder"), ("device", "device"), ("llm", "llm.name"), ("k", "retrieval.k"), ("mode", "retrieval.mode"),
                       ("index", "index.backend"), ("faiss_type", "index.faiss_type"), ("chunk_tokens", "ingest.chunk_tokens")):
         value = getattr(args, attr, None)
         if value is not None:
@@ -164,6 +174,49 @@ def _cmd_chat(kb, args) -> int:
     return 0
 
 
+EVAL_CONFIGS = {
+    "dense": {"mode": "dense"},
+    "bm25": {"mode": "bm25"},
+    "hybrid": {"mode": "hybrid", "fusion": "rrf"},
+    "hybrid-weighted": {"mode": "hybrid", "fusion": "weighted"},
+}
+
+
+def _cmd_eval(kb, args) -> int:
+    import dataclasses
+
+    from rag.evaluation import evaluate, format_table, load_questions
+    from rag.retrieval import Retriever
+
+    questions = load_questions(args.questions)
+    if args.corpus:
+        report = kb.ingest(args.corpus, progress=sys.stderr.isatty())
+        print(f"ingested: {report.count('added')} added, {report.count('updated')} updated, "
+              f"{report.count('unchanged')} unchanged, {report.count('failed')} failed", file=sys.stderr)
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [n for n in names if n not in EVAL_CONFIGS]
+    if unknown:
+        raise RagError(f"unknown eval configuration(s) {', '.join(unknown)}: choose from {', '.join(EVAL_CONFIGS)}")
+    reports = []
+    for name in names:
+        settings = dataclasses.replace(kb.retriever.settings, **EVAL_CONFIGS[name])
+        retriever = Retriever(kb.store, kb.embedder, settings)
+        reports.append(evaluate(name, lambda q, k: retriever.search(q, k), questions))
+    if args.json:
+        print(json.dumps([r.to_dict() for r in reports], ensure_ascii=False, indent=2))
+        return 0
+    print(f"{len(questions)} questions, store {args.store} ({kb.store.chunks.count()} chunks, {kb.store.settings.embedder})")
+    print(format_table(reports))
+    for r in reports:
+        if r.failures and args.failures:
+            print(f"\n{r.name}: {len(r.failures)} not found in the top 10, e.g.")
+            for f in r.failures[: args.failures]:
+                print(f"  - {f.question.question}  [gold: {f.question.gold or f.question.source}]")
+                for seen in f.retrieved[:2]:
+                    print(f"      got {seen}")
+    return 0
+
+
 def _cmd_info(kb, args) -> int:
     info = kb.info()
     if args.json:
@@ -178,7 +231,7 @@ def _cmd_info(kb, args) -> int:
     return 0
 
 
-COMMANDS = {"ingest": _cmd_ingest, "search": _cmd_search, "ask": _cmd_ask, "chat": _cmd_chat, "info": _cmd_info}
+COMMANDS = {"eval": _cmd_eval, "ingest": _cmd_ingest, "search": _cmd_search, "ask": _cmd_ask, "chat": _cmd_chat, "info": _cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = _config(args)
-        kb = KnowledgeBase.open(args.store, cfg, create=args.command == "ingest")
+        creating = args.command == "ingest" or (args.command == "eval" and bool(args.corpus))
+        kb = KnowledgeBase.open(args.store, cfg, create=creating)
         try:
             return COMMANDS[args.command](kb, args)
         finally:

@@ -58,8 +58,8 @@ class IngestOptions:
     include: tuple[str, ...] = DEFAULT_INCLUDE
     exclude: tuple[str, ...] = ()
     prune: bool = False
-    chunk_tokens: int = 256
-    chunk_overlap: int = 32
+    chunk_tokens: int = 384
+    chunk_overlap: int = 48
     commit_every: int = 2000  # chunks per atomic commit
     progress: bool = True
 

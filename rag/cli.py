@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--faiss-type", choices=["flat", "hnsw", "ivf"], help="FAISS index type for a new store (default flat)")
     sp.add_argument("--include", action="append", help="glob of files to take (repeatable; default: pdf, md, txt, rst, html)")
     sp.add_argument("--exclude", action="append", help="glob of files to skip (repeatable)")
-    sp.add_argument("--chunk-tokens", type=int, help="chunk size in embedder tokens for a new store (default 256)")
+    sp.add_argument("--chunk-tokens", type=int, help="chunk size in embedder tokens for a new store (default 384)")
     sp.add_argument("--prune", action="store_true", help="remove documents that are gone from the given folders")
     sp.add_argument("--json", action="store_true", help="print the summary as JSON")
 

@@ -14,8 +14,8 @@ from ingest.loaders import DEFAULT_INCLUDE
 
 @dataclass(frozen=True)
 class IngestConfig:
-    chunk_tokens: int = 256
-    chunk_overlap: int = 32
+    chunk_tokens: int = 384  # measured with `rag eval` on both dev sets: 128 < 192 < 256 < 384 ~ 480
+    chunk_overlap: int = 48
     include: tuple[str, ...] = DEFAULT_INCLUDE
     exclude: tuple[str, ...] = ()
     commit_every: int = 2000

@@ -1,0 +1,102 @@
+"""Retrieval quality on the development sets: this project beside the standard LangChain pipeline,
+same corpus, same embedding model, same questions, one run.
+
+LangChain: loaders (BSHTMLLoader, PyPDFLoader), RecursiveCharacterTextSplitter(chunk_size=500,
+chunk_overlap=50), HuggingFaceEmbeddings, FAISS, top-10 similarity search -- as commonly written,
+and once more with the e5 query/passage prompts set, so the model is used as intended on both sides.
+
+    pip install -e '.[bench]'
+    python benchmarks/datasets.py
+    python benchmarks/retrieval_bench.py [--sets python-faq,ctex-faq] [--configs dense,bm25,hybrid,...] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from indexes.types import Chunk  # noqa: E402
+from rag.evaluation import evaluate, format_table, load_questions  # noqa: E402
+from rag.types import Hit  # noqa: E402
+
+
+def langchain_search(folder: Path, model_path: str, prompts: bool):
+    from langchain_community.document_loaders import BSHTMLLoader, PyPDFLoader
+    from langchain_community.vectorstores import FAISS
+    from langchain_huggingface import HuggingFaceEmbeddings
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    docs = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".pdf":
+            docs.extend(PyPDFLoader(str(path)).load())
+        elif path.suffix == ".html":
+            docs.extend(BSHTMLLoader(str(path), bs_kwargs={"features": "html.parser"}).load())
+    chunks = RecursiveCharacterTextSplitter(chunk_size=500, chunk_overlap=50).split_documents(docs)
+    kwargs = {"normalize_embeddings": True}
+    emb = HuggingFaceEmbeddings(model_name=model_path, encode_kwargs={**kwargs, **({"prompt": "passage: "} if prompts else {})},
+                                query_encode_kwargs={**kwargs, **({"prompt": "query: "} if prompts else {})})
+    store = FAISS.from_documents(chunks, emb)
+
+    def search(question: str, k: int) -> list[Hit]:
+        out = []
+        for rank, (doc, dist) in enumerate(store.similarity_search_with_score(question, k=k), start=1):
+            page = doc.metadata.get("page")
+            chunk = Chunk(rank, doc.metadata.get("source", ""), doc.page_content, 0, 0, page + 1 if page is not None else None)
+            out.append(Hit(chunk, -float(dist), rank))
+        return out
+
+    return search
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sets", default="python-faq,ctex-faq")
+    ap.add_argument("--configs", default="dense,bm25,hybrid,hybrid-weighted")
+    ap.add_argument("--embedder", default="multilingual-e5-small")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+
+    from ingest.embedders import resolve_model_path
+    from rag.cli import EVAL_CONFIGS
+    from rag.config import Config, IndexConfig
+    from rag.knowledge_base import KnowledgeBase
+    from rag.retrieval import Retriever
+
+    out = {}
+    for name in args.sets.split(","):
+        folder = HERE / "data" / name
+        if not folder.exists():
+            raise SystemExit(f"{folder} is missing: run `python benchmarks/datasets.py` first")
+        questions = load_questions(HERE / "questions" / f"{name}.jsonl")
+        reports = []
+        with tempfile.TemporaryDirectory() as tmp:
+            kb = KnowledgeBase.open(Path(tmp) / "store", Config(embedder=args.embedder, index=IndexConfig(gpu=False)))
+            kb.ingest([folder], progress=False)
+            for config in args.configs.split(","):
+                settings = dataclasses.replace(kb.retriever.settings, **EVAL_CONFIGS[config])
+                retriever = Retriever(kb.store, kb.embedder, settings)
+                reports.append(evaluate(f"rag {config}", lambda q, k, r=retriever: r.search(q, k), questions))
+            kb.close()
+        model_path = resolve_model_path(args.embedder)
+        reports.append(evaluate("LangChain (as usually written)", langchain_search(folder, model_path, False), questions))
+        reports.append(evaluate("LangChain + e5 prompts", langchain_search(folder, model_path, True), questions))
+        out[name] = reports
+        if not args.json:
+            print(f"\n## {name}: {len(questions)} questions, embedder {args.embedder}\n")
+            print(format_table(reports))
+    if args.json:
+        print(json.dumps({n: [r.to_dict() for r in rs] for n, rs in out.items()}, ensure_ascii=False, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,6 @@ and once more with the e5 query/passage prompts set, so the model is used as int
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -62,15 +61,15 @@ def main() -> None:
     ap.add_argument("--sets", default="python-faq,ctex-faq")
     ap.add_argument("--configs", default="dense,bm25,hybrid,hybrid-weighted")
     ap.add_argument("--embedder", default="multilingual-e5-small")
+    ap.add_argument("--judge", default="qwen2.5-coder-1.5b-instruct", help="LLM used by the +rerank configuration")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
 
     from ingest.embedders import resolve_model_path
-    from rag.cli import EVAL_CONFIGS
-    from rag.config import Config, IndexConfig
+    from rag.cli import eval_retriever
+    from rag.config import Config, IndexConfig, LLMConfig
     from rag.knowledge_base import KnowledgeBase
-    from rag.retrieval import Retriever
 
     out = {}
     for name in args.sets.split(","):
@@ -80,11 +79,11 @@ def main() -> None:
         questions = load_questions(HERE / "questions" / f"{name}.jsonl")
         reports = []
         with tempfile.TemporaryDirectory() as tmp:
-            kb = KnowledgeBase.open(Path(tmp) / "store", Config(embedder=args.embedder, index=IndexConfig(gpu=False)))
+            config = Config(embedder=args.embedder, index=IndexConfig(gpu=False), llm=LLMConfig(name=args.judge))
+            kb = KnowledgeBase.open(Path(tmp) / "store", config)
             kb.ingest([folder], progress=False)
             for config in args.configs.split(","):
-                settings = dataclasses.replace(kb.retriever.settings, **EVAL_CONFIGS[config])
-                retriever = Retriever(kb.store, kb.embedder, settings)
+                retriever = eval_retriever(kb, config)
                 reports.append(evaluate(f"rag {config}", lambda q, k, r=retriever: r.search(q, k), questions))
             kb.close()
         model_path = resolve_model_path(args.embedder)

@@ -179,14 +179,28 @@ EVAL_CONFIGS = {
     "bm25": {"mode": "bm25"},
     "hybrid": {"mode": "hybrid", "fusion": "rrf"},
     "hybrid-weighted": {"mode": "hybrid", "fusion": "weighted"},
+    "hybrid+rerank": {"mode": "hybrid", "fusion": "rrf", "rerank": True},
 }
 
 
-def _cmd_eval(kb, args) -> int:
+def eval_retriever(kb, config: str):
+    """The retriever one ``rag eval`` configuration names; ``+rerank`` uses retrieval.rerank (default: the LLM judge)."""
     import dataclasses
 
-    from rag.evaluation import evaluate, format_table, load_questions
+    from rag.rerank import load_reranker
     from rag.retrieval import Retriever
+
+    options = dict(EVAL_CONFIGS[config])
+    reranker = None
+    if options.pop("rerank", False):
+        spec = kb.config.retrieval.rerank if kb.config.retrieval.rerank != "none" else "llm"
+        reranker = load_reranker(spec, lambda: kb.generator, kb.config.device)
+    settings = dataclasses.replace(kb.retriever.settings, **options)
+    return Retriever(kb.store, kb.embedder, settings, reranker, kb.config.retrieval.rerank_top)
+
+
+def _cmd_eval(kb, args) -> int:
+    from rag.evaluation import evaluate, format_table, load_questions
 
     questions = load_questions(args.questions)
     if args.corpus:
@@ -199,9 +213,8 @@ def _cmd_eval(kb, args) -> int:
         raise RagError(f"unknown eval configuration(s) {', '.join(unknown)}: choose from {', '.join(EVAL_CONFIGS)}")
     reports = []
     for name in names:
-        settings = dataclasses.replace(kb.retriever.settings, **EVAL_CONFIGS[name])
-        retriever = Retriever(kb.store, kb.embedder, settings)
-        reports.append(evaluate(name, lambda q, k: retriever.search(q, k), questions))
+        retriever = eval_retriever(kb, name)
+        reports.append(evaluate(name, lambda q, k, r=retriever: r.search(q, k), questions))
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], ensure_ascii=False, indent=2))
         return 0

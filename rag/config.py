@@ -36,6 +36,8 @@ class RetrievalConfig:
     rrf_k: int = 60
     dense_weight: float = 0.5
     candidates: int = 50
+    rerank: str = "none"  # none | llm | llm:MODEL | a cross-encoder folder or hub id
+    rerank_top: int = 10
 
 
 @dataclass(frozen=True)

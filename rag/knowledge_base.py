@@ -13,6 +13,7 @@ from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbe
 from ingest.pipeline import IngestOptions, IngestReport, ingest
 from rag.config import Config
 from rag.generation import Generator, answer_messages, build_answer, condense_messages, generate
+from rag.rerank import load_reranker
 from rag.retrieval import Filters, RetrievalSettings, Retriever
 from rag.types import Answer, Hit
 
@@ -31,7 +32,9 @@ class KnowledgeBase:
         self.store, self.embedder, self.config = store, embedder, config
         self._generator = generator
         r = config.retrieval
-        self.retriever = Retriever(store, embedder, RetrievalSettings(r.mode, r.fusion, r.rrf_k, r.dense_weight, r.candidates))
+        reranker = load_reranker(r.rerank, lambda: self.generator, config.device)
+        self.retriever = Retriever(store, embedder, RetrievalSettings(r.mode, r.fusion, r.rrf_k, r.dense_weight, r.candidates),
+                                   reranker, r.rerank_top)
 
     @classmethod
     def open(cls, path: str | Path, config: Config | None = None, *, embedder: Embedder | None = None,

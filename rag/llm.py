@@ -144,6 +144,11 @@ class TransformersGenerator:
                               "a .gguf file, a model or adapter folder, a hub id (with a network), or an http(s) endpoint") from exc
         self._model = model.to(device).eval()
 
+    def model_and_tokenizer(self):
+        """The loaded model and tokenizer (loads on first call), e.g. for the LLM judge reranker."""
+        self._load()
+        return self._model, self._tokenizer
+
     def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
         self._load()
         transformers = require("transformers", "llm")

@@ -10,6 +10,7 @@ from indexes.store import Store
 from indexes.text import normalize
 from indexes.types import Chunk
 from ingest.embedders import Embedder
+from rag.rerank import Reranker, rerank
 from rag.types import Hit
 
 MODES = ("dense", "bm25", "hybrid")
@@ -77,8 +78,12 @@ def weighted(dense: Ranked, lexical: Ranked, dense_weight: float) -> list[tuple[
 
 
 class Retriever:
-    def __init__(self, store: Store, embedder: Embedder, settings: RetrievalSettings = RetrievalSettings()) -> None:
+    """First stage (dense, BM25 or fused) and, when a reranker is given, a second stage over its top ``rerank_top``."""
+
+    def __init__(self, store: Store, embedder: Embedder, settings: RetrievalSettings = RetrievalSettings(),
+                 reranker: Reranker | None = None, rerank_top: int = 10) -> None:
         self.store, self.embedder, self.settings = store, embedder, settings
+        self.reranker, self.rerank_top = reranker, rerank_top
 
     def search(self, query: str, k: int = 5, filters: Filters = Filters(), mode: str | None = None) -> list[Hit]:
         if not query or not query.strip():
@@ -89,7 +94,8 @@ class Retriever:
         if mode not in MODES:
             raise ConfigError(f"unknown retrieval mode {mode!r}: choose one of {', '.join(MODES)}")
         allowed = None if filters.empty else self.store.chunks.ids(filters.source, filters.page_min, filters.page_max)
-        n = max(k, self.settings.candidates) if mode == "hybrid" else k
+        want = max(k, self.rerank_top) if self.reranker else k
+        n = max(want, self.settings.candidates) if mode == "hybrid" else want
         dense = self._dense(query, n, allowed) if mode in ("dense", "hybrid") else []
         lexical = self.store.lexical_search(query, n, allowed) if mode in ("bm25", "hybrid") else []
         if mode == "dense":
@@ -100,7 +106,10 @@ class Retriever:
             ranked = rrf([dense, lexical], self.settings.rrf_k)
         else:
             ranked = weighted(dense, lexical, self.settings.dense_weight)
-        return [Hit(chunk, score, rank) for rank, (chunk, score) in enumerate(ranked[:k], start=1)]
+        hits = [Hit(chunk, score, rank) for rank, (chunk, score) in enumerate(ranked[:want], start=1)]
+        if self.reranker is not None:
+            hits = rerank(self.reranker, query, hits, self.rerank_top)
+        return hits[:k]
 
     def _dense(self, query: str, n: int, allowed) -> list[tuple[Chunk, float]]:
         vec = self.embedder.embed_query(normalize(query))

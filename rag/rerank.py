@@ -1,0 +1,109 @@
+"""Second-stage reranking of the first-stage top-N: the ``Reranker`` protocol, a sentence-transformers
+``CrossEncoder``, and the local LLM as a relevance judge (P(yes) for "does this passage answer it?")."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from indexes.errors import ConfigError, require
+from rag.types import Hit
+
+log = logging.getLogger(__name__)
+
+
+class Reranker(Protocol):
+    name: str
+
+    def scores(self, question: str, passages: Sequence[str]) -> list[float]:
+        """Relevance of each passage to the question; higher is better."""
+
+
+def rerank(reranker: Reranker, question: str, hits: Sequence[Hit], top: int) -> list[Hit]:
+    """Reorder the first ``top`` hits by the reranker's score (ties keep first-stage order); the rest follow."""
+    head, tail = list(hits[:top]), list(hits[top:])
+    if not head:
+        return []
+    t = time.perf_counter()
+    scores = reranker.scores(question, [h.chunk.text for h in head])
+    log.info("reranked %d passages with %s in %.2fs", len(head), reranker.name, time.perf_counter() - t)
+    order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
+    ranked = [(head[i].chunk, scores[i]) for i in order] + [(h.chunk, h.score) for h in tail]
+    return [Hit(chunk, score, rank) for rank, (chunk, score) in enumerate(ranked, start=1)]
+
+
+class CrossEncoderReranker:
+    """A sentence-transformers CrossEncoder from a folder or hub id (no trained one ships offline)."""
+
+    def __init__(self, name: str, device: str | None = None, batch_size: int = 16) -> None:
+        self.name, self.device, self.batch_size = name, device, batch_size
+        self._model = None
+
+    def scores(self, question: str, passages: Sequence[str]) -> list[float]:
+        if self._model is None:
+            st = require("sentence_transformers", "models", "sentence-transformers")
+            try:
+                self._model = st.CrossEncoder(self.name, device=self.device)
+            except OSError as exc:
+                raise ConfigError(f"cannot load cross-encoder {self.name!r}: {exc}") from exc
+        return [float(s) for s in self._model.predict([(question, p) for p in passages], batch_size=self.batch_size)]
+
+
+# Passage before question separated best of the prompts tried (P(yes) 0.93-0.95 relevant, 0.30-0.57 not, 1.5B preset).
+JUDGE_SYSTEM = "You judge whether a passage answers a question. Answer only yes or no."
+JUDGE_USER = "Passage:\n{passage}\n\nQuestion: {question}\n\nDoes this passage answer the question? Answer yes or no."
+
+
+class LLMJudgeReranker:
+    """Scores P(yes) from one forward pass per passage (batched, no generation), with the local LLM.
+
+    On 2 CPU cores the 1.5B preset takes roughly a second per passage, so rerank a short list."""
+
+    def __init__(self, generator, batch_size: int = 4, max_passage_chars: int = 1500) -> None:
+        self.generator, self.batch_size, self.max_chars = generator, batch_size, max_passage_chars
+        self.name = f"llm-judge({generator.name})"
+        self._yes_no: tuple[list[int], list[int]] | None = None
+
+    def scores(self, question: str, passages: Sequence[str]) -> list[float]:
+        import torch
+
+        model, tok = self.generator.model_and_tokenizer()
+        if self._yes_no is None:
+            ids = lambda words: sorted({tok.encode(w, add_special_tokens=False)[0] for w in words})  # noqa: E731
+            self._yes_no = ids(["yes", "Yes", " yes", " Yes"]), ids(["no", "No", " no", " No"])
+        yes, no = self._yes_no
+        prompts = [tok.apply_chat_template(
+            [{"role": "system", "content": JUDGE_SYSTEM},
+             {"role": "user", "content": JUDGE_USER.format(question=question, passage=p[: self.max_chars])}],
+            add_generation_prompt=True, tokenize=False) for p in passages]
+        out: list[float] = []
+        side = tok.padding_side
+        tok.padding_side = "left"  # the last position is then the next-token position for every row
+        try:
+            for s in range(0, len(prompts), self.batch_size):
+                batch = tok(prompts[s : s + self.batch_size], return_tensors="pt", padding=True).to(model.device)
+                # left padding: positions must count real tokens only, as generate() would do
+                positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+                with torch.inference_mode():
+                    logits = model(**batch, position_ids=positions).logits[:, -1, :].float()
+                pair = torch.stack([torch.logsumexp(logits[:, yes], -1), torch.logsumexp(logits[:, no], -1)], -1)
+                out.extend(torch.softmax(pair, -1)[:, 0].tolist())
+        finally:
+            tok.padding_side = side
+        return out
+
+
+def load_reranker(spec: str, generator_factory, device: str | None = None) -> Reranker | None:
+    """``none``, ``llm`` (the answer LLM as judge), ``llm:MODEL`` (another local LLM), or a cross-encoder path/id."""
+    if spec in ("", "none"):
+        return None
+    if spec == "llm" or spec.startswith("llm:"):
+        from rag.llm import TransformersGenerator
+
+        generator = generator_factory() if spec == "llm" else TransformersGenerator(spec[4:], device=device)
+        if not hasattr(generator, "model_and_tokenizer"):
+            raise ConfigError(f"the LLM judge needs a local transformers model; {generator.name!r} is not one")
+        return LLMJudgeReranker(generator)
+    return CrossEncoderReranker(spec, device=device)

@@ -38,6 +38,8 @@ class RetrievalConfig:
     candidates: int = 50
     rerank: str = "none"  # none | llm | llm:MODEL | a cross-encoder folder or hub id
     rerank_top: int = 10
+    dedupe: float = 0.8  # drop passages whose word overlap with a better one is at least this (1 = keep all)
+    neighbours: int = 0  # widen each passage handed to the LLM by this many chunks either side
 
 
 @dataclass(frozen=True)

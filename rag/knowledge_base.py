@@ -13,6 +13,7 @@ from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbe
 from ingest.pipeline import IngestOptions, IngestReport, ingest
 from rag.config import Config
 from rag.generation import Generator, answer_messages, build_answer, condense_messages, generate
+from rag.context import drop_near_duplicates, widen
 from rag.rerank import load_reranker
 from rag.retrieval import Filters, RetrievalSettings, Retriever
 from rag.types import Answer, Hit
@@ -103,6 +104,15 @@ class KnowledgeBase:
             self._generator = load_generator(llm.name, model=llm.server_model, device=llm.device or self.config.device)
         return self._generator
 
+    def context(self, question: str, k: int | None = None, filters: Filters = Filters()) -> list[Hit]:
+        """The passages the LLM sees: retrieved, near-duplicates dropped, widened to neighbours if configured."""
+        r = self.config.retrieval
+        k = k or r.k
+        hits = self.search(question, 2 * k if r.dedupe < 1 else k, filters)
+        if r.dedupe < 1:
+            hits = drop_near_duplicates(hits, r.dedupe)[:k]
+        return widen(hits, self.store.chunks, r.neighbours)
+
     def ask(self, question: str, k: int | None = None, filters: Filters = Filters()) -> Answer:
         stream = self.ask_stream(question, k, filters)
         for _ in stream:
@@ -111,7 +121,7 @@ class KnowledgeBase:
 
     def ask_stream(self, question: str, k: int | None = None, filters: Filters = Filters()) -> "AnswerStream":
         """Iterate to receive the answer's text as it is generated; ``.answer`` holds the ``Answer`` afterwards."""
-        hits = self.search(question, k, filters)
+        hits = self.context(question, k, filters)
         return AnswerStream(question, hits, self.generator, self.config.llm.max_new_tokens)
 
     def chat(self) -> "Conversation":

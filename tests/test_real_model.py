@@ -61,3 +61,19 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and "no store at" in err[0] and "rag ingest" in err[0]
     assert main(["ingest", str(tmp_path / "missing"), "--store", str(tmp_path / "s")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_eval_prints_metrics_for_each_configuration(corpus, tmp_path, capsys, e5):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in [
+        {"question": "How often do I clean the outdoor filter?", "gold": "every three months"},
+        {"question": "压缩机保修可以延长到几年？", "gold": "压缩机保修期延长至十年"},
+        {"question": "Which refrigerant does the unit use?", "gold": "The refrigerant is R290"},
+    ]))
+    store = str(tmp_path / "store")
+    assert main(["eval", str(questions), "--store", store, "--corpus", str(corpus), "--configs", "dense,bm25,hybrid", "--json"]) == 0
+    reports = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(reports) == {"dense", "bm25", "hybrid"}
+    for r in reports.values():
+        assert 0 <= r["metrics"]["ndcg@10"] <= 1 and r["metrics"]["questions"] == 3
+    assert reports["hybrid"]["metrics"]["recall@5"] == 1.0

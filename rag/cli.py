@@ -69,6 +69,24 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--failures", type=int, default=5, help="failed questions to show per configuration")
     sp.add_argument("--json", action="store_true")
 
+    sp = sub.add_parser("finetune", help="adapt the embedder to this store's documents (local questions, training, re-embedding)")
+    sp.add_argument("what", choices=["embedder"])
+    common(sp)
+    sp.add_argument("--chunks", type=int, default=500, help="chunks to write training questions for (default 500)")
+    sp.add_argument("--question-llm", default="qwen2.5-coder-0.5b-instruct", help="LLM that writes the questions")
+    sp.add_argument("--epochs", type=int, default=1)
+    sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--no-hard-negatives", action="store_true")
+    sp.add_argument("--activate", action="store_true", help="switch to the new index version if the held-out nDCG@10 improved")
+    sp.add_argument("--force", action="store_true", help="switch to the new version whatever the result")
+    sp.add_argument("--json", action="store_true")
+
+    sp = sub.add_parser("versions", help="list the index versions of a store")
+    common(sp)
+    sp = sub.add_parser("activate", help="switch a store to another index version (rollback)")
+    sp.add_argument("version")
+    common(sp)
+
     sp = sub.add_parser("info", help="describe a store")
     common(sp)
     sp.add_argument("--json", action="store_true")
@@ -230,6 +248,42 @@ def _cmd_eval(kb, args) -> int:
     return 0
 
 
+def _cmd_finetune(kb, args) -> int:
+    from rag.finetune import FinetuneOptions, finetune_embedder
+
+    options = FinetuneOptions(chunks=args.chunks, llm=args.question_llm, epochs=args.epochs, batch_size=args.batch_size,
+                              hard_negatives=not args.no_hard_negatives, activate=args.activate, force=args.force,
+                              progress=sys.stderr.isatty())
+    result = finetune_embedder(kb, options, report=lambda msg: print(msg, file=sys.stderr))
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    print(f"new index version {result.version}, model {result.model}")
+    print(f"{result.train_questions} training questions, {result.heldout_questions} held out (by document)")
+    print(f"{'held-out, dense':18}" + "".join(f"{m:>11}" for m in ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")))
+    for name, m in (("before", result.before), ("after", result.after)):
+        print(f"{name:18}" + "".join(f"{m[c]:>11.3f}" for c in ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")))
+    print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
+    print(f"{'activated' if result.activated else 'not activated'}: `rag activate {result.version}` switches, `rag versions` lists")
+    return 0
+
+
+def _cmd_versions(kb, args) -> int:
+    from rag.finetune import versions_table
+
+    for v in versions_table(kb.root):
+        print(f"{'*' if v['active'] else ' '} {v['version']:6} {v['embedder']}  {v['note']}")
+    return 0
+
+
+def _cmd_activate(kb, args) -> int:
+    from indexes.versions import activate
+
+    activate(kb.root, args.version)
+    print(f"{args.version} is now active")
+    return 0
+
+
 def _cmd_info(kb, args) -> int:
     info = kb.info()
     if args.json:
@@ -244,7 +298,7 @@ def _cmd_info(kb, args) -> int:
     return 0
 
 
-COMMANDS = {"eval": _cmd_eval, "ingest": _cmd_ingest, "search": _cmd_search, "ask": _cmd_ask, "chat": _cmd_chat, "info": _cmd_info}
+COMMANDS = {"activate": _cmd_activate, "finetune": _cmd_finetune, "versions": _cmd_versions, "eval": _cmd_eval, "ingest": _cmd_ingest, "search": _cmd_search, "ask": _cmd_ask, "chat": _cmd_chat, "info": _cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from indexes.errors import StoreError
 from indexes.store import Store, StoreSettings
+from indexes.versions import active_path
 from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
 from ingest.pipeline import IngestOptions, IngestReport, ingest
 from rag.config import Config
@@ -45,7 +46,8 @@ class KnowledgeBase:
         Opening a store with an embedder other than the one that built it is an error, not garbage results.
         """
         config = config or Config()
-        path = Path(path)
+        root = Path(path)
+        path = active_path(root)  # the store directory itself unless another index version was activated
         wanted = embedder.name if embedder is not None else config.embedder
         if Store.exists(path):
             store = Store.open(path)
@@ -63,7 +65,9 @@ class KnowledgeBase:
             settings = StoreSettings(embedder=embedder.name, dim=embedder.dim, index=config.index.backend, index_options=options,
                                      ingest={"chunk_tokens": config.ingest.chunk_tokens, "chunk_overlap": config.ingest.chunk_overlap})
             store = Store.create(path, settings)
-        return cls(store, embedder, config, generator)
+        kb = cls(store, embedder, config, generator)
+        kb.root = root
+        return kb
 
     def close(self) -> None:
         self.store.close()

@@ -149,6 +149,24 @@ class TransformersGenerator:
         self._load()
         return self._model, self._tokenizer
 
+    def generate_batch(self, conversations: Sequence[Sequence[Message]], max_new_tokens: int = 64) -> list[str]:
+        """Greedy replies to several conversations in one batched generate() (left-padded)."""
+        import torch
+
+        self._load()
+        tok = self._tokenizer
+        prompts = [tok.apply_chat_template(list(m), add_generation_prompt=True, tokenize=False) for m in conversations]
+        side = tok.padding_side
+        tok.padding_side = "left"
+        try:
+            batch = tok(prompts, return_tensors="pt", padding=True).to(self._model.device)
+        finally:
+            tok.padding_side = side
+        with torch.inference_mode():
+            out = self._model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                       pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        return tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
     def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
         self._load()
         transformers = require("transformers", "llm")

@@ -1,0 +1,78 @@
+"""Index versions inside one store directory, for swapping the embedder safely.
+
+The store directory itself is version ``v1``; later versions live in ``versions/NAME/``, each a
+complete store (its own embedder, vectors, BM25 and a copy of the chunks). ``ACTIVE`` names the
+version that is opened; it is replaced atomically, so a crash while building a new version leaves
+the old one active, and the previous versions stay for rollback.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexes.errors import StoreError
+from indexes.vector import atomic_write
+
+ROOT_VERSION = "v1"
+_ACTIVE = "ACTIVE"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    path: Path
+    embedder: str
+    dim: int
+    active: bool
+    note: str
+
+
+def version_path(root: Path, name: str) -> Path:
+    root = Path(root)
+    return root if name == ROOT_VERSION else root / "versions" / name
+
+
+def active_version(root: Path) -> str:
+    marker = Path(root) / _ACTIVE
+    return marker.read_text().strip() if marker.exists() else ROOT_VERSION
+
+
+def active_path(root: Path) -> Path:
+    return version_path(root, active_version(root))
+
+
+def list_versions(root: Path) -> list[VersionInfo]:
+    root = Path(root)
+    names = [ROOT_VERSION] if (root / "store.json").exists() else []
+    if (root / "versions").is_dir():
+        names += sorted((p.name for p in (root / "versions").iterdir() if (p / "store.json").exists()), key=_order)
+    active = active_version(root)
+    out = []
+    for name in names:
+        path = version_path(root, name)
+        settings = json.loads((path / "store.json").read_text())
+        note_file = path / "VERSION_NOTE"
+        out.append(VersionInfo(name, path, settings["embedder"], settings["dim"], name == active,
+                               note_file.read_text().strip() if note_file.exists() else ""))
+    return out
+
+
+def next_version_name(root: Path) -> str:
+    taken = [v.name for v in list_versions(root)]
+    return f"v{max((_order(n)[0] for n in taken), default=1) + 1}"
+
+
+def activate(root: Path, name: str) -> None:
+    """Make ``name`` the version that ``open`` returns (one atomic rename)."""
+    root = Path(root)
+    if not (version_path(root, name) / "store.json").exists():
+        known = ", ".join(v.name for v in list_versions(root)) or "none"
+        raise StoreError(f"store {root} has no version {name!r} (versions: {known})")
+    atomic_write(root / _ACTIVE, lambda tmp: tmp.write_text(name + "\n"))
+
+
+def _order(name: str) -> tuple[int, str]:
+    digits = name[1:] if name.startswith("v") else ""
+    return (int(digits), name) if digits.isdigit() else (0, name)

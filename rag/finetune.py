@@ -1,0 +1,201 @@
+"""Domain adaptation of the embedder, entirely local.
+
+1. questions for a sample of chunks, written by the local LLM (cached, resumable; ``rag.synthetic``),
+   split into train and held-out *by source document*;
+2. hard negatives mined with the current model (``mine_hard_negatives``, a relative margin below the
+   positive's score guards against false negatives);
+3. sentence-transformers training with ``MultipleNegativesRankingLoss`` and duplicate-free batches;
+4. the store re-embedded into a new index version with the new model, the held-out questions evaluated
+   before and after, and the new version activated only if it is better (or when forced).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from indexes.chunk_store import DocumentRecord
+from indexes.errors import ConfigError, require
+from indexes.store import DocumentUpdate, Store, StoreSettings
+from indexes.text import search_text
+from indexes.versions import activate, list_versions, next_version_name, version_path
+from ingest.cache import cache_dir
+from ingest.embed_cache import EmbeddingCache
+from ingest.embedders import SentenceTransformerEmbedder, resolve_model_path
+from ingest.pipeline import model_key
+from rag.evaluation import Question, evaluate
+from rag.retrieval import RetrievalSettings, Retriever
+from rag.synthetic import generate_questions, held_out, sample_chunks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    chunks: int = 500  # chunks to write questions for
+    llm: str = "qwen2.5-coder-0.5b-instruct"  # question writer (the light preset: generation is the slow part)
+    generation_batch: int = 8
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 3e-5
+    max_seq_length: int = 256
+    hard_negatives: bool = True
+    heldout: float = 0.2
+    seed: int = 0
+    activate: bool = False  # switch to the new version if the held-out nDCG@10 improved
+    force: bool = False  # switch even if it did not
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    version: str
+    model: str
+    train_questions: int
+    heldout_questions: int
+    before: dict
+    after: dict
+    activated: bool
+    seconds: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _gold(text: str) -> str:
+    """A phrase from the middle of a chunk: identifies it without depending on the overlap at its edges."""
+    mid = len(text) // 2
+    return text[max(0, mid - 30) : mid + 30].strip()
+
+
+def reembed(root: Path, source: Store, model_path: str, version: str, progress: bool = True,
+            device: str | None = None) -> Store:
+    """Copy the chunks of ``source`` into a new version embedded with ``model_path`` (not activated).
+
+    Vectors go through the embedding cache, so an interrupted run resumes where it stopped."""
+    from tqdm.auto import tqdm
+
+    target = version_path(root, version)
+    if target.exists():
+        shutil.rmtree(target)
+    embedder = SentenceTransformerEmbedder(model_path, device=device)
+    s = source.settings
+    store = Store.create(target, StoreSettings(embedder=model_path, dim=embedder.dim, index=s.index,
+                                               index_options=s.index_options, ingest=s.ingest))
+    cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
+    key = model_key(embedder)
+    docs = list(source.documents().values())
+    batch: list[tuple[DocumentRecord, list]] = []
+    with tqdm(total=source.chunks.count(), desc=f"re-embedding into {version}", unit="chunk", disable=not progress) as bar:
+        def flush() -> None:
+            chunks = [c for _, cs in batch for c in cs]
+            vectors, _ = cache.embed(key, [search_text(c.headings, c.text) for c in chunks], embedder.embed_documents)
+            updates, row = [], 0
+            for record, cs in batch:
+                updates.append(DocumentUpdate(record, cs, vectors[row : row + len(cs)]))
+                row += len(cs)
+            store.commit(updates)
+            bar.update(len(chunks))
+            batch.clear()
+
+        pending = 0
+        for record in docs:
+            chunks = source.chunks.chunks_of(record.source)
+            batch.append((record, chunks))
+            pending += len(chunks)
+            if pending >= 1000:
+                flush()
+                pending = 0
+        if batch:
+            flush()
+    cache.close()
+    store.refresh_lexical()
+    (target / "VERSION_NOTE").write_text(f"embedder fine-tuned from {source.settings.embedder}\n")
+    return store
+
+
+def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
+                      report: Callable[[str], None] = lambda msg: log.info(msg)) -> FinetuneResult:
+    st = require("sentence_transformers", "models", "sentence-transformers")
+    datasets = require("datasets", "finetune", "datasets")
+    from rag.llm import TransformersGenerator
+
+    root: Path = kb.root
+    seconds: dict[str, float] = {}
+    work = root / "finetune"
+    work.mkdir(exist_ok=True)
+
+    t = time.perf_counter()
+    chunks = sample_chunks(kb.store, options.chunks, options.seed)
+    if len(chunks) < 20:
+        raise ConfigError(f"only {len(chunks)} usable chunks: fine-tuning needs a corpus of at least a few dozen passages")
+    by_id = {c.id: c for c in chunks}
+    questions = generate_questions(kb.store, TransformersGenerator(options.llm, device=kb.config.device), chunks,
+                                   work / f"questions-{kb.store.settings.embedder.replace('/', '_')[-40:]}.jsonl",
+                                   batch_size=options.generation_batch, progress=options.progress)
+    seconds["questions"] = time.perf_counter() - t
+    good = [q for q in questions if q.ok]
+    train = [q for q in good if not held_out(q.source, options.heldout)]
+    test = [q for q in good if held_out(q.source, options.heldout)]
+    report(f"{len(good)} usable questions of {len(questions)} ({len(train)} train, {len(test)} held out by document)")
+    if len(train) < 16 or len(test) < 5:
+        raise ConfigError(f"too few questions to train and test ({len(train)} train, {len(test)} held out): use more chunks")
+
+    t = time.perf_counter()
+    model = st.SentenceTransformer(resolve_model_path(kb.store.settings.embedder), device=kb.config.device)
+    model.max_seq_length = min(model.max_seq_length, options.max_seq_length)
+    prompts = model.prompts or {}
+    qp, dp = prompts.get("query", ""), prompts.get("document", "")
+    data = datasets.Dataset.from_dict({"anchor": [q.question for q in train],
+                                       "positive": [search_text(by_id[q.chunk_id].headings, by_id[q.chunk_id].text) for q in train]})
+    if options.hard_negatives:
+        corpus = [text for _, text in kb.store.chunks.search_texts()]
+        data = st.util.mine_hard_negatives(data, model, corpus=corpus, range_min=2, range_max=30, relative_margin=0.05,
+                                           num_negatives=1, sampling_strategy="top", query_prompt=qp or None,
+                                           corpus_prompt=dp or None, batch_size=32, verbose=False)
+    seconds["negatives"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    version = next_version_name(root)
+    out_dir = root / "models" / f"{version}-embedder"
+    from sentence_transformers.training_args import BatchSamplers
+
+    args = st.SentenceTransformerTrainingArguments(
+        output_dir=str(work / "trainer"), num_train_epochs=options.epochs, per_device_train_batch_size=options.batch_size,
+        learning_rate=options.learning_rate, warmup_ratio=0.1, batch_sampler=BatchSamplers.NO_DUPLICATES,
+        prompts={"anchor": qp, "positive": dp, **({"negative_1": dp} if "negative_1" in data.column_names else {}), **({"negative": dp} if "negative" in data.column_names else {})},
+        save_strategy="no", report_to="none", logging_steps=5, seed=options.seed, disable_tqdm=not options.progress,
+        use_cpu=kb.config.device == "cpu")
+    trainer = st.SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
+                                            loss=st.losses.MultipleNegativesRankingLoss(model))
+    trainer.train()
+    model.max_seq_length = 512
+    model.save(str(out_dir))
+    seconds["training"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    new_store = reembed(root, kb.store, str(out_dir), version, options.progress, kb.config.device)
+    seconds["reembed"] = time.perf_counter() - t
+
+    heldout = [Question(q.question, gold=_gold(by_id[q.chunk_id].text)) for q in test]
+    dense = RetrievalSettings(mode="dense")
+    before = evaluate("before", lambda q, k: Retriever(kb.store, kb.embedder, dense).search(q, k), heldout).metrics
+    after = evaluate("after", lambda q, k: Retriever(new_store, SentenceTransformerEmbedder(str(out_dir)), dense).search(q, k), heldout).metrics
+    new_store.close()
+    improved = after["ndcg@10"] > before["ndcg@10"]
+    switched = options.force or (options.activate and improved)
+    if switched:
+        activate(root, version)
+    (work / f"{version}-result.json").write_text(json.dumps({"before": before, "after": after, "activated": switched,
+                                                            "seconds": seconds}, indent=2))
+    return FinetuneResult(version, str(out_dir), len(train), len(test), before, after, switched, seconds)
+
+
+def versions_table(root: Path) -> list[dict]:
+    return [{"version": v.name, "active": v.active, "embedder": v.embedder, "dim": v.dim, "note": v.note}
+            for v in list_versions(root)]

@@ -1,0 +1,100 @@
+"""Training questions generated from the corpus by the local LLM: one question per sampled chunk,
+in the chunk's own language, filtered, cached in the store so a second run generates nothing again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from indexes.store import Store
+from indexes.types import Chunk
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "You write search questions. Reply with one question only, nothing else."
+USER = ("Passage:\n{passage}\n\nWrite one question that a reader could ask and that this passage answers. "
+        "Write the question in the same language as the passage. Do not copy a sentence from the passage.")
+
+
+@dataclass(frozen=True)
+class SyntheticQuestion:
+    chunk_id: int
+    source: str
+    question: str
+    ok: bool
+    reason: str = ""
+
+
+_WORD = re.compile(r"[\u4e00-\u9fff]|\w+")
+
+
+def clean(reply: str, passage: str) -> tuple[str, str]:
+    """The question from a model reply, and the reason to reject it ('' when it is fine)."""
+    lines = [line.strip() for line in reply.strip().splitlines() if line.strip()]
+    q = re.sub(r"^(question|问题)\s*[:：]\s*|^\d+[.)]\s*", "", lines[0], flags=re.I).strip().strip('"“”') if lines else ""
+    if not q:
+        return q, "empty"
+    if len(q) < 6:
+        return q, "too short"
+    if len(q) > 200:
+        return q, "too long"
+    if q in passage:
+        return q, "copied from the passage"
+    words, passage_words = set(_WORD.findall(q.lower())), set(_WORD.findall(passage.lower()))
+    if words and len(words & passage_words) / len(words) > 0.9 and len(words) > 12:
+        return q, "mostly copied from the passage"
+    return q, ""
+
+
+def sample_chunks(store: Store, n: int, seed: int = 0, min_chars: int = 80) -> list[Chunk]:
+    ids = sorted(int(i) for i in store.chunks.ids())
+    random.Random(seed).shuffle(ids)
+    out: list[Chunk] = []
+    for s in range(0, len(ids), 500):
+        found = store.chunks.get(ids[s : s + 500])
+        out.extend(c for i in ids[s : s + 500] if (c := found.get(i)) is not None and len(c.text.strip()) >= min_chars)
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def generate_questions(store: Store, generator, chunks: Sequence[Chunk], cache: Path, batch_size: int = 8,
+                       max_passage_chars: int = 1200, progress: bool = True) -> list[SyntheticQuestion]:
+    """One question per chunk; cached in ``cache`` (JSONL, appended per batch) so reruns resume."""
+    from tqdm.auto import tqdm
+
+    done: dict[int, SyntheticQuestion] = {}
+    if cache.exists():
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[row["chunk_id"]] = SyntheticQuestion(**row)
+    todo = [c for c in chunks if c.id not in done]
+    if todo:
+        log.info("generating questions for %d chunks (%d cached)", len(todo), len(chunks) - len(todo))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache, "a", encoding="utf-8") as fh, tqdm(total=len(todo), desc="questions", unit="chunk", disable=not progress) as bar:
+        for s in range(0, len(todo), batch_size):
+            batch = todo[s : s + batch_size]
+            replies = generator.generate_batch(
+                [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER.format(passage=c.text[:max_passage_chars])}]
+                 for c in batch], max_new_tokens=48)
+            for c, reply in zip(batch, replies):
+                q, reason = clean(reply, c.text)
+                item = SyntheticQuestion(c.id, c.source, q, not reason, reason)
+                done[c.id] = item
+                fh.write(json.dumps(asdict(item), ensure_ascii=False) + "\n")
+            fh.flush()
+            bar.update(len(batch))
+    return [done[c.id] for c in chunks if c.id in done]
+
+
+def held_out(source: str, fraction: float = 0.2) -> bool:
+    """Split by source document (a stable hash), so near-duplicate chunks never straddle train and test."""
+    return int(hashlib.sha1(source.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from indexes.store import Store
 from indexes.types import Chunk
+from rag.generation import is_chinese
 
 log = logging.getLogger(__name__)
 
 SYSTEM = "You write search questions. Reply with one question only, nothing else."
+USER_ZH = "段落：\n{passage}\n\n请用中文写一个读者可能会问、并且这段文字能够回答的问题。不要照抄原文，只输出这个问题。"
 USER = ("Passage:\n{passage}\n\nWrite one question that a reader could ask and that this passage answers. "
         "Write the question in the same language as the passage. Do not copy a sentence from the passage.")
 
@@ -83,7 +85,8 @@ def generate_questions(store: Store, generator, chunks: Sequence[Chunk], cache: 
         for s in range(0, len(todo), batch_size):
             batch = todo[s : s + batch_size]
             replies = generator.generate_batch(
-                [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER.format(passage=c.text[:max_passage_chars])}]
+                [[{"role": "system", "content": SYSTEM},
+                  {"role": "user", "content": (USER_ZH if is_chinese(c.text) else USER).format(passage=c.text[:max_passage_chars])}]
                  for c in batch], max_new_tokens=48)
             for c, reply in zip(batch, replies):
                 q, reason = clean(reply, c.text)

@@ -30,7 +30,7 @@ from ingest.embedders import SentenceTransformerEmbedder, resolve_model_path
 from ingest.pipeline import model_key
 from rag.evaluation import Question, evaluate
 from rag.retrieval import RetrievalSettings, Retriever
-from rag.synthetic import generate_questions, held_out, sample_chunks
+from rag.synthetic import generate_questions, held_out, question_writer, sample_chunks
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FinetuneOptions:
     chunks: int = 500  # chunks to write questions for
-    llm: str = "qwen2.5-coder-0.5b-instruct"  # question writer (the light preset: generation is the slow part)
+    llm: str = "qwen2.5-coder-0.5b-instruct"  # question writer (light preset: generation is the slow part), or "ict"
     generation_batch: int = 8
     epochs: int = 1
     batch_size: int = 32
@@ -123,8 +123,6 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
                       report: Callable[[str], None] = lambda msg: log.info(msg)) -> FinetuneResult:
     st = require("sentence_transformers", "models", "sentence-transformers")
     datasets = require("datasets", "finetune", "datasets")
-    from rag.llm import TransformersGenerator
-
     root: Path = kb.root
     seconds: dict[str, float] = {}
     work = root / "finetune"
@@ -135,8 +133,8 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     if len(chunks) < 20:
         raise ConfigError(f"only {len(chunks)} usable chunks: fine-tuning needs a corpus of at least a few dozen passages")
     by_id = {c.id: c for c in chunks}
-    questions = generate_questions(kb.store, TransformersGenerator(options.llm, device=kb.config.device), chunks,
-                                   work / f"questions-{kb.store.settings.embedder.replace('/', '_')[-40:]}.jsonl",
+    writer = question_writer(options.llm, kb.config.device)
+    questions = generate_questions(chunks, writer, work / f"questions-{options.llm.replace('/', '_')[-40:]}.jsonl",
                                    batch_size=options.generation_batch, progress=options.progress)
     seconds["questions"] = time.perf_counter() - t
     good = [q for q in questions if q.ok]
@@ -151,8 +149,12 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     model.max_seq_length = min(model.max_seq_length, options.max_seq_length)
     prompts = model.prompts or {}
     qp, dp = prompts.get("query", ""), prompts.get("document", "")
-    data = datasets.Dataset.from_dict({"anchor": [q.question for q in train],
-                                       "positive": [search_text(by_id[q.chunk_id].headings, by_id[q.chunk_id].text) for q in train]})
+    def positive(q) -> str:
+        c = by_id[q.chunk_id]
+        text = c.text.replace(q.question, " ") if writer.copies_passage else c.text  # inverse cloze: query removed
+        return search_text(c.headings, text)
+
+    data = datasets.Dataset.from_dict({"anchor": [q.question for q in train], "positive": [positive(q) for q in train]})
     if options.hard_negatives:
         corpus = [text for _, text in kb.store.chunks.search_texts()]
         data = st.util.mine_hard_negatives(data, model, corpus=corpus, range_min=2, range_max=30, relative_margin=0.05,
@@ -163,16 +165,18 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     t = time.perf_counter()
     version = next_version_name(root)
     out_dir = root / "models" / f"{version}-embedder"
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers
 
     args = st.SentenceTransformerTrainingArguments(
-        output_dir=str(work / "trainer"), num_train_epochs=options.epochs, per_device_train_batch_size=options.batch_size,
-        learning_rate=options.learning_rate, warmup_ratio=0.1, batch_sampler=BatchSamplers.NO_DUPLICATES,
+        output_dir=str(work / "trainer"), max_steps=max(1, options.epochs * -(-len(data) // options.batch_size)),
+        per_device_train_batch_size=options.batch_size,
+        learning_rate=options.learning_rate, warmup_steps=0.1, batch_sampler=BatchSamplers.NO_DUPLICATES,
         prompts={"anchor": qp, "positive": dp, **({"negative_1": dp} if "negative_1" in data.column_names else {}), **({"negative": dp} if "negative" in data.column_names else {})},
         save_strategy="no", report_to="none", logging_steps=5, seed=options.seed, disable_tqdm=not options.progress,
         use_cpu=kb.config.device == "cpu")
     trainer = st.SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
-                                            loss=st.losses.MultipleNegativesRankingLoss(model))
+                                            loss=MultipleNegativesRankingLoss(model))
     trainer.train()
     model.max_seq_length = 512
     model.save(str(out_dir))

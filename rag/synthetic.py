@@ -66,8 +66,38 @@ def sample_chunks(store: Store, n: int, seed: int = 0, min_chars: int = 80) -> l
     return out[:n]
 
 
-def generate_questions(store: Store, generator, chunks: Sequence[Chunk], cache: Path, batch_size: int = 8,
-                       max_passage_chars: int = 1200, progress: bool = True) -> list[SyntheticQuestion]:
+class LLMQuestionWriter:
+    """Questions written by a local LLM (batched greedy generation)."""
+
+    copies_passage = False
+
+    def __init__(self, generator, max_passage_chars: int = 1200) -> None:
+        self.generator, self.max_chars = generator, max_passage_chars
+
+    def write(self, passages: Sequence[str]) -> list[str]:
+        return self.generator.generate_batch(
+            [[{"role": "system", "content": SYSTEM},
+              {"role": "user", "content": (USER_ZH if is_chinese(p) else USER).format(passage=p[: self.max_chars])}]
+             for p in passages], max_new_tokens=48)
+
+
+class InverseClozeWriter:
+    """No LLM: the pseudo-question is one sentence of the passage (the inverse cloze task); training then
+    pairs it with the passage minus that sentence. Much weaker than real questions, but instant."""
+
+    copies_passage = True
+    _SENT = re.compile(r"[^.!?。！？\n]{20,}[.!?。！？]?")
+
+    def write(self, passages: Sequence[str]) -> list[str]:
+        out = []
+        for p in passages:
+            sentences = self._SENT.findall(p)
+            out.append(max(sentences, key=len).strip() if sentences else "")
+        return out
+
+
+def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size: int = 8,
+                       progress: bool = True) -> list[SyntheticQuestion]:
     """One question per chunk; cached in ``cache`` (JSONL, appended per batch) so reruns resume."""
     from tqdm.auto import tqdm
 
@@ -79,23 +109,28 @@ def generate_questions(store: Store, generator, chunks: Sequence[Chunk], cache: 
                 done[row["chunk_id"]] = SyntheticQuestion(**row)
     todo = [c for c in chunks if c.id not in done]
     if todo:
-        log.info("generating questions for %d chunks (%d cached)", len(todo), len(chunks) - len(todo))
+        log.info("writing questions for %d chunks (%d cached)", len(todo), len(chunks) - len(todo))
     cache.parent.mkdir(parents=True, exist_ok=True)
     with open(cache, "a", encoding="utf-8") as fh, tqdm(total=len(todo), desc="questions", unit="chunk", disable=not progress) as bar:
         for s in range(0, len(todo), batch_size):
             batch = todo[s : s + batch_size]
-            replies = generator.generate_batch(
-                [[{"role": "system", "content": SYSTEM},
-                  {"role": "user", "content": (USER_ZH if is_chinese(c.text) else USER).format(passage=c.text[:max_passage_chars])}]
-                 for c in batch], max_new_tokens=48)
-            for c, reply in zip(batch, replies):
-                q, reason = clean(reply, c.text)
+            for c, reply in zip(batch, writer.write([c.text for c in batch])):
+                q, reason = clean(reply, "" if writer.copies_passage else c.text)
                 item = SyntheticQuestion(c.id, c.source, q, not reason, reason)
                 done[c.id] = item
                 fh.write(json.dumps(asdict(item), ensure_ascii=False) + "\n")
             fh.flush()
             bar.update(len(batch))
     return [done[c.id] for c in chunks if c.id in done]
+
+
+def question_writer(spec: str, device: str | None = None):
+    """``ict`` for the inverse cloze task (no LLM), anything else names the LLM that writes questions."""
+    if spec == "ict":
+        return InverseClozeWriter()
+    from rag.llm import TransformersGenerator
+
+    return LLMQuestionWriter(TransformersGenerator(spec, device=device))
 
 
 def held_out(source: str, fraction: float = 0.2) -> bool:

@@ -1,0 +1,81 @@
+"""Index versions, question filtering, and one tiny fine-tuning run (inverse cloze questions, real e5)."""
+
+from __future__ import annotations
+
+import pytest
+
+from indexes.errors import StoreError
+from indexes.versions import activate, active_version, list_versions
+from rag.cli import main
+from rag.config import Config, IndexConfig
+from rag.finetune import FinetuneOptions, finetune_embedder
+from rag.knowledge_base import KnowledgeBase
+from rag.synthetic import InverseClozeWriter, clean, held_out
+
+TOPICS = ["pump", "valve", "filter", "sensor", "boiler", "radiator", "thermostat", "fan", "compressor", "pipe"]
+
+
+def _corpus(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(40):
+        t = TOPICS[i % len(TOPICS)]
+        (folder / f"note{i}.md").write_text(
+            f"# Note {i} on the {t}\n\nThe {t} of unit model X{i} must be serviced every {i + 2} weeks by a technician. "
+            f"Service code S{i}{t[:2].upper()} is printed on its label, and spare part P-{1000 + i} replaces the {t} seal.\n")
+    return folder
+
+
+def test_question_filter_and_document_split():
+    assert clean("Question: How often is the pump serviced?", "passage text")[0] == "How often is the pump serviced?"
+    assert clean("", "p")[1] == "empty"
+    assert clean("The pump is red.", "Here: The pump is red. Yes.")[1] == "copied from the passage"
+    assert clean("x" * 300, "p")[1] == "too long"
+    assert held_out("/a/doc.md") == held_out("/a/doc.md")
+    split = [held_out(f"/d/{i}.md") for i in range(1000)]
+    assert 0.1 < sum(split) / 1000 < 0.3
+    assert InverseClozeWriter().write(["Short. This is the longest sentence in the passage. End."]) == ["This is the longest sentence in the passage."]
+
+
+def test_finetune_makes_a_new_version_and_rollback_works(tmp_path, e5, capsys):
+    store = tmp_path / "store"
+    kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False)))
+    kb.ingest([_corpus(tmp_path)], progress=False)
+    result = finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True, progress=False))
+    kb.close()
+    assert result.version == "v2" and result.train_questions >= 16 and result.heldout_questions >= 5
+    assert 0 <= result.before["ndcg@10"] <= 1 and 0 <= result.after["ndcg@10"] <= 1
+    assert active_version(store) == "v2"
+    versions = {v.name: v for v in list_versions(store)}
+    assert versions["v2"].embedder == result.model and versions["v1"].embedder == "multilingual-e5-small"
+
+    reopened = KnowledgeBase.open(store)
+    assert reopened.store.settings.embedder == result.model  # the store knows which embedder built this index
+    assert reopened.search("spare part P-1007", k=3, mode="bm25")[0].chunk.text.count("P-1007") == 1
+    reopened.close()
+
+    assert main(["activate", "v1", "--store", str(store)]) == 0
+    assert active_version(store) == "v1"
+    assert main(["versions", "--store", str(store)]) == 0
+    assert "* v1" in capsys.readouterr().out
+    with pytest.raises(StoreError, match="no version"):
+        activate(store, "v9")
+
+
+def test_interrupted_reembedding_leaves_the_old_version_active(tmp_path, e5, monkeypatch):
+    store = tmp_path / "store"
+    kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False)))
+    kb.ingest([_corpus(tmp_path)], progress=False)
+    import rag.finetune as ft
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the process were stopped while re-embedding
+
+    monkeypatch.setattr(ft, "reembed", crash)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True, progress=False))
+    kb.close()
+    assert active_version(store) == "v1"
+    again = KnowledgeBase.open(store)
+    assert again.search("thermostat service", k=1)
+    again.close()

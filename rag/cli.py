@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
 
     sp = sub.add_parser("finetune", help="adapt the embedder to this store's documents (local questions, training, re-embedding)")
-    sp.add_argument("what", choices=["embedder"])
+    sp.add_argument("what", choices=["embedder", "llm"])
     common(sp)
     sp.add_argument("--chunks", type=int, default=500, help="chunks to write training questions for (default 500)")
     sp.add_argument("--question-llm", default="qwen2.5-coder-0.5b-instruct", help="LLM that writes the questions")
@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-hard-negatives", action="store_true")
     sp.add_argument("--activate", action="store_true", help="switch to the new index version if the held-out nDCG@10 improved")
     sp.add_argument("--force", action="store_true", help="switch to the new version whatever the result")
+    sp.add_argument("--examples", type=Path, help="llm: JSONL of question/answer(/gold); default: made from the corpus")
+    sp.add_argument("--base", default="qwen2.5-coder-0.5b-instruct", help="llm: the model the LoRA adapter is trained on")
+    sp.add_argument("--max-examples", type=int, default=120, help="llm: examples made from the corpus")
     sp.add_argument("--json", action="store_true")
 
     sp = sub.add_parser("versions", help="list the index versions of a store")
@@ -249,6 +252,8 @@ def _cmd_eval(kb, args) -> int:
 
 
 def _cmd_finetune(kb, args) -> int:
+    if args.what == "llm":
+        return _finetune_llm(kb, args)
     from rag.finetune import FinetuneOptions, finetune_embedder
 
     options = FinetuneOptions(chunks=args.chunks, llm=args.question_llm, epochs=args.epochs, batch_size=args.batch_size,
@@ -265,6 +270,22 @@ def _cmd_finetune(kb, args) -> int:
         print(f"{name:18}" + "".join(f"{m[c]:>11.3f}" for c in ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")))
     print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
     print(f"{'activated' if result.activated else 'not activated'}: `rag activate {result.version}` switches, `rag versions` lists")
+    return 0
+
+
+def _finetune_llm(kb, args) -> int:
+    from rag.finetune_llm import LLMFinetuneOptions, finetune_llm
+
+    options = LLMFinetuneOptions(base=args.base, examples=args.max_examples, epochs=args.epochs, progress=sys.stderr.isatty())
+    result = finetune_llm(kb, options, args.examples)
+    if args.json:
+        print(json.dumps(result.__dict__, ensure_ascii=False, indent=2))
+        return 0
+    print(f"adapter {result.adapter} ({result.train_examples} training examples, {result.heldout_examples} held out)")
+    for name, m in (("before", result.before), ("after", result.after)):
+        print(f"{name:7} answer contains gold {m['contains_gold']:.2f}, cites the right passage {m['cites_gold_passage']:.2f}")
+    print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
+    print(f"use it with: rag ask QUESTION --store {args.store} --llm {result.adapter}")
     return 0
 
 

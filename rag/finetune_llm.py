@@ -1,0 +1,176 @@
+"""LoRA fine-tuning of the answer LLM on (question, retrieved context, answer) examples, with peft.
+
+Examples come from a JSONL file (``question``, ``answer``, optional ``gold`` phrase) or are made from
+the corpus: the cached synthetic questions, the passages the retriever returns for them, and as target
+the sentence of the source chunk that best matches the question, cited with its passage number. The
+adapter is saved as a folder that ``--llm FOLDER`` loads as base + adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexes.errors import ConfigError, require
+from rag.generation import answer_messages, build_answer
+from rag.synthetic import SyntheticQuestion, held_out
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    question: str
+    answer: str
+    gold: str  # phrase a correct answer contains
+    gold_chunk: int | None = None  # chunk id a correct citation points at
+
+
+@dataclass(frozen=True)
+class LLMFinetuneOptions:
+    base: str = "qwen2.5-coder-0.5b-instruct"
+    examples: int = 120
+    k: int = 3
+    max_passage_chars: int = 600
+    epochs: int = 1
+    learning_rate: float = 2e-4
+    lora_r: int = 8
+    heldout: float = 0.25
+    max_new_tokens: int = 96
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class LLMFinetuneResult:
+    adapter: str
+    train_examples: int
+    heldout_examples: int
+    before: dict
+    after: dict
+    seconds: dict = field(default_factory=dict)
+
+
+_SENT = re.compile(r"[^.!?。！？\n]{15,}[.!?。！？]")
+_WORD = re.compile(r"[\u4e00-\u9fff]|\w+")
+
+
+def corpus_examples(kb, n: int) -> list[Example]:
+    """Examples from the cached synthetic questions of ``rag finetune embedder``."""
+    cached = sorted((kb.root / "finetune").glob("questions-*.jsonl"))
+    rows = [SyntheticQuestion(**json.loads(line)) for f in cached for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if r.ok]
+    if not rows:
+        raise ConfigError("no cached questions: run `rag finetune embedder` first, or give --examples FILE.jsonl")
+    random.Random(0).shuffle(rows)
+    chunks = kb.store.chunks.get([r.chunk_id for r in rows[:n]])
+    out = []
+    for r in rows[:n]:
+        c = chunks.get(r.chunk_id)
+        if c is None:
+            continue
+        q = set(_WORD.findall(r.question.lower()))
+        sentences = _SENT.findall(c.text) or [c.text[:200]]
+        best = max(sentences, key=lambda s: len(q & set(_WORD.findall(s.lower()))))
+        out.append(Example(r.question, best.strip(), best.strip()[:40], c.id))
+    return out
+
+
+def file_examples(path: Path) -> list[Example]:
+    out = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                out.append(Example(row["question"], row["answer"], row.get("gold") or row["answer"][:40]))
+            except (ValueError, KeyError) as exc:
+                raise ConfigError(f"{path}:{n}: expected question and answer ({exc})") from exc
+    return out
+
+
+def _messages(kb, ex: Example, options: LLMFinetuneOptions):
+    hits = kb.search(ex.question, options.k)
+    from rag.types import Hit
+    from indexes.types import Chunk
+
+    short = [Hit(Chunk(h.chunk.id, h.chunk.source, h.chunk.text[: options.max_passage_chars], h.chunk.start, h.chunk.end,
+                       h.chunk.page, h.chunk.headings), h.score, h.rank) for h in hits]
+    return answer_messages(ex.question, short), short
+
+
+def _target(ex: Example, hits) -> str:
+    n = next((h.rank for h in hits if h.chunk.id == ex.gold_chunk), None)
+    return f"{ex.answer} [{n}]" if n else ex.answer
+
+
+def evaluate_answers(kb, generator, examples: list[Example], options: LLMFinetuneOptions) -> dict:
+    """Share of answers containing the gold phrase, and of answers citing the gold chunk (when known)."""
+    contains = cites = with_gold_chunk = 0
+    for ex in examples:
+        messages, hits = _messages(kb, ex, options)
+        reply = "".join(generator.stream(messages, options.max_new_tokens))
+        answer = build_answer(ex.question, reply, hits)
+        contains += ex.gold.lower() in reply.lower()
+        if ex.gold_chunk is not None and any(h.chunk.id == ex.gold_chunk for h in hits):
+            with_gold_chunk += 1
+            cites += any(c.chunk_id == format(ex.gold_chunk, "016x") for c in answer.citations)
+    return {"examples": len(examples), "contains_gold": contains / max(1, len(examples)),
+            "cites_gold_passage": cites / max(1, with_gold_chunk)}
+
+
+def finetune_llm(kb, options: LLMFinetuneOptions = LLMFinetuneOptions(), examples_file: Path | None = None) -> LLMFinetuneResult:
+    torch = require("torch", "llm")
+    peft = require("peft", "llm")
+    from rag.llm import TransformersGenerator
+
+    seconds: dict[str, float] = {}
+    examples = file_examples(examples_file) if examples_file else corpus_examples(kb, options.examples)
+    test = [e for e in examples if held_out(e.question, options.heldout)]
+    train = [e for e in examples if not held_out(e.question, options.heldout)]
+    if len(train) < 8 or len(test) < 3:
+        raise ConfigError(f"too few examples ({len(train)} train, {len(test)} held out)")
+    base = TransformersGenerator(options.base, device=kb.config.device)
+    t = time.perf_counter()
+    before = evaluate_answers(kb, base, test, options)
+    seconds["eval_before"] = time.perf_counter() - t
+
+    model, tok = base.model_and_tokenizer()
+    model = model.float()  # CPU training in fp32; LoRA weights are tiny
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=options.lora_r, lora_alpha=2 * options.lora_r, lora_dropout=0.05,
+                                                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM"))
+    optim = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=options.learning_rate)
+    lora.train()
+    t = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    steps = [(e, epoch) for epoch in range(options.epochs) for e in train]
+    for ex, _ in tqdm(steps, desc="LoRA", unit="example", disable=not options.progress):
+        messages, hits = _messages(kb, ex, options)
+        prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        full = prompt + _target(ex, hits) + tok.eos_token
+        ids = tok(full, return_tensors="pt").input_ids
+        n_prompt = len(tok(prompt).input_ids)
+        labels = ids.clone()
+        labels[:, :n_prompt] = -100  # learn the answer only
+        loss = lora(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+    seconds["training"] = time.perf_counter() - t
+    lora.eval()
+    version = len(list((kb.root / "models").glob("llm-adapter-*"))) + 1 if (kb.root / "models").exists() else 1
+    out = kb.root / "models" / f"llm-adapter-{version}"
+    lora.save_pretrained(str(out))
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = options.base  # a preset name: resolved (and converted) again on load
+    (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+
+    tuned = TransformersGenerator(str(out), device=kb.config.device)
+    t = time.perf_counter()
+    after = evaluate_answers(kb, tuned, test, options)
+    seconds["eval_after"] = time.perf_counter() - t
+    return LLMFinetuneResult(str(out), len(train), len(test), before, after, seconds)

@@ -6,7 +6,7 @@ chunk_overlap=50), HuggingFaceEmbeddings, FAISS, top-10 similarity search -- as 
 and once more with the e5 query/passage prompts set, so the model is used as intended on both sides.
 
     pip install -e '.[bench]'
-    python benchmarks/datasets.py
+    python benchmarks/fetch_data.py
     python benchmarks/retrieval_bench.py [--sets python-faq,ctex-faq] [--configs dense,bm25,hybrid,...] [--json]
 """
 
@@ -75,7 +75,7 @@ def main() -> None:
     for name in args.sets.split(","):
         folder = HERE / "data" / name
         if not folder.exists():
-            raise SystemExit(f"{folder} is missing: run `python benchmarks/datasets.py` first")
+            raise SystemExit(f"{folder} is missing: run `python benchmarks/fetch_data.py` first")
         questions = load_questions(HERE / "questions" / f"{name}.jsonl")
         reports = []
         with tempfile.TemporaryDirectory() as tmp:

@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-        for noisy in ("sentence_transformers", "transformers", "chromadb", "httpx", "pypdf"):
+        for noisy in ("sentence_transformers", "transformers", "chromadb", "httpx", "pypdf", "bm25s", "datasets"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
     from rag.knowledge_base import KnowledgeBase
 

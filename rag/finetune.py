@@ -30,7 +30,7 @@ from ingest.embedders import SentenceTransformerEmbedder, resolve_model_path
 from ingest.pipeline import model_key
 from rag.evaluation import Question, evaluate
 from rag.retrieval import RetrievalSettings, Retriever
-from rag.synthetic import generate_questions, held_out, question_writer, sample_chunks
+from rag.synthetic import generate_questions, question_writer, sample_chunks, split_by_source
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ class FinetuneOptions:
     hard_negatives: bool = True
     heldout: float = 0.2
     seed: int = 0
-    activate: bool = False  # switch to the new version if the held-out nDCG@10 improved
+    activate: bool = False  # switch to the new version if the held-out nDCG@10 improved by at least min_gain
+    min_gain: float = 0.005
     force: bool = False  # switch even if it did not
     progress: bool = True
 
@@ -138,8 +139,7 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
                                    batch_size=options.generation_batch, progress=options.progress)
     seconds["questions"] = time.perf_counter() - t
     good = [q for q in questions if q.ok]
-    train = [q for q in good if not held_out(q.source, options.heldout)]
-    test = [q for q in good if held_out(q.source, options.heldout)]
+    train, test = split_by_source(good, options.heldout)
     report(f"{len(good)} usable questions of {len(questions)} ({len(train)} train, {len(test)} held out by document)")
     if len(train) < 16 or len(test) < 5:
         raise ConfigError(f"too few questions to train and test ({len(train)} train, {len(test)} held out): use more chunks")
@@ -191,7 +191,7 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     before = evaluate("before", lambda q, k: Retriever(kb.store, kb.embedder, dense).search(q, k), heldout).metrics
     after = evaluate("after", lambda q, k: Retriever(new_store, SentenceTransformerEmbedder(str(out_dir)), dense).search(q, k), heldout).metrics
     new_store.close()
-    improved = after["ndcg@10"] > before["ndcg@10"]
+    improved = after["ndcg@10"] >= before["ndcg@10"] + options.min_gain
     switched = options.force or (options.activate and improved)
     if switched:
         activate(root, version)

@@ -30,8 +30,10 @@ class KnowledgeBase:
     >>> kb.ask("How do I reset the device?").text
     """
 
-    def __init__(self, store: Store, embedder: Embedder, config: Config, generator: Generator | None = None) -> None:
+    def __init__(self, store: Store, embedder: Embedder, config: Config, generator: Generator | None = None,
+                 root: Path | None = None) -> None:
         self.store, self.embedder, self.config = store, embedder, config
+        self.root = root or store.path  # the store directory; index versions live under it
         self._generator = generator
         r = config.retrieval
         reranker = load_reranker(r.rerank, lambda: self.generator, config.device)
@@ -65,9 +67,7 @@ class KnowledgeBase:
             settings = StoreSettings(embedder=embedder.name, dim=embedder.dim, index=config.index.backend, index_options=options,
                                      ingest={"chunk_tokens": config.ingest.chunk_tokens, "chunk_overlap": config.ingest.chunk_overlap})
             store = Store.create(path, settings)
-        kb = cls(store, embedder, config, generator)
-        kb.root = root
-        return kb
+        return cls(store, embedder, config, generator, root)
 
     def close(self) -> None:
         self.store.close()

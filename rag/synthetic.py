@@ -133,6 +133,19 @@ def question_writer(spec: str, device: str | None = None):
     return LLMQuestionWriter(TransformersGenerator(spec, device=device))
 
 
+def split_by_source(questions: Sequence[SyntheticQuestion], fraction: float = 0.2) -> tuple[list, list]:
+    """(train, held out): whole source documents are held out, taken in a stable hash order until they hold
+    ``fraction`` of the questions, so near-duplicate chunks never straddle the split (at least one source trains)."""
+    sources = sorted({q.source for q in questions}, key=lambda s: hashlib.sha1(s.encode()).hexdigest())
+    counts = {s: sum(1 for q in questions if q.source == s) for s in sources}
+    test: set[str] = set()
+    for s in sources[:-1]:
+        if sum(counts[t] for t in test) >= fraction * len(questions):
+            break
+        test.add(s)
+    return [q for q in questions if q.source not in test], [q for q in questions if q.source in test]
+
+
 def held_out(source: str, fraction: float = 0.2) -> bool:
     """Split by source document (a stable hash), so near-duplicate chunks never straddle train and test."""
     return int(hashlib.sha1(source.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction

@@ -34,6 +34,11 @@ def test_question_filter_and_document_split():
     assert held_out("/a/doc.md") == held_out("/a/doc.md")
     split = [held_out(f"/d/{i}.md") for i in range(1000)]
     assert 0.1 < sum(split) / 1000 < 0.3
+    from rag.synthetic import SyntheticQuestion, split_by_source
+
+    qs = [SyntheticQuestion(i, f"/d/{i % 5}.md", f"q{i}", True) for i in range(50)]
+    train, test = split_by_source(qs, 0.3)
+    assert {q.source for q in train}.isdisjoint({q.source for q in test}) and 15 <= len(test) <= 30 and train
     assert InverseClozeWriter().write(["Short. This is the longest sentence in the passage. End."]) == ["This is the longest sentence in the passage."]
 
 

@@ -142,6 +142,9 @@ def _load_pdf(data: bytes, source: str) -> Document:
             warnings.append(f"page {number}: text extraction failed ({exc})")
         if not text.strip():
             warnings.append(f"page {number} has no extractable text (a scanned image?)")
+        elif _looks_like_contents(text):
+            warnings.append(f"page {number} skipped: it looks like a table of contents (dot leaders and page numbers)")
+            text = ""  # it names every topic without answering any: it would outrank the pages that do
         elif _looks_garbled(text):
             warnings.append(f"page {number} skipped: its text looks garbled (a font without a Unicode map?)")
             text = ""  # indexing noise would push real passages out of the results
@@ -162,6 +165,15 @@ _LIGATURE_CODE = re.compile(r"(?<=[A-Za-z])[\x0b-\x0f]|[\x0b-\x0f](?=[a-z])")
 
 def _fix_ligatures(text: str) -> str:
     return _LIGATURE_CODE.sub(lambda m: _TEX_LIGATURES[m.group(0)], text)
+
+
+_LEADER = re.compile(r"(?:\.\s?){4,}\s*\d+\s*$|(?:\.\s?){6,}")
+
+
+def _looks_like_contents(text: str) -> bool:
+    """A table-of-contents page: most of its lines carry dot leaders (``Topic . . . . . 12``)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return len(lines) >= 5 and sum(1 for line in lines if _LEADER.search(line)) >= 0.4 * len(lines)
 
 
 def _looks_garbled(text: str) -> bool:

@@ -96,3 +96,14 @@ def test_garbled_text_is_detected_but_real_mixed_text_is_not():
     assert _looks_garbled(garbled)
     assert not _looks_garbled("如何使首段段首也缩进？使用 indentfirst 宏包：\\usepackage{indentfirst} " * 5)
     assert not _looks_garbled("Python uses indentation for grouping statements; Ελληνικά too. " * 5)
+
+
+def test_contents_pages_are_skipped_and_reported(tmp_path):
+    from tests.pdfgen import write_pdf
+
+    toc = ["Contents"] + [f"{i} Topic number {i} . . . . . . . . . . . . . {i + 3}" for i in range(1, 12)]
+    path = write_pdf(tmp_path / "book.pdf", [toc, ["Topic number 1 is about pumps and their seals."]])
+    doc = load(path)
+    assert "Topic number 3" not in doc.text and "pumps and their seals" in doc.text
+    assert any("page 1" in w and "table of contents" in w for w in doc.warnings)
+    assert doc.page_starts[1] > doc.page_starts[0]  # page numbers still line up

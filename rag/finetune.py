@@ -139,7 +139,14 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
                                    batch_size=options.generation_batch, progress=options.progress)
     seconds["questions"] = time.perf_counter() - t
     good = [q for q in questions if q.ok]
-    train, test = split_by_source(good, options.heldout)
+    if len({q.source for q in good}) >= 3:
+        train, test = split_by_source(good, options.heldout)
+    else:  # one or two documents: hold out blocks of ten pages (or of 20 chunks) instead of whole documents
+        def unit(q) -> str:
+            c = by_id[q.chunk_id]
+            return f"{c.source}#{c.page // 10 if c.page else c.start // 20000}"
+
+        train, test = split_by_source(good, options.heldout, unit)
     report(f"{len(good)} usable questions of {len(questions)} ({len(train)} train, {len(test)} held out by document)")
     if len(train) < 16 or len(test) < 5:
         raise ConfigError(f"too few questions to train and test ({len(train)} train, {len(test)} held out): use more chunks")

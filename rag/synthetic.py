@@ -8,7 +8,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -133,17 +133,20 @@ def question_writer(spec: str, device: str | None = None):
     return LLMQuestionWriter(TransformersGenerator(spec, device=device))
 
 
-def split_by_source(questions: Sequence[SyntheticQuestion], fraction: float = 0.2) -> tuple[list, list]:
-    """(train, held out): whole source documents are held out, taken in a stable hash order until they hold
-    ``fraction`` of the questions, so near-duplicate chunks never straddle the split (at least one source trains)."""
-    sources = sorted({q.source for q in questions}, key=lambda s: hashlib.sha1(s.encode()).hexdigest())
-    counts = {s: sum(1 for q in questions if q.source == s) for s in sources}
+def split_by_source(questions: Sequence[SyntheticQuestion], fraction: float = 0.2,
+                    unit: Callable[[SyntheticQuestion], str] = lambda q: q.source) -> tuple[list, list]:
+    """(train, held out): whole units (source documents) are held out, taken in a stable hash order until they
+    hold ``fraction`` of the questions, so near-duplicate chunks never straddle the split (one unit always trains)."""
+    units = sorted({unit(q) for q in questions}, key=lambda s: hashlib.sha1(s.encode()).hexdigest())
+    counts = {u: 0 for u in units}
+    for q in questions:
+        counts[unit(q)] += 1
     test: set[str] = set()
-    for s in sources[:-1]:
+    for u in units[:-1]:
         if sum(counts[t] for t in test) >= fraction * len(questions):
             break
-        test.add(s)
-    return [q for q in questions if q.source not in test], [q for q in questions if q.source in test]
+        test.add(u)
+    return [q for q in questions if unit(q) not in test], [q for q in questions if unit(q) in test]
 
 
 def held_out(source: str, fraction: float = 0.2) -> bool:

@@ -89,6 +89,18 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model.tie_weights()
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
+    _drop_gguf_quantization(out)
+
+
+def _drop_gguf_quantization(folder: Path) -> Path:
+    """The saved weights are plain bf16: a leftover GGUF ``quantization_config`` would make transformers
+    treat the model as quantized (no fine-tuning, no dtype changes)."""
+    cfg_path = Path(folder) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("quantization_config", {}).get("quant_method") == "gguf":
+        del cfg["quantization_config"]
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+    return Path(folder)
 
 
 def resolve_llm_path(spec: str) -> str:
@@ -99,14 +111,14 @@ def resolve_llm_path(spec: str) -> str:
             gguf = _join_preset(spec.lower(), preset, out)
             _convert_gguf(gguf, out)
             gguf.unlink()
-        return str(build_once(cache_dir() / "models" / spec.lower(), build))
+        return str(_drop_gguf_quantization(build_once(cache_dir() / "models" / spec.lower(), build)))
     if spec.lower().endswith(".gguf"):
         path = Path(spec).expanduser().resolve()
         if not path.is_file():
             raise ConfigError(f"GGUF file {spec} does not exist")
         stat = path.stat()
         key = hashlib.sha1(f"{path}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
-        return str(build_once(cache_dir() / "models" / f"{path.stem}-{key}", lambda out: _convert_gguf(path, out)))
+        return str(_drop_gguf_quantization(build_once(cache_dir() / "models" / f"{path.stem}-{key}", lambda out: _convert_gguf(path, out))))
     return spec
 
 

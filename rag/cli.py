@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--chunks", type=int, default=500, help="chunks to write training questions for (default 500)")
     sp.add_argument("--question-llm", default="qwen2.5-coder-0.5b-instruct", help="LLM that writes the questions")
     sp.add_argument("--epochs", type=int, default=1)
+    sp.add_argument("--lr", type=float, default=3e-5, help="embedder: learning rate")
     sp.add_argument("--batch-size", type=int, default=32)
     sp.add_argument("--no-hard-negatives", action="store_true")
     sp.add_argument("--activate", action="store_true", help="switch to the new index version if the held-out nDCG@10 improved")
@@ -257,6 +258,7 @@ def _cmd_finetune(kb, args) -> int:
     from rag.finetune import FinetuneOptions, finetune_embedder
 
     options = FinetuneOptions(chunks=args.chunks, llm=args.question_llm, epochs=args.epochs, batch_size=args.batch_size,
+                              learning_rate=args.lr,
                               hard_negatives=not args.no_hard_negatives, activate=args.activate, force=args.force,
                               progress=sys.stderr.isatty())
     result = finetune_embedder(kb, options, report=lambda msg: print(msg, file=sys.stderr))

@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 _DIR = "bm25-{}"
 
 
+def _bm25s():
+    bm25s = require("bm25s", None)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG on import, which floods any handler
+    return bm25s
+
+
 class BM25Index:
     def __init__(self, retriever, ids: np.ndarray) -> None:
         self._retriever, self._ids = retriever, ids
@@ -31,7 +37,7 @@ class BM25Index:
 
     @classmethod
     def build(cls, texts: Iterable[tuple[int, str]]) -> "BM25Index":
-        bm25s = require("bm25s", "bm25s")
+        bm25s = _bm25s()
         ids, tokens = [], []
         for chunk_id, text in texts:
             ids.append(chunk_id)
@@ -46,7 +52,7 @@ class BM25Index:
         path = Path(directory) / _DIR.format(generation)
         if not (path / "ids.npy").exists():
             return None
-        bm25s = require("bm25s", "bm25s")
+        bm25s = _bm25s()
         ids = np.load(path / "ids.npy", allow_pickle=False)
         retriever = bm25s.BM25.load(str(path), show_progress=False) if len(ids) else bm25s.BM25()
         return cls(retriever, ids)

@@ -19,14 +19,16 @@ class MissingDependencyError(RagError, ImportError):
     """An optional package is not installed; the message names the install command."""
 
 
-def require(module: str, extra: str, package: str | None = None):
-    """Import ``module`` or raise one error naming the ``pip install`` that provides it."""
+def require(module: str, extra: str | None, package: str | None = None):
+    """Import ``module`` or raise one error naming the ``pip install`` that provides it (``extra`` None: a core dependency)."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         pkg = package or module
+        if extra is None:
+            raise MissingDependencyError(f"{pkg} is missing: run `pip install {pkg}` (it is a dependency of rag-kb)") from exc
         raise MissingDependencyError(
             f"{pkg} is needed for this feature but is not installed: "
             f"run `pip install 'rag-kb[{extra}]'` (or `pip install {pkg}`)"

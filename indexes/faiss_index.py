@@ -35,7 +35,7 @@ class FaissIndex:
         ef_search: int = 128,
         gpu: bool = True,
     ) -> None:
-        self._faiss = require("faiss", "faiss", "faiss-cpu")
+        self._faiss = require("faiss", None, "faiss-cpu")
         if type not in FAISS_TYPES:
             raise ConfigError(f"unknown faiss index type {type!r}: choose one of {', '.join(FAISS_TYPES)}")
         self.directory = Path(directory)

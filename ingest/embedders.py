@@ -69,7 +69,7 @@ def resolve_model_path(name: str) -> str:
 @functools.lru_cache(maxsize=4)
 def _load_model(name: str, device: str | None):
     """Loaded once per process, however many stores use it."""
-    st = require("sentence_transformers", "models", "sentence-transformers")
+    st = require("sentence_transformers", None, "sentence-transformers")
     path = resolve_model_path(name)
     if not (os.path.isdir(path) or "/" in path):
         raise ConfigError(f"unknown embedder {name!r}: use a preset ({', '.join(EMBEDDER_PRESETS)}), a model folder or a hub id")

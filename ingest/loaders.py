@@ -118,7 +118,7 @@ def _markdown_headings(text: str) -> Iterator[Heading]:
 
 
 def _load_pdf(data: bytes, source: str) -> Document:
-    pypdf = require("pypdf", "pdf", "pypdf")
+    pypdf = require("pypdf", None)
     import io
 
     try:
@@ -202,7 +202,7 @@ _BOILERPLATE = re.compile(r"(^|[-_ ])(nav|navbar|sidebar|sphinxsidebar|menu|brea
 
 
 def _load_html(html: str, source: str) -> Document:
-    bs4 = require("bs4", "html", "beautifulsoup4")
+    bs4 = require("bs4", None, "beautifulsoup4")
     soup = bs4.BeautifulSoup(html, "html.parser")
     for tag in soup(_DROP):
         tag.decompose()

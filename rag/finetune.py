@@ -122,7 +122,7 @@ def reembed(root: Path, source: Store, model_path: str, version: str, progress: 
 
 def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
                       report: Callable[[str], None] = lambda msg: log.info(msg)) -> FinetuneResult:
-    st = require("sentence_transformers", "models", "sentence-transformers")
+    st = require("sentence_transformers", None, "sentence-transformers")
     datasets = require("datasets", "finetune", "datasets")
     root: Path = kb.root
     seconds: dict[str, float] = {}

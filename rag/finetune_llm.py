@@ -123,7 +123,7 @@ def evaluate_answers(kb, generator, examples: list[Example], options: LLMFinetun
 
 
 def finetune_llm(kb, options: LLMFinetuneOptions = LLMFinetuneOptions(), examples_file: Path | None = None) -> LLMFinetuneResult:
-    torch = require("torch", "llm")
+    torch = require("torch", None, "torch==2.13.0")
     peft = require("peft", "llm")
     from rag.llm import TransformersGenerator
 

@@ -43,7 +43,7 @@ class CrossEncoderReranker:
 
     def scores(self, question: str, passages: Sequence[str]) -> list[float]:
         if self._model is None:
-            st = require("sentence_transformers", "models", "sentence-transformers")
+            st = require("sentence_transformers", None, "sentence-transformers")
             try:
                 self._model = st.CrossEncoder(self.name, device=self.device)
             except OSError as exc:

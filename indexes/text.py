@@ -30,6 +30,14 @@ def search_text(headings: tuple[str, ...] | list[str], text: str) -> str:
     return normalize(" > ".join(headings) + "\n\n" + text if headings else text)
 
 
+_WORD = re.compile(r"[\u4e00-\u9fff]|\w+")
+
+
+def words(text: str) -> set[str]:
+    """Distinct lower-cased words, each Chinese character counting as one: for overlap measures."""
+    return set(_WORD.findall(text.lower()))
+
+
 _TOKEN = re.compile(rf"[{_CJK}]+|[^\W_]+", re.UNICODE)
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _STOPWORDS = frozenset(

@@ -6,25 +6,18 @@ hit's source and page (citations still point where the match was) and merges ove
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from indexes.chunk_store import ChunkStore
+from indexes.text import words
 from indexes.types import Chunk
 from rag.types import Hit
-
-_WORD = re.compile(r"[\u4e00-\u9fff]|\w+")
-
-
-def _terms(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
-
 
 def drop_near_duplicates(hits: Sequence[Hit], threshold: float = 0.8) -> list[Hit]:
     """Keep a hit only if its word overlap (Jaccard) with every better-ranked kept hit is below ``threshold``."""
     kept: list[tuple[Hit, set[str]]] = []
     for h in hits:
-        terms = _terms(h.chunk.text)
+        terms = words(h.chunk.text)
         if all(len(terms & t) / max(1, len(terms | t)) < threshold for _, t in kept):
             kept.append((h, terms))
     return [Hit(h.chunk, h.score, rank) for rank, (h, _) in enumerate(kept, start=1)]

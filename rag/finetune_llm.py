@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from indexes.errors import ConfigError, require
+from indexes.text import words
 from rag.generation import answer_messages, build_answer
 from rag.synthetic import SyntheticQuestion, held_out
 
@@ -56,7 +57,6 @@ class LLMFinetuneResult:
 
 
 _SENT = re.compile(r"[^.!?。！？\n]{15,}[.!?。！？]")
-_WORD = re.compile(r"[\u4e00-\u9fff]|\w+")
 
 
 def corpus_examples(kb, n: int) -> list[Example]:
@@ -73,9 +73,9 @@ def corpus_examples(kb, n: int) -> list[Example]:
         c = chunks.get(r.chunk_id)
         if c is None:
             continue
-        q = set(_WORD.findall(r.question.lower()))
+        q = words(r.question)
         sentences = _SENT.findall(c.text) or [c.text[:200]]
-        best = max(sentences, key=lambda s: len(q & set(_WORD.findall(s.lower()))))
+        best = max(sentences, key=lambda s: len(q & words(s)))
         out.append(Example(r.question, best.strip(), best.strip()[:40], c.id))
     return out
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from indexes.text import words
 from rag.types import Answer, Citation, Hit
 
 Message = dict[str, str]
@@ -94,13 +95,12 @@ class ExtractiveGenerator:
     Useful without a model, and as a fast baseline; it never invents text."""
 
     name = "extractive"
-    _WORD = re.compile(r"[\u4e00-\u9fff]|\w+")
     _PASSAGE = re.compile(r"^\[(\d+)\] \([^)]*\)\n(.*?)(?=\n\n\[\d+\] \(|\n\nQuestion: )", re.S | re.M)
 
     @classmethod
     def _terms(cls, text: str) -> set[str]:
         """Content words: CJK characters and Latin words of four letters or more (drops most function words)."""
-        return {w for w in cls._WORD.findall(text.lower()) if len(w) >= 4 or "\u4e00" <= w <= "\u9fff"}
+        return {w for w in words(text) if len(w) >= 4 or "\u4e00" <= w <= "\u9fff"}
 
     def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
         prompt = messages[-1]["content"]

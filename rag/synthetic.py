@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from indexes.store import Store
+from indexes.text import words
 from indexes.types import Chunk
 from rag.generation import is_chinese
 
@@ -33,9 +34,6 @@ class SyntheticQuestion:
     reason: str = ""
 
 
-_WORD = re.compile(r"[\u4e00-\u9fff]|\w+")
-
-
 def clean(reply: str, passage: str) -> tuple[str, str]:
     """The question from a model reply, and the reason to reject it ('' when it is fine)."""
     lines = [line.strip() for line in reply.strip().splitlines() if line.strip()]
@@ -48,8 +46,8 @@ def clean(reply: str, passage: str) -> tuple[str, str]:
         return q, "too long"
     if q in passage:
         return q, "copied from the passage"
-    words, passage_words = set(_WORD.findall(q.lower())), set(_WORD.findall(passage.lower()))
-    if words and len(words & passage_words) / len(words) > 0.9 and len(words) > 12:
+    q_words, passage_words = words(q), words(passage)
+    if q_words and len(q_words & passage_words) / len(q_words) > 0.9 and len(q_words) > 12:
         return q, "mostly copied from the passage"
     return q, ""
 

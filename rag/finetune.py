@@ -195,8 +195,9 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
 
     heldout = [Question(q.question, gold=_gold(by_id[q.chunk_id].text)) for q in test]
     dense = RetrievalSettings(mode="dense")
-    before = evaluate("before", lambda q, k: Retriever(kb.store, kb.embedder, dense).search(q, k), heldout).metrics
-    after = evaluate("after", lambda q, k: Retriever(new_store, SentenceTransformerEmbedder(str(out_dir)), dense).search(q, k), heldout).metrics
+    old, new = Retriever(kb.store, kb.embedder, dense), Retriever(new_store, SentenceTransformerEmbedder(str(out_dir)), dense)
+    before = evaluate("before", old.search, heldout).metrics
+    after = evaluate("after", new.search, heldout).metrics
     new_store.close()
     improved = after["ndcg@10"] >= before["ndcg@10"] + options.min_gain
     switched = options.force or (options.activate and improved)

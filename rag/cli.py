@@ -74,11 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--chunks", type=int, default=500, help="chunks to write training questions for (default 500)")
     sp.add_argument("--question-llm", default="qwen2.5-coder-0.5b-instruct", help="LLM that writes the questions")
-    sp.add_argument("--epochs", type=int, default=1)
-    sp.add_argument("--lr", type=float, default=3e-5, help="embedder: learning rate")
+    sp.add_argument("--epochs", type=int, help="passes over the training data (default: embedder 3, llm 1)")
+    sp.add_argument("--lr", type=float, default=1e-4, help="embedder: learning rate")
     sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--merge", type=float, default=0.5,
+                    help="embedder: share of the trained weights kept, the rest from the original (1 = plain fine-tuning)")
     sp.add_argument("--no-hard-negatives", action="store_true")
-    sp.add_argument("--activate", action="store_true", help="switch to the new index version if the held-out nDCG@10 improved")
+    sp.add_argument("--activate", action="store_true", help="switch to the new index version if nDCG@10 improved")
+    sp.add_argument("--questions", type=Path,
+                    help="embedder: your own questions (rag eval format); when given, they decide the switch")
     sp.add_argument("--force", action="store_true", help="switch to the new version whatever the result")
     sp.add_argument("--examples", type=Path, help="llm: JSONL of question/answer(/gold); default: made from the corpus")
     sp.add_argument("--base", default="qwen2.5-coder-0.5b-instruct", help="llm: the model the LoRA adapter is trained on")
@@ -257,8 +261,8 @@ def _cmd_finetune(kb, args) -> int:
         return _finetune_llm(kb, args)
     from rag.finetune import FinetuneOptions, finetune_embedder
 
-    options = FinetuneOptions(chunks=args.chunks, llm=args.question_llm, epochs=args.epochs, batch_size=args.batch_size,
-                              learning_rate=args.lr,
+    options = FinetuneOptions(chunks=args.chunks, llm=args.question_llm, epochs=args.epochs or 3, batch_size=args.batch_size,
+                              learning_rate=args.lr, merge=args.merge, questions=args.questions,
                               hard_negatives=not args.no_hard_negatives, activate=args.activate, force=args.force,
                               progress=sys.stderr.isatty())
     result = finetune_embedder(kb, options, report=lambda msg: print(msg, file=sys.stderr))
@@ -267,9 +271,13 @@ def _cmd_finetune(kb, args) -> int:
         return 0
     print(f"new index version {result.version}, model {result.model}")
     print(f"{result.train_questions} training questions, {result.heldout_questions} held out (by document)")
-    print(f"{'held-out, dense':18}" + "".join(f"{m:>11}" for m in ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")))
-    for name, m in (("before", result.before), ("after", result.after)):
-        print(f"{name:18}" + "".join(f"{m[c]:>11.3f}" for c in ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")))
+    metrics = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
+    print(f"{'dense retrieval':26}" + "".join(f"{m:>11}" for m in metrics))
+    rows = [("held-out synthetic, before", result.before), ("held-out synthetic, after", result.after)]
+    if result.questions_before is not None:
+        rows += [(f"{args.questions.name}, before", result.questions_before), (f"{args.questions.name}, after", result.questions_after)]
+    for name, m in rows:
+        print(f"{name[:26]:26}" + "".join(f"{m[c]:>11.3f}" for c in metrics))
     print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
     print(f"{'activated' if result.activated else 'not activated'}: `rag activate {result.version}` switches, `rag versions` lists")
     return 0
@@ -278,7 +286,7 @@ def _cmd_finetune(kb, args) -> int:
 def _finetune_llm(kb, args) -> int:
     from rag.finetune_llm import LLMFinetuneOptions, finetune_llm
 
-    options = LLMFinetuneOptions(base=args.base, examples=args.max_examples, epochs=args.epochs, progress=sys.stderr.isatty())
+    options = LLMFinetuneOptions(base=args.base, examples=args.max_examples, epochs=args.epochs or 1, progress=sys.stderr.isatty())
     result = finetune_llm(kb, options, args.examples)
     if args.json:
         print(json.dumps(result.__dict__, ensure_ascii=False, indent=2))

@@ -5,8 +5,10 @@
 2. hard negatives mined with the current model (``mine_hard_negatives``, a relative margin below the
    positive's score guards against false negatives);
 3. sentence-transformers training with ``MultipleNegativesRankingLoss`` and duplicate-free batches;
-4. the store re-embedded into a new index version with the new model, the held-out questions evaluated
-   before and after, and the new version activated only if it is better (or when forced).
+4. the store re-embedded into a new index version with the new model, the held-out questions (and the
+   user's own questions, when given) evaluated before and after, and the new version activated only if
+   it is better (or when forced): on the user's questions when there are some, since synthetic held-out
+   questions can approve a model that real questions find worse.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ingest.cache import cache_dir
 from ingest.embed_cache import EmbeddingCache
 from ingest.embedders import SentenceTransformerEmbedder, resolve_model_path
 from ingest.pipeline import model_key
-from rag.evaluation import Question, evaluate
+from rag.evaluation import Question, evaluate, load_questions
 from rag.retrieval import RetrievalSettings, Retriever
 from rag.synthetic import generate_questions, question_writer, sample_chunks, split_by_source
 
@@ -40,14 +42,18 @@ class FinetuneOptions:
     chunks: int = 500  # chunks to write questions for
     llm: str = "qwen2.5-coder-0.5b-instruct"  # question writer (light preset: generation is the slow part), or "ict"
     generation_batch: int = 8
-    epochs: int = 1
+    epochs: int = 3
+    max_steps: int = 36  # cap on training steps: about 13 minutes on 2 CPU cores at batch 32 (raise it on a GPU)
     batch_size: int = 32
-    learning_rate: float = 3e-5
+    learning_rate: float = 1e-4
     max_seq_length: int = 256
+    merge: float = 0.5  # keep this share of the trained weights, the rest from the original (WiSE-FT): guards against overfitting to the synthetic questions
+    freeze_embeddings: bool = True  # the vocabulary matrix is most of a multilingual model: faster, overfits less
     hard_negatives: bool = True
     heldout: float = 0.2
     seed: int = 0
-    activate: bool = False  # switch to the new version if the held-out nDCG@10 improved by at least min_gain
+    activate: bool = False  # switch to the new version if nDCG@10 improved by at least min_gain
+    questions: Path | None = None  # your own questions (rag eval format): when given, they decide the switch
     min_gain: float = 0.005
     force: bool = False  # switch even if it did not
     progress: bool = True
@@ -63,6 +69,8 @@ class FinetuneResult:
     after: dict
     activated: bool
     seconds: dict = field(default_factory=dict)
+    questions_before: dict | None = None  # on FinetuneOptions.questions, when given
+    questions_after: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,11 +128,69 @@ def reembed(root: Path, source: Store, model_path: str, version: str, progress: 
     return store
 
 
-def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
-                      report: Callable[[str], None] = lambda msg: log.info(msg)) -> FinetuneResult:
+def split_questions(questions: list, by_id: dict, fraction: float) -> tuple[list, list]:
+    """(train, held out) by source document; with one or two documents, by blocks of ten pages (or 20,000 characters)."""
+    if len({q.source for q in questions}) >= 3:
+        return split_by_source(questions, fraction)
+
+    def unit(q) -> str:
+        c = by_id[q.chunk_id]
+        return f"{c.source}#{c.page // 10 if c.page else c.start // 20000}"
+
+    return split_by_source(questions, fraction, unit)
+
+
+def train_embedder(base: str, pairs: list[tuple[str, str]], out_dir: Path, options: FinetuneOptions,
+                   work: Path, corpus: list[str] | None = None, device: str | None = None) -> None:
+    """Train ``base`` on (question, passage) pairs with MultipleNegativesRankingLoss and save it to ``out_dir``.
+
+    With ``corpus``, one hard negative per pair is mined from it with the base model, at least 5% below the
+    positive's score (a guard against unlabelled true answers); batches never hold the same text twice."""
     st = require("sentence_transformers", None, "sentence-transformers")
     datasets = require("datasets", "finetune", "datasets")
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.training_args import BatchSamplers
+
+    model = st.SentenceTransformer(base, device=device)
+    model.max_seq_length = min(model.max_seq_length, options.max_seq_length)
+    if options.freeze_embeddings:
+        for module in model.modules():
+            if hasattr(module, "word_embeddings"):
+                module.word_embeddings.requires_grad_(False)
+    prompts = model.prompts or {}
+    qp, dp = prompts.get("query", ""), prompts.get("document", "")
+    data = datasets.Dataset.from_dict({"anchor": [q for q, _ in pairs], "positive": [p for _, p in pairs]})
+    if corpus:
+        data = st.util.mine_hard_negatives(data, model, corpus=corpus, range_min=2, range_max=30, relative_margin=0.05,
+                                           num_negatives=1, sampling_strategy="top", query_prompt=qp or None,
+                                           corpus_prompt=dp or None, batch_size=32, verbose=False)
+    columns = {c: (qp if c == "anchor" else dp) for c in data.column_names}
+    args = st.SentenceTransformerTrainingArguments(
+        output_dir=str(work), max_steps=max(1, min(options.max_steps, options.epochs * -(-len(data) // options.batch_size))),
+        per_device_train_batch_size=options.batch_size, learning_rate=options.learning_rate, warmup_steps=0.1,
+        batch_sampler=BatchSamplers.NO_DUPLICATES, prompts=columns, save_strategy="no", report_to="none",
+        logging_steps=5, seed=options.seed, disable_tqdm=not options.progress, use_cpu=device == "cpu")
+    trainer = st.SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
+                                            loss=MultipleNegativesRankingLoss(model))
+    trainer.train()
+    if options.merge < 1.0:
+        _interpolate(model, st.SentenceTransformer(base, device=device), options.merge)
+    model.max_seq_length = 512
+    model.save(str(out_dir))
+
+
+def _interpolate(model, base_model, weight: float) -> None:
+    """``model`` := weight * model + (1 - weight) * base_model, parameter by parameter (WiSE-FT)."""
+    base = base_model.state_dict()
+    model.load_state_dict({k: weight * v + (1 - weight) * base[k] if v.is_floating_point() else v
+                           for k, v in model.state_dict().items()})
+
+
+def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
+                      report: Callable[[str], None] = lambda msg: log.info(msg)) -> FinetuneResult:
+    require("datasets", "finetune", "datasets")
     root: Path = kb.root
+    own = load_questions(options.questions) if options.questions else None  # read first: a bad file fails fast
     seconds: dict[str, float] = {}
     work = root / "finetune"
     work.mkdir(exist_ok=True)
@@ -139,54 +205,24 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
                                    batch_size=options.generation_batch, progress=options.progress)
     seconds["questions"] = time.perf_counter() - t
     good = [q for q in questions if q.ok]
-    if len({q.source for q in good}) >= 3:
-        train, test = split_by_source(good, options.heldout)
-    else:  # one or two documents: hold out blocks of ten pages (or of 20 chunks) instead of whole documents
-        def unit(q) -> str:
-            c = by_id[q.chunk_id]
-            return f"{c.source}#{c.page // 10 if c.page else c.start // 20000}"
-
-        train, test = split_by_source(good, options.heldout, unit)
+    train, test = split_questions(good, by_id, options.heldout)
     report(f"{len(good)} usable questions of {len(questions)} ({len(train)} train, {len(test)} held out by document)")
     if len(train) < 16 or len(test) < 5:
         raise ConfigError(f"too few questions to train and test ({len(train)} train, {len(test)} held out): use more chunks")
 
     t = time.perf_counter()
-    model = st.SentenceTransformer(resolve_model_path(kb.store.settings.embedder), device=kb.config.device)
-    model.max_seq_length = min(model.max_seq_length, options.max_seq_length)
-    prompts = model.prompts or {}
-    qp, dp = prompts.get("query", ""), prompts.get("document", "")
+    version = next_version_name(root)
+    out_dir = root / "models" / f"{version}-embedder"
+
     def positive(q) -> str:
         c = by_id[q.chunk_id]
         text = c.text.replace(q.question, " ") if writer.copies_passage else c.text  # inverse cloze: query removed
         return search_text(c.headings, text)
 
-    data = datasets.Dataset.from_dict({"anchor": [q.question for q in train], "positive": [positive(q) for q in train]})
-    if options.hard_negatives:
-        corpus = [text for _, text in kb.store.chunks.search_texts()]
-        data = st.util.mine_hard_negatives(data, model, corpus=corpus, range_min=2, range_max=30, relative_margin=0.05,
-                                           num_negatives=1, sampling_strategy="top", query_prompt=qp or None,
-                                           corpus_prompt=dp or None, batch_size=32, verbose=False)
-    seconds["negatives"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    version = next_version_name(root)
-    out_dir = root / "models" / f"{version}-embedder"
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.training_args import BatchSamplers
-
-    args = st.SentenceTransformerTrainingArguments(
-        output_dir=str(work / "trainer"), max_steps=max(1, options.epochs * -(-len(data) // options.batch_size)),
-        per_device_train_batch_size=options.batch_size,
-        learning_rate=options.learning_rate, warmup_steps=0.1, batch_sampler=BatchSamplers.NO_DUPLICATES,
-        prompts={"anchor": qp, "positive": dp, **({"negative_1": dp} if "negative_1" in data.column_names else {}), **({"negative": dp} if "negative" in data.column_names else {})},
-        save_strategy="no", report_to="none", logging_steps=5, seed=options.seed, disable_tqdm=not options.progress,
-        use_cpu=kb.config.device == "cpu")
-    trainer = st.SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
-                                            loss=MultipleNegativesRankingLoss(model))
-    trainer.train()
-    model.max_seq_length = 512
-    model.save(str(out_dir))
+    corpus = [text for _, text in kb.store.chunks.search_texts()] if options.hard_negatives else None
+    pairs = list(dict.fromkeys((q.question, positive(q)) for q in train))  # a question written twice trains once
+    train_embedder(resolve_model_path(kb.store.settings.embedder), pairs,
+                   out_dir, options, work / "trainer", corpus, kb.config.device)
     seconds["training"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -198,14 +234,19 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     old, new = Retriever(kb.store, kb.embedder, dense), Retriever(new_store, SentenceTransformerEmbedder(str(out_dir)), dense)
     before = evaluate("before", old.search, heldout).metrics
     after = evaluate("after", new.search, heldout).metrics
+    q_before = q_after = None
+    if own:
+        q_before = evaluate("before", old.search, own).metrics
+        q_after = evaluate("after", new.search, own).metrics
     new_store.close()
-    improved = after["ndcg@10"] >= before["ndcg@10"] + options.min_gain
+    decide_before, decide_after = (q_before, q_after) if own else (before, after)
+    improved = decide_after["ndcg@10"] >= decide_before["ndcg@10"] + options.min_gain
     switched = options.force or (options.activate and improved)
     if switched:
         activate(root, version)
-    (work / f"{version}-result.json").write_text(json.dumps({"before": before, "after": after, "activated": switched,
-                                                            "seconds": seconds}, indent=2))
-    return FinetuneResult(version, str(out_dir), len(train), len(test), before, after, switched, seconds)
+    result = FinetuneResult(version, str(out_dir), len(train), len(test), before, after, switched, seconds, q_before, q_after)
+    (work / f"{version}-result.json").write_text(json.dumps(result.to_dict(), indent=2))
+    return result
 
 
 def versions_table(root: Path) -> list[dict]:

@@ -1,5 +1,6 @@
-"""Training questions generated from the corpus by the local LLM: one question per sampled chunk,
-in the chunk's own language, filtered, cached in the store so a second run generates nothing again."""
+"""Training questions generated from the corpus by the local LLM: one question per segment of each sampled
+chunk (so a chunk holding several topics gets a question for each), in the chunk's own language, filtered,
+cached in the store so a second run generates nothing again."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from indexes.store import Store
-from indexes.text import words
+from indexes.text import search_text, words
 from indexes.types import Chunk
 from rag.generation import is_chinese
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 SYSTEM = "You write search questions. Reply with one question only, nothing else."
 USER_ZH = "段落：\n{passage}\n\n请用中文写一个读者可能会问、并且这段文字能够回答的问题。不要照抄原文，只输出这个问题。"
 USER = ("Passage:\n{passage}\n\nWrite one question that a reader could ask and that this passage answers. "
-        "Write the question in the same language as the passage. Do not copy a sentence from the passage.")
+        "Write the question in the same language as the passage, in your own words: do not copy a sentence or a heading.")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class SyntheticQuestion:
     question: str
     ok: bool
     reason: str = ""
+    part: int = 0  # which segment of the chunk the question was written for
+
+
+_META = re.compile(r"\b(th(e|is) (passage|paragraph|excerpt)|the (given|above) text|the author)\b|(这|本|该)(段|篇)(文字|话|内容|文本)?", re.IGNORECASE)
 
 
 def clean(reply: str, passage: str) -> tuple[str, str]:
@@ -44,6 +49,8 @@ def clean(reply: str, passage: str) -> tuple[str, str]:
         return q, "too short"
     if len(q) > 200:
         return q, "too long"
+    if _META.search(q):
+        return q, "asks about the passage, not its subject"
     if q in passage:
         return q, "copied from the passage"
     q_words, passage_words = words(q), words(passage)
@@ -64,19 +71,46 @@ def sample_chunks(store: Store, n: int, seed: int = 0, min_chars: int = 80) -> l
     return out[:n]
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?=\s)|(?<=[。！？；\n])")
+
+
+def segments(text: str, max_chars: int | None = None, max_parts: int = 4) -> list[str]:
+    """The text cut at sentence or line ends into at most ``max_parts`` pieces of about ``max_chars``
+    (200 for Chinese, 400 otherwise): a small LLM asked about a whole chunk writes about its first lines only."""
+    text = text.strip()
+    limit = max_chars or (200 if is_chinese(text) else 400)
+    limit = max(limit, -(-len(text) // max_parts))
+    out: list[str] = []
+    for piece in _SENTENCE_END.split(text):
+        if out and len(out[-1]) + len(piece) <= limit:
+            out[-1] += piece
+        elif piece.strip():
+            out.append(piece)
+    if len(out) > 1 and len(out[-1].strip()) < limit // 4:
+        last = out.pop()
+        out[-1] += last
+    while len(out) > max_parts:  # join the shortest adjacent pair
+        i = min(range(len(out) - 1), key=lambda j: len(out[j]) + len(out[j + 1]))
+        out[i : i + 2] = [out[i] + out[i + 1]]
+    return [o.strip() for o in out if o.strip()]
+
+
 class LLMQuestionWriter:
     """Questions written by a local LLM (batched greedy generation)."""
 
     copies_passage = False
+    segmented = True
 
     def __init__(self, generator, max_passage_chars: int = 1200) -> None:
         self.generator, self.max_chars = generator, max_passage_chars
 
-    def write(self, passages: Sequence[str]) -> list[str]:
+    def write(self, passages: Sequence[str], chinese: Sequence[bool] | None = None) -> list[str]:
+        """``chinese``: the language of each passage's whole chunk (a segment of code alone says little)."""
+        zh = chinese or [is_chinese(p) for p in passages]
         return self.generator.generate_batch(
             [[{"role": "system", "content": SYSTEM},
-              {"role": "user", "content": (USER_ZH if is_chinese(p) else USER).format(passage=p[: self.max_chars])}]
-             for p in passages], max_new_tokens=48)
+              {"role": "user", "content": (USER_ZH if z else USER).format(passage=p[: self.max_chars])}]
+             for p, z in zip(passages, zh)], max_new_tokens=48)
 
 
 class InverseClozeWriter:
@@ -84,9 +118,10 @@ class InverseClozeWriter:
     pairs it with the passage minus that sentence. Much weaker than real questions, but instant."""
 
     copies_passage = True
+    segmented = False
     _SENT = re.compile(r"[^.!?。！？\n]{20,}[.!?。！？]?")
 
-    def write(self, passages: Sequence[str]) -> list[str]:
+    def write(self, passages: Sequence[str], chinese: Sequence[bool] | None = None) -> list[str]:
         out = []
         for p in passages:
             sentences = self._SENT.findall(p)
@@ -95,31 +130,40 @@ class InverseClozeWriter:
 
 
 def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size: int = 8,
-                       progress: bool = True) -> list[SyntheticQuestion]:
-    """One question per chunk; cached in ``cache`` (JSONL, appended per batch) so reruns resume."""
+                       progress: bool = True, max_parts: int = 4) -> list[SyntheticQuestion]:
+    """A question for each segment of each chunk (``segments``); cached in ``cache`` (JSONL, appended per
+    batch) so reruns resume."""
     from tqdm.auto import tqdm
 
-    done: dict[int, SyntheticQuestion] = {}
+    done: dict[tuple[int, int], SyntheticQuestion] = {}
     if cache.exists():
         for line in cache.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done[row["chunk_id"]] = SyntheticQuestion(**row)
-    todo = [c for c in chunks if c.id not in done]
+            try:
+                row = SyntheticQuestion(**json.loads(line))
+            except (ValueError, TypeError):  # a line cut short by a crash: that question is written again
+                continue
+            done[row.chunk_id, row.part] = row
+    wanted = [(c, part, seg) for c in chunks
+              for part, seg in enumerate(segments(c.text, max_parts=max_parts) if writer.segmented else [c.text])]
+    todo = [w for w in wanted if (w[0].id, w[1]) not in done]
     if todo:
-        log.info("writing questions for %d chunks (%d cached)", len(todo), len(chunks) - len(todo))
+        log.info("writing %d questions for %d chunks (%d cached)", len(todo), len(chunks), len(wanted) - len(todo))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    with open(cache, "a", encoding="utf-8") as fh, tqdm(total=len(todo), desc="questions", unit="chunk", disable=not progress) as bar:
+    cut_short = cache.exists() and cache.stat().st_size and not cache.read_bytes().endswith(b"\n")
+    with open(cache, "a", encoding="utf-8") as fh, tqdm(total=len(todo), desc="questions", unit="question", disable=not progress) as bar:
+        if cut_short:
+            fh.write("\n")
         for s in range(0, len(todo), batch_size):
             batch = todo[s : s + batch_size]
-            for c, reply in zip(batch, writer.write([c.text for c in batch])):
-                q, reason = clean(reply, "" if writer.copies_passage else c.text)
-                item = SyntheticQuestion(c.id, c.source, q, not reason, reason)
-                done[c.id] = item
+            replies = writer.write([seg for _, _, seg in batch], [is_chinese(c.text) for c, _, _ in batch])
+            for (c, part, _), reply in zip(batch, replies):
+                q, reason = clean(reply, "" if writer.copies_passage else search_text(c.headings, c.text))
+                item = SyntheticQuestion(c.id, c.source, q, not reason, reason, part)
+                done[c.id, part] = item
                 fh.write(json.dumps(asdict(item), ensure_ascii=False) + "\n")
             fh.flush()
             bar.update(len(batch))
-    return [done[c.id] for c in chunks if c.id in done]
+    return [done[c.id, part] for c, part, _ in wanted if (c.id, part) in done]
 
 
 def question_writer(spec: str, device: str | None = None):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from indexes.errors import StoreError
+from indexes.errors import ConfigError, StoreError
 from indexes.versions import activate, active_version, list_versions
 from rag.cli import main
 from rag.config import Config, IndexConfig
 from rag.finetune import FinetuneOptions, finetune_embedder
 from rag.knowledge_base import KnowledgeBase
-from rag.synthetic import InverseClozeWriter, clean, held_out
+from indexes.types import Chunk
+from rag.synthetic import InverseClozeWriter, clean, generate_questions, held_out, segments
 
 TOPICS = ["pump", "valve", "filter", "sensor", "boiler", "radiator", "thermostat", "fan", "compressor", "pipe"]
 
@@ -31,6 +32,9 @@ def test_question_filter_and_document_split():
     assert clean("", "p")[1] == "empty"
     assert clean("The pump is red.", "Here: The pump is red. Yes.")[1] == "copied from the passage"
     assert clean("x" * 300, "p")[1] == "too long"
+    assert clean("What is the main point of the passage?", "p")[1] == "asks about the passage, not its subject"
+    assert clean("这段文字主要讲了什么？", "p")[1] == "asks about the passage, not its subject"
+    assert clean("How does the parser handle this text encoding?", "p")[1] == ""
     assert held_out("/a/doc.md") == held_out("/a/doc.md")
     split = [held_out(f"/d/{i}.md") for i in range(1000)]
     assert 0.1 < sum(split) / 1000 < 0.3
@@ -42,14 +46,54 @@ def test_question_filter_and_document_split():
     assert InverseClozeWriter().write(["Short. This is the longest sentence in the passage. End."]) == ["This is the longest sentence in the passage."]
 
 
+def test_segments_cover_the_chunk_at_sentence_ends():
+    text = " ".join(f"Sentence number {i} talks about the pump and its valve." for i in range(30))
+    parts = segments(text)
+    assert 2 <= len(parts) <= 4 and all(p.endswith(".") for p in parts)
+    assert " ".join(parts) == text
+    zh = "".join(f"第{i}个问题的答案在这里，说明了泵和阀门的维护方法。" for i in range(20))
+    assert len(segments(zh)) > len(segments(zh[:200])) == 1
+    assert segments("One short sentence.") == ["One short sentence."]
+
+
+class _CountingWriter:
+    copies_passage, segmented = False, True
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def write(self, passages, chinese=None):
+        self.calls += len(passages)
+        return [f"Which part does passage {len(p)} with {p.split()[2]} describe?" for p in passages]
+
+
+def test_questions_per_segment_are_cached(tmp_path):
+    chunks = [Chunk(i, f"/d/{i}.md", " ".join(f"Line {i}-{j} is about the {TOPICS[j % 10]} service." for j in range(40)), 0, 0)
+              for i in range(3)]
+    writer, cache = _CountingWriter(), tmp_path / "q.jsonl"
+    first = generate_questions(chunks, writer, cache, progress=False)
+    assert len(first) == writer.calls > 3 and {q.chunk_id for q in first} == {0, 1, 2}
+    assert len({(q.chunk_id, q.part) for q in first}) == len(first)
+    again = generate_questions(chunks, writer, cache, progress=False)
+    assert again == first and writer.calls == len(first)  # nothing written twice
+    cache.write_text(cache.read_text()[:-20])  # the last line cut short, as by a crash
+    assert generate_questions(chunks, writer, cache, progress=False) == first and writer.calls == len(first) + 1
+    assert generate_questions(chunks, writer, cache, progress=False) == first and writer.calls == len(first) + 1
+
+
 def test_finetune_makes_a_new_version_and_rollback_works(tmp_path, e5, capsys):
     store = tmp_path / "store"
     kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False)))
     kb.ingest([_corpus(tmp_path)], progress=False)
-    result = finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True, progress=False))
+    own = tmp_path / "own.jsonl"
+    own.write_text('{"question": "Which part replaces the valve seal of X11?", "gold": "P-1011"}\n'
+                   '{"question": "How often is the X3 filter serviced?", "gold": "every 5 weeks"}\n')
+    result = finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True,
+                                                   questions=own, progress=False))
     kb.close()
     assert result.version == "v2" and result.train_questions >= 16 and result.heldout_questions >= 5
     assert 0 <= result.before["ndcg@10"] <= 1 and 0 <= result.after["ndcg@10"] <= 1
+    assert result.questions_before["recall@10"] == 1.0 and 0 <= result.questions_after["ndcg@10"] <= 1
     assert active_version(store) == "v2"
     versions = {v.name: v for v in list_versions(store)}
     assert versions["v2"].embedder == result.model and versions["v1"].embedder == "multilingual-e5-small"
@@ -65,6 +109,17 @@ def test_finetune_makes_a_new_version_and_rollback_works(tmp_path, e5, capsys):
     assert "* v1" in capsys.readouterr().out
     with pytest.raises(StoreError, match="no version"):
         activate(store, "v9")
+
+
+def test_finetune_rejects_a_bad_question_file_before_any_work(tmp_path, e5):
+    kb = KnowledgeBase.open(tmp_path / "store", Config(index=IndexConfig(gpu=False)))
+    kb.ingest([_corpus(tmp_path)], progress=False)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "no gold here"}\n')
+    with pytest.raises(ConfigError, match="gold"):
+        finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", questions=bad, progress=False))
+    assert not (tmp_path / "store" / "finetune").exists()
+    kb.close()
 
 
 def test_interrupted_reembedding_leaves_the_old_version_active(tmp_path, e5, monkeypatch):

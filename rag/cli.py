@@ -74,10 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--chunks", type=int, default=500, help="chunks to write training questions for (default 500)")
     sp.add_argument("--question-llm", default="qwen2.5-coder-0.5b-instruct", help="LLM that writes the questions")
-    sp.add_argument("--epochs", type=int, help="passes over the training data (default: embedder 3, llm 1)")
-    sp.add_argument("--lr", type=float, default=1e-4, help="embedder: learning rate")
+    sp.add_argument("--epochs", type=int, default=1, help="passes over the training data")
+    sp.add_argument("--lr", type=float, default=3e-5, help="embedder: learning rate")
     sp.add_argument("--batch-size", type=int, default=32)
-    sp.add_argument("--merge", type=float, default=0.5,
+    sp.add_argument("--mini-batch", type=int, help="embedder: cached MNRL with this mini-batch, for batches larger than memory")
+    sp.add_argument("--matryoshka", help="embedder: Matryoshka dimensions, e.g. 384,256,128")
+    sp.add_argument("--merge", type=float, default=1.0,
                     help="embedder: share of the trained weights kept, the rest from the original (1 = plain fine-tuning)")
     sp.add_argument("--no-hard-negatives", action="store_true")
     sp.add_argument("--activate", action="store_true", help="switch to the new index version if nDCG@10 improved")
@@ -256,13 +258,23 @@ def _cmd_eval(kb, args) -> int:
     return 0
 
 
+def _dims(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(d) for d in text.split(","))
+    except ValueError:
+        raise RagError(f"--matryoshka takes dimensions separated by commas, e.g. 384,256,128 (got {text!r})") from None
+
+
 def _cmd_finetune(kb, args) -> int:
     if args.what == "llm":
         return _finetune_llm(kb, args)
     from rag.finetune import FinetuneOptions, finetune_embedder
 
-    options = FinetuneOptions(chunks=args.chunks, llm=args.question_llm, epochs=args.epochs or 3, batch_size=args.batch_size,
-                              learning_rate=args.lr, merge=args.merge, questions=args.questions,
+    options = FinetuneOptions(chunks=args.chunks, llm=args.question_llm, epochs=args.epochs, batch_size=args.batch_size,
+                              learning_rate=args.lr, merge=args.merge, mini_batch=args.mini_batch,
+                              matryoshka=_dims(args.matryoshka), questions=args.questions,
                               hard_negatives=not args.no_hard_negatives, activate=args.activate, force=args.force,
                               progress=sys.stderr.isatty())
     result = finetune_embedder(kb, options, report=lambda msg: print(msg, file=sys.stderr))
@@ -272,7 +284,7 @@ def _cmd_finetune(kb, args) -> int:
     print(f"new index version {result.version}, model {result.model}")
     print(f"{result.train_questions} training questions, {result.heldout_questions} held out (by document)")
     metrics = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
-    print(f"{'dense retrieval':26}" + "".join(f"{m:>11}" for m in metrics))
+    print(f"{result.mode + ' retrieval':26}" + "".join(f"{m:>11}" for m in metrics))
     rows = [("held-out synthetic, before", result.before), ("held-out synthetic, after", result.after)]
     if result.questions_before is not None:
         rows += [(f"{args.questions.name}, before", result.questions_before), (f"{args.questions.name}, after", result.questions_after)]
@@ -286,7 +298,7 @@ def _cmd_finetune(kb, args) -> int:
 def _finetune_llm(kb, args) -> int:
     from rag.finetune_llm import LLMFinetuneOptions, finetune_llm
 
-    options = LLMFinetuneOptions(base=args.base, examples=args.max_examples, epochs=args.epochs or 1, progress=sys.stderr.isatty())
+    options = LLMFinetuneOptions(base=args.base, examples=args.max_examples, epochs=args.epochs, progress=sys.stderr.isatty())
     result = finetune_llm(kb, options, args.examples)
     if args.json:
         print(json.dumps(result.__dict__, ensure_ascii=False, indent=2))

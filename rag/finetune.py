@@ -31,7 +31,7 @@ from ingest.embed_cache import EmbeddingCache
 from ingest.embedders import SentenceTransformerEmbedder, resolve_model_path
 from ingest.pipeline import model_key
 from rag.evaluation import Question, evaluate, load_questions
-from rag.retrieval import RetrievalSettings, Retriever
+from rag.retrieval import Retriever
 from rag.synthetic import generate_questions, question_writer, sample_chunks, split_by_source
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,14 @@ class FinetuneOptions:
     chunks: int = 500  # chunks to write questions for
     llm: str = "qwen2.5-coder-0.5b-instruct"  # question writer (light preset: generation is the slow part), or "ict"
     generation_batch: int = 8
-    epochs: int = 3
+    epochs: int = 1
     max_steps: int = 36  # cap on training steps: about 13 minutes on 2 CPU cores at batch 32 (raise it on a GPU)
     batch_size: int = 32
-    learning_rate: float = 1e-4
+    learning_rate: float = 3e-5
     max_seq_length: int = 256
-    merge: float = 0.5  # keep this share of the trained weights, the rest from the original (WiSE-FT): guards against overfitting to the synthetic questions
+    merge: float = 1.0  # < 1 keeps this share of the trained weights, the rest from the original (WiSE-FT): a guard for higher learning rates
+    mini_batch: int | None = None  # set (e.g. 16) to train large batches with CachedMultipleNegativesRankingLoss
+    matryoshka: tuple[int, ...] | None = None  # e.g. (384, 256, 128): vectors that still work when truncated
     freeze_embeddings: bool = True  # the vocabulary matrix is most of a multilingual model: faster, overfits less
     hard_negatives: bool = True
     heldout: float = 0.2
@@ -71,6 +73,7 @@ class FinetuneResult:
     seconds: dict = field(default_factory=dict)
     questions_before: dict | None = None  # on FinetuneOptions.questions, when given
     questions_after: dict | None = None
+    mode: str = "hybrid"  # the retrieval mode evaluated (the store's configured one)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -140,6 +143,11 @@ def split_questions(questions: list, by_id: dict, fraction: float) -> tuple[list
     return split_by_source(questions, fraction, unit)
 
 
+def _check_matryoshka(options: FinetuneOptions, dim: int) -> None:
+    if options.matryoshka and not all(0 < d <= dim for d in options.matryoshka):
+        raise ConfigError(f"Matryoshka dimensions {options.matryoshka} must lie between 1 and the model's {dim}")
+
+
 def train_embedder(base: str, pairs: list[tuple[str, str]], out_dir: Path, options: FinetuneOptions,
                    work: Path, corpus: list[str] | None = None, device: str | None = None) -> None:
     """Train ``base`` on (question, passage) pairs with MultipleNegativesRankingLoss and save it to ``out_dir``.
@@ -148,10 +156,15 @@ def train_embedder(base: str, pairs: list[tuple[str, str]], out_dir: Path, optio
     positive's score (a guard against unlabelled true answers); batches never hold the same text twice."""
     st = require("sentence_transformers", None, "sentence-transformers")
     datasets = require("datasets", "finetune", "datasets")
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.training_args import BatchSamplers
+    try:  # sentence-transformers >= 6 moved them
+        from sentence_transformers.sentence_transformer import losses
+        from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    except ImportError:
+        from sentence_transformers import losses
+        from sentence_transformers.training_args import BatchSamplers
 
     model = st.SentenceTransformer(base, device=device)
+    _check_matryoshka(options, (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)())
     model.max_seq_length = min(model.max_seq_length, options.max_seq_length)
     if options.freeze_embeddings:
         for module in model.modules():
@@ -170,8 +183,13 @@ def train_embedder(base: str, pairs: list[tuple[str, str]], out_dir: Path, optio
         per_device_train_batch_size=options.batch_size, learning_rate=options.learning_rate, warmup_steps=0.1,
         batch_sampler=BatchSamplers.NO_DUPLICATES, prompts=columns, save_strategy="no", report_to="none",
         logging_steps=5, seed=options.seed, disable_tqdm=not options.progress, use_cpu=device == "cpu")
-    trainer = st.SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
-                                            loss=MultipleNegativesRankingLoss(model))
+    if options.mini_batch:  # GradCache: the batch's in-batch negatives at the memory cost of a mini-batch
+        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=options.mini_batch)
+    else:
+        loss = losses.MultipleNegativesRankingLoss(model)
+    if options.matryoshka:
+        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(options.matryoshka))
+    trainer = st.SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss)
     trainer.train()
     if options.merge < 1.0:
         _interpolate(model, st.SentenceTransformer(base, device=device), options.merge)
@@ -190,7 +208,8 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
                       report: Callable[[str], None] = lambda msg: log.info(msg)) -> FinetuneResult:
     require("datasets", "finetune", "datasets")
     root: Path = kb.root
-    own = load_questions(options.questions) if options.questions else None  # read first: a bad file fails fast
+    own = load_questions(options.questions) if options.questions else None  # checked first: bad input fails fast
+    _check_matryoshka(options, kb.embedder.dim)
     seconds: dict[str, float] = {}
     work = root / "finetune"
     work.mkdir(exist_ok=True)
@@ -230,8 +249,9 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     seconds["reembed"] = time.perf_counter() - t
 
     heldout = [Question(q.question, gold=_gold(by_id[q.chunk_id].text)) for q in test]
-    dense = RetrievalSettings(mode="dense")
-    old, new = Retriever(kb.store, kb.embedder, dense), Retriever(new_store, SentenceTransformerEmbedder(str(out_dir)), dense)
+    settings = kb.retriever.settings  # the retrieval users get (hybrid by default): a better dense side can still make it worse
+    old = Retriever(kb.store, kb.embedder, settings)
+    new = Retriever(new_store, SentenceTransformerEmbedder(str(out_dir)), settings)
     before = evaluate("before", old.search, heldout).metrics
     after = evaluate("after", new.search, heldout).metrics
     q_before = q_after = None
@@ -244,7 +264,8 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     switched = options.force or (options.activate and improved)
     if switched:
         activate(root, version)
-    result = FinetuneResult(version, str(out_dir), len(train), len(test), before, after, switched, seconds, q_before, q_after)
+    result = FinetuneResult(version, str(out_dir), len(train), len(test), before, after, switched, seconds, q_before, q_after,
+                            settings.mode)
     (work / f"{version}-result.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
 

@@ -88,8 +88,10 @@ def test_finetune_makes_a_new_version_and_rollback_works(tmp_path, e5, capsys):
     own = tmp_path / "own.jsonl"
     own.write_text('{"question": "Which part replaces the valve seal of X11?", "gold": "P-1011"}\n'
                    '{"question": "How often is the X3 filter serviced?", "gold": "every 5 weeks"}\n')
+    with pytest.raises(ConfigError, match="Matryoshka"):
+        finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", matryoshka=(1024,), progress=False))
     result = finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True,
-                                                   questions=own, progress=False))
+                                                   questions=own, mini_batch=4, matryoshka=(384, 128), progress=False))
     kb.close()
     assert result.version == "v2" and result.train_questions >= 16 and result.heldout_questions >= 5
     assert 0 <= result.before["ndcg@10"] <= 1 and 0 <= result.after["ndcg@10"] <= 1

@@ -189,17 +189,17 @@ def train_embedder(base: str, pairs: list[tuple[str, str]], out_dir: Path, optio
         loss = losses.MultipleNegativesRankingLoss(model)
     if options.matryoshka:
         loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(options.matryoshka))
+    original = {k: v.detach().clone() for k, v in model.state_dict().items()} if options.merge < 1.0 else None
     trainer = st.SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss)
     trainer.train()
-    if options.merge < 1.0:
-        _interpolate(model, st.SentenceTransformer(base, device=device), options.merge)
+    if original is not None:
+        _interpolate(model, original, options.merge)
     model.max_seq_length = 512
     model.save(str(out_dir))
 
 
-def _interpolate(model, base_model, weight: float) -> None:
-    """``model`` := weight * model + (1 - weight) * base_model, parameter by parameter (WiSE-FT)."""
-    base = base_model.state_dict()
+def _interpolate(model, base: dict, weight: float) -> None:
+    """``model`` := weight * model + (1 - weight) * base (a state dict), parameter by parameter (WiSE-FT)."""
     model.load_state_dict({k: weight * v + (1 - weight) * base[k] if v.is_floating_point() else v
                            for k, v in model.state_dict().items()})
 
@@ -251,7 +251,7 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     heldout = [Question(q.question, gold=_gold(by_id[q.chunk_id].text)) for q in test]
     settings = kb.retriever.settings  # the retrieval users get (hybrid by default): a better dense side can still make it worse
     old = Retriever(kb.store, kb.embedder, settings)
-    new = Retriever(new_store, SentenceTransformerEmbedder(str(out_dir)), settings)
+    new = Retriever(new_store, SentenceTransformerEmbedder(str(out_dir), device=kb.config.device), settings)
     before = evaluate("before", old.search, heldout).metrics
     after = evaluate("after", new.search, heldout).metrics
     q_before = q_after = None

@@ -136,8 +136,9 @@ def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size:
     from tqdm.auto import tqdm
 
     done: dict[tuple[int, int], SyntheticQuestion] = {}
-    if cache.exists():
-        for line in cache.read_text(encoding="utf-8").splitlines():
+    cached = cache.read_text(encoding="utf-8") if cache.exists() else ""
+    if cached:
+        for line in cached.splitlines():
             try:
                 row = SyntheticQuestion(**json.loads(line))
             except (ValueError, TypeError):  # a line cut short by a crash: that question is written again
@@ -149,9 +150,8 @@ def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size:
     if todo:
         log.info("writing %d questions for %d chunks (%d cached)", len(todo), len(chunks), len(wanted) - len(todo))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cut_short = cache.exists() and cache.stat().st_size and not cache.read_bytes().endswith(b"\n")
     with open(cache, "a", encoding="utf-8") as fh, tqdm(total=len(todo), desc="questions", unit="question", disable=not progress) as bar:
-        if cut_short:
+        if cached and not cached.endswith("\n"):  # start after the cut-short line, not on it
             fh.write("\n")
         for s in range(0, len(todo), batch_size):
             batch = todo[s : s + batch_size]

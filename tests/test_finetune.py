@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from indexes.errors import ConfigError, StoreError
+from indexes.types import Chunk
 from indexes.versions import activate, active_version, list_versions
 from rag.cli import main
 from rag.config import Config, IndexConfig
 from rag.finetune import FinetuneOptions, finetune_embedder
 from rag.knowledge_base import KnowledgeBase
-from indexes.types import Chunk
 from rag.synthetic import InverseClozeWriter, clean, generate_questions, held_out, segments
 
 TOPICS = ["pump", "valve", "filter", "sensor", "boiler", "radiator", "thermostat", "fan", "compressor", "pipe"]

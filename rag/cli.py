@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--matryoshka", help="embedder: Matryoshka dimensions, e.g. 384,256,128")
     sp.add_argument("--merge", type=float, default=1.0,
                     help="embedder: share of the trained weights kept, the rest from the original (1 = plain fine-tuning)")
-    sp.add_argument("--no-hard-negatives", action="store_true")
+    sp.add_argument("--hard-negatives", type=int, default=3,
+                    help="embedder: hard negatives per question, mined with the current model (0 = none; default 3)")
     sp.add_argument("--activate", action="store_true", help="switch to the new index version if nDCG@10 improved")
     sp.add_argument("--questions", type=Path,
                     help="embedder: your own questions (rag eval format); when given, they decide the switch")
@@ -275,7 +276,7 @@ def _cmd_finetune(kb, args) -> int:
     options = FinetuneOptions(chunks=args.chunks, llm=args.question_llm, epochs=args.epochs, batch_size=args.batch_size,
                               learning_rate=args.lr, merge=args.merge, mini_batch=args.mini_batch,
                               matryoshka=_dims(args.matryoshka), questions=args.questions,
-                              hard_negatives=not args.no_hard_negatives, activate=args.activate, force=args.force,
+                              hard_negatives=args.hard_negatives, activate=args.activate, force=args.force,
                               progress=sys.stderr.isatty())
     result = finetune_embedder(kb, options, report=lambda msg: print(msg, file=sys.stderr))
     if args.json:

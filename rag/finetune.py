@@ -2,8 +2,8 @@
 
 1. questions for a sample of chunks, written by the local LLM (cached, resumable; ``rag.synthetic``),
    split into train and held-out *by source document*;
-2. hard negatives mined with the current model (``mine_hard_negatives``, a relative margin below the
-   positive's score guards against false negatives);
+2. hard negatives mined with the current model (``mine_hard_negatives``): the chunks it ranks highest for
+   the question, but never one it scores above the question's own chunk (a guard against false negatives);
 3. sentence-transformers training with ``MultipleNegativesRankingLoss`` and duplicate-free batches;
 4. the store re-embedded into a new index version with the new model, the held-out questions (and the
    user's own questions, when given) evaluated before and after, and the new version activated only if
@@ -51,7 +51,7 @@ class FinetuneOptions:
     mini_batch: int | None = None  # set (e.g. 16) to train large batches with CachedMultipleNegativesRankingLoss
     matryoshka: tuple[int, ...] | None = None  # e.g. (384, 256, 128): vectors that still work when truncated
     freeze_embeddings: bool = True  # the vocabulary matrix is most of a multilingual model: faster, overfits less
-    hard_negatives: bool = True
+    hard_negatives: int = 3  # per question, mined with the current model (0: in-batch negatives only)
     heldout: float = 0.2
     seed: int = 0
     activate: bool = False  # switch to the new version if nDCG@10 improved by at least min_gain
@@ -148,12 +148,18 @@ def _check_matryoshka(options: FinetuneOptions, dim: int) -> None:
         raise ConfigError(f"Matryoshka dimensions {options.matryoshka} must lie between 1 and the model's {dim}")
 
 
-def train_embedder(base: str, pairs: list[tuple[str, str]], out_dir: Path, options: FinetuneOptions,
+def train_embedder(base: str, pairs: list[tuple[str, ...]], out_dir: Path, options: FinetuneOptions,
                    work: Path, corpus: list[str] | None = None, device: str | None = None) -> None:
-    """Train ``base`` on (question, passage) pairs with MultipleNegativesRankingLoss and save it to ``out_dir``.
+    """Train ``base`` on (question, passage, *negatives) tuples, all of one length, with
+    MultipleNegativesRankingLoss and save it to ``out_dir``.
 
-    With ``corpus``, one hard negative per pair is mined from it with the base model, at least 5% below the
-    positive's score (a guard against unlabelled true answers); batches never hold the same text twice."""
+    With ``corpus`` and plain pairs, ``options.hard_negatives`` negatives per pair are mined from it with the base
+    model: its highest-ranked chunks that score below the positive (one scored above may be an unlabelled answer;
+    measured, a 5% margin or skipping the top two threw away the negatives that teach the most). Batches never
+    hold the same text twice."""
+    width = {len(p) for p in pairs}
+    if len(width) != 1 or min(width) < 2:
+        raise ValueError("training examples must all be (question, passage, *negatives) of one length")
     st = require("sentence_transformers", None, "sentence-transformers")
     datasets = require("datasets", "finetune", "datasets")
     try:  # sentence-transformers >= 6 moved them
@@ -172,10 +178,11 @@ def train_embedder(base: str, pairs: list[tuple[str, str]], out_dir: Path, optio
                 module.word_embeddings.requires_grad_(False)
     prompts = model.prompts or {}
     qp, dp = prompts.get("query", ""), prompts.get("document", "")
-    data = datasets.Dataset.from_dict({"anchor": [q for q, _ in pairs], "positive": [p for _, p in pairs]})
-    if corpus:
-        data = st.util.mine_hard_negatives(data, model, corpus=corpus, range_min=2, range_max=30, relative_margin=0.05,
-                                           num_negatives=1, sampling_strategy="top", query_prompt=qp or None,
+    names = ["anchor", "positive"] + [f"negative_{i}" for i in range(1, width.pop() - 1)]
+    data = datasets.Dataset.from_dict({name: [p[i] for p in pairs] for i, name in enumerate(names)})
+    if corpus and len(names) == 2 and options.hard_negatives > 0:
+        data = st.util.mine_hard_negatives(data, model, corpus=corpus, range_min=0, range_max=30, relative_margin=0.0,
+                                           num_negatives=options.hard_negatives, sampling_strategy="top", query_prompt=qp or None,
                                            corpus_prompt=dp or None, batch_size=32, verbose=False)
     columns = {c: (qp if c == "anchor" else dp) for c in data.column_names}
     args = st.SentenceTransformerTrainingArguments(
@@ -220,7 +227,7 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
         raise ConfigError(f"only {len(chunks)} usable chunks: fine-tuning needs a corpus of at least a few dozen passages")
     by_id = {c.id: c for c in chunks}
     writer = question_writer(options.llm, kb.config.device)
-    questions = generate_questions(chunks, writer, work / f"questions-{options.llm.replace('/', '_')[-40:]}.jsonl",
+    questions = generate_questions(chunks, writer, work / f"questions-{options.llm.replace('/', '_')[-40:]}-{writer.key}.jsonl",
                                    batch_size=options.generation_batch, progress=options.progress)
     seconds["questions"] = time.perf_counter() - t
     good = [q for q in questions if q.ok]

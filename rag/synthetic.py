@@ -21,9 +21,34 @@ from rag.generation import is_chinese
 log = logging.getLogger(__name__)
 
 SYSTEM = "You write search questions. Reply with one question only, nothing else."
-USER_ZH = "段落：\n{passage}\n\n请用中文写一个读者可能会问、并且这段文字能够回答的问题。不要照抄原文，只输出这个问题。"
+USER_ZH = "资料：\n{passage}\n\n用中文写一个读者会提出、并且上面的资料能够回答的问题。用自己的话，不要照抄原文，只输出这个问题。"
 USER = ("Passage:\n{passage}\n\nWrite one question that a reader could ask and that this passage answers. "
         "Write the question in the same language as the passage, in your own words: do not copy a sentence or a heading.")
+# Made-up demonstrations (no topic of any corpus): a small model copies their style, a question a user would
+# type, in other words than the passage, never "what does the passage say".
+EXAMPLES = (
+    ("To reset the router, hold the button on its back for ten seconds until the light blinks orange. "
+     "All settings, the Wi-Fi password included, return to their factory values.",
+     "How do I put my router back to its factory settings?"),
+    ("The timeout argument is given in seconds. When it is None, the call blocks until data arrives; "
+     "when it is zero, the call returns at once.", "What happens if I don't set a time limit on the call?"),
+)
+EXAMPLES_ZH = (
+    ("更换滤芯前先关闭进水阀，再逆时针旋转滤瓶将其取下。新滤芯装好后，打开水龙头放水三分钟，排出管中的空气。",
+     "净水器的滤芯应该怎么换？"),
+    ("会议室须提前一天在系统中预订，每次最长四小时；如需取消，应在开始前两小时完成。",
+     "会议室一次最多能订多久？"),
+)
+PROMPT_KEY = hashlib.sha1(repr((SYSTEM, USER, USER_ZH, EXAMPLES, EXAMPLES_ZH)).encode()).hexdigest()[:8]
+
+
+def question_prompt(passage: str, chinese: bool) -> list[dict[str, str]]:
+    """The chat for one passage: system, two worked demonstrations, then the passage."""
+    template, examples = (USER_ZH, EXAMPLES_ZH) if chinese else (USER, EXAMPLES)
+    chat = [{"role": "system", "content": SYSTEM}]
+    for text, question in examples:
+        chat += [{"role": "user", "content": template.format(passage=text)}, {"role": "assistant", "content": question}]
+    return chat + [{"role": "user", "content": template.format(passage=passage)}]
 
 
 @dataclass(frozen=True)
@@ -36,11 +61,13 @@ class SyntheticQuestion:
     part: int = 0  # which segment of the chunk the question was written for
 
 
-_META = re.compile(r"\b(th(e|is) (passage|paragraph|excerpt)|the (given|above) text|the author)\b|(这|本|该)(段|篇)(文字|话|内容|文本)?", re.IGNORECASE)
+_META = re.compile(r"\b(th(e|is|ese) (passage|paragraph|excerpt|snippet)s?|the (given|above|provided) \w+|the author)\b"
+                   r"|(这|本|该|上)(段|篇)|段落|(资料|文本)(中|里)|原文|(?<!中)文中|上述|上文", re.IGNORECASE)
 
 
-def clean(reply: str, passage: str) -> tuple[str, str]:
-    """The question from a model reply, and the reason to reject it ('' when it is fine)."""
+def clean(reply: str, passage: str, must_ask: bool = True) -> tuple[str, str]:
+    """The question from a model reply, and the reason to reject it ('' when it is fine); ``must_ask``: reject a
+    reply that is not a question (off for the inverse cloze task, whose pseudo-questions are sentences)."""
     lines = [line.strip() for line in reply.strip().splitlines() if line.strip()]
     q = re.sub(r"^(question|问题)\s*[:：]\s*|^\d+[.)]\s*", "", lines[0], flags=re.I).strip().strip('"“”') if lines else ""
     if not q:
@@ -56,6 +83,8 @@ def clean(reply: str, passage: str) -> tuple[str, str]:
     q_words, passage_words = words(q), words(passage)
     if q_words and len(q_words & passage_words) / len(q_words) > 0.9 and len(q_words) > 12:
         return q, "mostly copied from the passage"
+    if must_ask and not q.endswith(("?", "？")):
+        return q, "not a question"
     return q, ""
 
 
@@ -100,6 +129,7 @@ class LLMQuestionWriter:
 
     copies_passage = False
     segmented = True
+    key = PROMPT_KEY  # part of the cache name: a changed prompt writes its questions afresh
 
     def __init__(self, generator, max_passage_chars: int = 1200) -> None:
         self.generator, self.max_chars = generator, max_passage_chars
@@ -107,10 +137,8 @@ class LLMQuestionWriter:
     def write(self, passages: Sequence[str], chinese: Sequence[bool] | None = None) -> list[str]:
         """``chinese``: the language of each passage's whole chunk (a segment of code alone says little)."""
         zh = chinese or [is_chinese(p) for p in passages]
-        return self.generator.generate_batch(
-            [[{"role": "system", "content": SYSTEM},
-              {"role": "user", "content": (USER_ZH if z else USER).format(passage=p[: self.max_chars])}]
-             for p, z in zip(passages, zh)], max_new_tokens=48)
+        return self.generator.generate_batch([question_prompt(p[: self.max_chars], z) for p, z in zip(passages, zh)],
+                                             max_new_tokens=48)
 
 
 class InverseClozeWriter:
@@ -119,6 +147,7 @@ class InverseClozeWriter:
 
     copies_passage = True
     segmented = False
+    key = "ict"
     _SENT = re.compile(r"[^.!?。！？\n]{20,}[.!?。！？]?")
 
     def write(self, passages: Sequence[str], chinese: Sequence[bool] | None = None) -> list[str]:
@@ -157,7 +186,7 @@ def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size:
             batch = todo[s : s + batch_size]
             replies = writer.write([seg for _, _, seg in batch], [is_chinese(c.text) for c, _, _ in batch])
             for (c, part, _), reply in zip(batch, replies):
-                q, reason = clean(reply, "" if writer.copies_passage else search_text(c.headings, c.text))
+                q, reason = clean(reply, "" if writer.copies_passage else search_text(c.headings, c.text), not writer.copies_passage)
                 item = SyntheticQuestion(c.id, c.source, q, not reason, reason, part)
                 done[c.id, part] = item
                 fh.write(json.dumps(asdict(item), ensure_ascii=False) + "\n")

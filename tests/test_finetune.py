@@ -11,7 +11,7 @@ from rag.cli import main
 from rag.config import Config, IndexConfig
 from rag.finetune import FinetuneOptions, finetune_embedder
 from rag.knowledge_base import KnowledgeBase
-from rag.synthetic import InverseClozeWriter, clean, generate_questions, held_out, segments
+from rag.synthetic import InverseClozeWriter, clean, generate_questions, held_out, question_prompt, segments
 
 TOPICS = ["pump", "valve", "filter", "sensor", "boiler", "radiator", "thermostat", "fan", "compressor", "pipe"]
 
@@ -35,6 +35,15 @@ def test_question_filter_and_document_split():
     assert clean("What is the main point of the passage?", "p")[1] == "asks about the passage, not its subject"
     assert clean("这段文字主要讲了什么？", "p")[1] == "asks about the passage, not its subject"
     assert clean("How does the parser handle this text encoding?", "p")[1] == ""
+    assert clean("段落中提到的宏包是什么？", "p")[1] == "asks about the passage, not its subject"
+    assert clean("What does the given code print?", "p")[1] == "asks about the passage, not its subject"
+    assert clean("中文中如何使用粗体？", "p")[1] == ""
+    assert clean("The pump needs service every week", "p")[1] == "not a question"
+    assert clean("The pump needs service every week", "p", must_ask=False)[1] == ""
+    chat = question_prompt("泵多久保养一次。", chinese=True)
+    assert chat[0]["role"] == "system" and chat[-1]["role"] == "user" and "泵多久保养一次。" in chat[-1]["content"]
+    assert [m["role"] for m in chat[1:-1]] == ["user", "assistant"] * 2  # worked demonstrations in the same language
+    assert all("？" in m["content"] for m in chat[1:-1] if m["role"] == "assistant")
     assert held_out("/a/doc.md") == held_out("/a/doc.md")
     split = [held_out(f"/d/{i}.md") for i in range(1000)]
     assert 0.1 < sum(split) / 1000 < 0.3
@@ -141,3 +150,10 @@ def test_interrupted_reembedding_leaves_the_old_version_active(tmp_path, e5, mon
     again = KnowledgeBase.open(store)
     assert again.search("thermostat service", k=1)
     again.close()
+
+
+def test_training_examples_must_have_one_shape(tmp_path):
+    from rag.finetune import train_embedder
+
+    with pytest.raises(ValueError, match="one length"):
+        train_embedder("unused", [("q", "p"), ("q", "p", "negative")], tmp_path / "m", FinetuneOptions(), tmp_path / "w")

@@ -81,8 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--matryoshka", help="embedder: Matryoshka dimensions, e.g. 384,256,128")
     sp.add_argument("--merge", type=float, default=1.0,
                     help="embedder: share of the trained weights kept, the rest from the original (1 = plain fine-tuning)")
-    sp.add_argument("--hard-negatives", type=int, default=3,
-                    help="embedder: hard negatives per question, mined with the current model (0 = none; default 3)")
+    sp.add_argument("--hard-negatives", type=int, default=1,
+                    help="embedder: hard negatives per question, mined with the current model (0 = none)")
     sp.add_argument("--activate", action="store_true", help="switch to the new index version if nDCG@10 improved")
     sp.add_argument("--questions", type=Path,
                     help="embedder: your own questions (rag eval format); when given, they decide the switch")

@@ -2,8 +2,8 @@
 
 1. questions for a sample of chunks, written by the local LLM (cached, resumable; ``rag.synthetic``),
    split into train and held-out *by source document*;
-2. hard negatives mined with the current model (``mine_hard_negatives``): the chunks it ranks highest for
-   the question, but never one it scores above the question's own chunk (a guard against false negatives);
+2. hard negatives mined with the current model (``mine_hard_negatives``, a relative margin below the
+   positive's score guards against false negatives);
 3. sentence-transformers training with ``MultipleNegativesRankingLoss`` and duplicate-free batches;
 4. the store re-embedded into a new index version with the new model, the held-out questions (and the
    user's own questions, when given) evaluated before and after, and the new version activated only if
@@ -51,7 +51,7 @@ class FinetuneOptions:
     mini_batch: int | None = None  # set (e.g. 16) to train large batches with CachedMultipleNegativesRankingLoss
     matryoshka: tuple[int, ...] | None = None  # e.g. (384, 256, 128): vectors that still work when truncated
     freeze_embeddings: bool = True  # the vocabulary matrix is most of a multilingual model: faster, overfits less
-    hard_negatives: int = 3  # per question, mined with the current model (0: in-batch negatives only)
+    hard_negatives: int = 1  # per question, mined with the current model (0: in-batch negatives only)
     heldout: float = 0.2
     seed: int = 0
     activate: bool = False  # switch to the new version if nDCG@10 improved by at least min_gain
@@ -143,7 +143,13 @@ def split_questions(questions: list, by_id: dict, fraction: float) -> tuple[list
     return split_by_source(questions, fraction, unit)
 
 
-def _check_matryoshka(options: FinetuneOptions, dim: int) -> None:
+def _check_options(options: FinetuneOptions, dim: int) -> None:
+    """Bad settings fail before any slow work starts."""
+    if options.hard_negatives < 0 or options.epochs < 1 or options.batch_size < 2 or options.learning_rate <= 0:
+        raise ConfigError("hard negatives must be 0 or more, epochs at least 1, batch size at least 2 and the "
+                          "learning rate above 0")
+    if not 0 < options.merge <= 1:
+        raise ConfigError(f"merge {options.merge} must lie in (0, 1]: the share of the trained weights kept")
     if options.matryoshka and not all(0 < d <= dim for d in options.matryoshka):
         raise ConfigError(f"Matryoshka dimensions {options.matryoshka} must lie between 1 and the model's {dim}")
 
@@ -154,9 +160,9 @@ def train_embedder(base: str, pairs: list[tuple[str, ...]], out_dir: Path, optio
     MultipleNegativesRankingLoss and save it to ``out_dir``.
 
     With ``corpus`` and plain pairs, ``options.hard_negatives`` negatives per pair are mined from it with the base
-    model: its highest-ranked chunks that score below the positive (one scored above may be an unlabelled answer;
-    measured, a 5% margin or skipping the top two threw away the negatives that teach the most). Batches never
-    hold the same text twice."""
+    model, below its top two and at least 5% below the positive's score (a guard against unlabelled answers:
+    measured, mining the very top ranks helped on the CTeX FAQ and hurt on the Python FAQ, whose answers
+    overlap). Batches never hold the same text twice."""
     width = {len(p) for p in pairs}
     if len(width) != 1 or min(width) < 2:
         raise ValueError("training examples must all be (question, passage, *negatives) of one length")
@@ -170,7 +176,7 @@ def train_embedder(base: str, pairs: list[tuple[str, ...]], out_dir: Path, optio
         from sentence_transformers.training_args import BatchSamplers
 
     model = st.SentenceTransformer(base, device=device)
-    _check_matryoshka(options, (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)())
+    _check_options(options, (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)())
     model.max_seq_length = min(model.max_seq_length, options.max_seq_length)
     if options.freeze_embeddings:
         for module in model.modules():
@@ -181,7 +187,7 @@ def train_embedder(base: str, pairs: list[tuple[str, ...]], out_dir: Path, optio
     names = ["anchor", "positive"] + [f"negative_{i}" for i in range(1, width.pop() - 1)]
     data = datasets.Dataset.from_dict({name: [p[i] for p in pairs] for i, name in enumerate(names)})
     if corpus and len(names) == 2 and options.hard_negatives > 0:
-        data = st.util.mine_hard_negatives(data, model, corpus=corpus, range_min=0, range_max=30, relative_margin=0.0,
+        data = st.util.mine_hard_negatives(data, model, corpus=corpus, range_min=2, range_max=30, relative_margin=0.05,
                                            num_negatives=options.hard_negatives, sampling_strategy="top", query_prompt=qp or None,
                                            corpus_prompt=dp or None, batch_size=32, verbose=False)
     columns = {c: (qp if c == "anchor" else dp) for c in data.column_names}
@@ -216,7 +222,7 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     require("datasets", "finetune", "datasets")
     root: Path = kb.root
     own = load_questions(options.questions) if options.questions else None  # checked first: bad input fails fast
-    _check_matryoshka(options, kb.embedder.dim)
+    _check_options(options, kb.embedder.dim)
     seconds: dict[str, float] = {}
     work = root / "finetune"
     work.mkdir(exist_ok=True)

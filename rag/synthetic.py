@@ -24,26 +24,23 @@ SYSTEM = "You write search questions. Reply with one question only, nothing else
 USER_ZH = "资料：\n{passage}\n\n用中文写一个读者会提出、并且上面的资料能够回答的问题。用自己的话，不要照抄原文，只输出这个问题。"
 USER = ("Passage:\n{passage}\n\nWrite one question that a reader could ask and that this passage answers. "
         "Write the question in the same language as the passage, in your own words: do not copy a sentence or a heading.")
-# Made-up demonstrations (no topic of any corpus): a small model copies their style, a question a user would
-# type, in other words than the passage, never "what does the passage say".
+# A made-up demonstration (no topic of any corpus): a small model copies its style, a question a user would
+# type, in other words than the passage, never "what does the passage say". One, not more: every example
+# lengthens each prompt, and prompt length is what question generation on a CPU pays for.
 EXAMPLES = (
     ("To reset the router, hold the button on its back for ten seconds until the light blinks orange. "
      "All settings, the Wi-Fi password included, return to their factory values.",
      "How do I put my router back to its factory settings?"),
-    ("The timeout argument is given in seconds. When it is None, the call blocks until data arrives; "
-     "when it is zero, the call returns at once.", "What happens if I don't set a time limit on the call?"),
 )
 EXAMPLES_ZH = (
     ("更换滤芯前先关闭进水阀，再逆时针旋转滤瓶将其取下。新滤芯装好后，打开水龙头放水三分钟，排出管中的空气。",
      "净水器的滤芯应该怎么换？"),
-    ("会议室须提前一天在系统中预订，每次最长四小时；如需取消，应在开始前两小时完成。",
-     "会议室一次最多能订多久？"),
 )
 PROMPT_KEY = hashlib.sha1(repr((SYSTEM, USER, USER_ZH, EXAMPLES, EXAMPLES_ZH)).encode()).hexdigest()[:8]
 
 
 def question_prompt(passage: str, chinese: bool) -> list[dict[str, str]]:
-    """The chat for one passage: system, two worked demonstrations, then the passage."""
+    """The chat for one passage: system, a worked demonstration, then the passage."""
     template, examples = (USER_ZH, EXAMPLES_ZH) if chinese else (USER, EXAMPLES)
     chat = [{"role": "system", "content": SYSTEM}]
     for text, question in examples:

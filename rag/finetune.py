@@ -85,9 +85,8 @@ def _gold(text: str) -> str:
     return text[max(0, mid - 30) : mid + 30].strip()
 
 
-def reembed(root: Path, source: Store, model_path: str, version: str, progress: bool = True,
-            device: str | None = None) -> Store:
-    """Copy the chunks of ``source`` into a new version embedded with ``model_path`` (not activated).
+def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, version: str, progress: bool = True) -> Store:
+    """Copy the chunks of ``source`` into a new version embedded with ``embedder`` (not activated).
 
     Vectors go through the embedding cache, so an interrupted run resumes where it stopped."""
     from tqdm.auto import tqdm
@@ -95,9 +94,8 @@ def reembed(root: Path, source: Store, model_path: str, version: str, progress: 
     target = version_path(root, version)
     if target.exists():
         shutil.rmtree(target)
-    embedder = SentenceTransformerEmbedder(model_path, device=device)
     s = source.settings
-    store = Store.create(target, StoreSettings(embedder=model_path, dim=embedder.dim, index=s.index,
+    store = Store.create(target, StoreSettings(embedder=embedder.name, dim=embedder.dim, index=s.index,
                                                index_options=s.index_options, ingest=s.ingest))
     cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
     key = model_key(embedder)
@@ -258,13 +256,14 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     seconds["training"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    new_store = reembed(root, kb.store, str(out_dir), version, options.progress, kb.config.device)
+    new_embedder = SentenceTransformerEmbedder(str(out_dir), device=kb.config.device)  # one load: re-embedding, then evaluation
+    new_store = reembed(root, kb.store, new_embedder, version, options.progress)
     seconds["reembed"] = time.perf_counter() - t
 
     heldout = [Question(q.question, gold=_gold(by_id[q.chunk_id].text)) for q in test]
     settings = kb.retriever.settings  # the retrieval users get (hybrid by default): a better dense side can still make it worse
     old = Retriever(kb.store, kb.embedder, settings)
-    new = Retriever(new_store, SentenceTransformerEmbedder(str(out_dir), device=kb.config.device), settings)
+    new = Retriever(new_store, new_embedder, settings)
     before = evaluate("before", old.search, heldout).metrics
     after = evaluate("after", new.search, heldout).metrics
     q_before = q_after = None

@@ -42,7 +42,7 @@ def test_question_filter_and_document_split():
     assert clean("The pump needs service every week", "p", must_ask=False)[1] == ""
     chat = question_prompt("泵多久保养一次。", chinese=True)
     assert chat[0]["role"] == "system" and chat[-1]["role"] == "user" and "泵多久保养一次。" in chat[-1]["content"]
-    assert [m["role"] for m in chat[1:-1]] == ["user", "assistant"] * (len(chat) // 2 - 1)  # demonstrations, same language
+    assert len(chat) >= 4 and [m["role"] for m in chat[1:-1]] == ["user", "assistant"] * (len(chat) // 2 - 1)  # demonstrations
     assert all("？" in m["content"] for m in chat[1:-1] if m["role"] == "assistant")
     assert held_out("/a/doc.md") == held_out("/a/doc.md")
     split = [held_out(f"/d/{i}.md") for i in range(1000)]

@@ -1,4 +1,4 @@
-"""Loaders: files to ``Document``s. PDF (pypdf, pages kept), Markdown, HTML, plain text.
+"""Loaders: files to ``Document``s. PDF (pypdf, pages and outline kept), Markdown, HTML, plain text.
 
 A file that cannot be read raises ``LoadError`` with the reason; the pipeline reports it
 and goes on with the other files.
@@ -148,6 +148,8 @@ def _load_pdf(data: bytes, source: str) -> Document:
         elif _looks_garbled(text):
             warnings.append(f"page {number} skipped: its text looks garbled (a font without a Unicode map?)")
             text = ""  # indexing noise would push real passages out of the results
+        else:
+            text = _CONTENTS_LINE.sub("", text)  # the start or end of a contents listing on a page with other text
         starts.append(offset)
         parts.append(text)
         offset += len(text) + 2
@@ -155,7 +157,58 @@ def _load_pdf(data: bytes, source: str) -> Document:
     if not body.strip():
         reason = "garbled text on every page (fonts without a Unicode map)" if any("garbled" in w for w in warnings) else "no extractable text (a scanned PDF needs OCR first)"
         raise LoadError(f"{reason} in all {len(pages)} page(s)")
-    return Document(source, body, page_starts=tuple(starts), warnings=tuple(warnings))
+    headings = _outline_headings(reader, parts, starts)
+    return Document(source, body, page_starts=tuple(starts), headings=tuple(headings), warnings=tuple(warnings))
+
+
+def _outline_headings(reader, pages: Sequence[str], starts: Sequence[int]) -> list[Heading]:
+    """Headings from the PDF's outline (bookmarks), placed where each title is printed on its page, so
+    chunks follow the document's sections; a title not found there (bookmark text can differ) is left out."""
+    items: list[tuple[int, str, int]] = []
+
+    def walk(nodes, level: int) -> None:
+        for node in nodes:
+            if isinstance(node, list):
+                walk(node, level + 1)
+                continue
+            try:
+                page = reader.get_destination_page_number(node)
+            except Exception:  # a dangling or external destination
+                continue
+            title = re.sub(r"\s+", " ", str(node.get("/Title", ""))).strip()
+            if title and page is not None and 0 <= page < len(pages):
+                items.append((level, title, page))
+
+    try:
+        walk(reader.outline, 1)
+    except Exception as exc:  # a damaged outline must not cost the text
+        log.info("PDF outline unreadable, chunking by page only: %s", exc)
+        return []
+    headings: list[Heading] = []
+    floor = (-1, 0)  # titles come in reading order: search a page after the previous title found on it
+    for level, title, page in items:
+        at = _find_title(pages[page], title, floor[1] if floor[0] == page else 0)
+        if at is not None:
+            headings.append(Heading(starts[page] + at, level, title))
+            floor = (page, at + 1)
+    return sorted(headings, key=lambda h: h.offset)
+
+
+def _find_title(text: str, title: str, start: int) -> int | None:
+    """Offset of ``title`` in ``text`` ignoring case and whitespace, best on a line of its own; else of its
+    longest prefix (at least half of it) that starts a line."""
+    chars = [c for c in title if not c.isspace()]
+    for n in [len(chars), *range(len(chars) - 1, max(6, len(chars) // 2) - 1, -1)]:
+        pattern = re.compile(r"\s*".join(map(re.escape, chars[:n])), re.IGNORECASE)
+        found = []
+        for m in pattern.finditer(text, start):
+            line_start = m.start() == 0 or text[m.start() - 1] == "\n"
+            line_end = n == len(chars) and (m.end() == len(text) or text[m.end():].lstrip(" \t")[:1] in ("", "\n"))
+            found.append((not (line_start and line_end), not line_start, m.start()))
+        found = [f for f in found if n == len(chars) or not f[1]]
+        if found:
+            return min(found)[2]
+    return None
 
 
 # TeX's OT1 fonts put ligatures at control-code slots; without a ToUnicode map pypdf returns those codes.
@@ -167,6 +220,7 @@ def _fix_ligatures(text: str) -> str:
     return _LIGATURE_CODE.sub(lambda m: _TEX_LIGATURES[m.group(0)], text)
 
 
+_CONTENTS_LINE = re.compile(r"^.*\S.*(?:\.\s?){4,}\s*\d+[ \t]*(?:\n|$)", re.MULTILINE)
 _LEADER = re.compile(r"(?:\.\s?){4,}\s*\d+\s*$|(?:\.\s?){6,}")
 
 

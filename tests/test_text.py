@@ -107,3 +107,29 @@ def test_contents_pages_are_skipped_and_reported(tmp_path):
     assert "Topic number 3" not in doc.text and "pumps and their seals" in doc.text
     assert any("page 1" in w and "table of contents" in w for w in doc.warnings)
     assert doc.page_starts[1] > doc.page_starts[0]  # page numbers still line up
+
+
+def test_pdf_outline_becomes_headings_where_the_titles_are_printed(tmp_path):
+    import pypdf
+
+    from tests.pdfgen import write_pdf
+
+    path = write_pdf(tmp_path / "faq.pdf", [
+        ["User guide", "Contents", "1 Pumps . . . . . . . . . . 2", "1 Pumps", "Pumps move water uphill."],
+        ["Pumps need a yearly check.", "2  Seals and GASKETS", "Seals wear out; replace them every spring."],
+    ])
+    writer = pypdf.PdfWriter(clone_from=str(path))
+    writer.add_outline_item(title="1 Pumps", page_number=0)
+    writer.add_outline_item(title="2 Seals and gaskets", page_number=1)  # printed with other spacing and case
+    writer.add_outline_item(title="3 A section whose title is printed nowhere", page_number=1)
+    writer.write(str(path))
+    doc = load(path)
+    assert "1 Pumps . ." not in doc.text  # a contents line on a page with other text is dropped
+    assert [h.title for h in doc.headings] == ["1 Pumps", "2 Seals and gaskets"]
+    assert doc.text[doc.headings[0].offset :].startswith("1 Pumps\nPumps move water")  # the title line, not the contents line
+    assert doc.text[doc.headings[1].offset :].startswith("2  Seals and GASKETS")
+    chunks = Chunker(count, max_tokens=200, overlap=0).chunk(doc, "h")
+    by_text = {c.text.splitlines()[0]: c for c in chunks}
+    assert by_text["User guide"].headings == ()
+    assert by_text["Pumps need a yearly check."].headings == ("1 Pumps",) and by_text["Pumps need a yearly check."].page == 2
+    assert by_text["2  Seals and GASKETS"].headings == ("2 Seals and gaskets",)

@@ -220,7 +220,7 @@ def _fix_ligatures(text: str) -> str:
     return _LIGATURE_CODE.sub(lambda m: _TEX_LIGATURES[m.group(0)], text)
 
 
-_CONTENTS_LINE = re.compile(r"^.*\S.*(?:\.\s?){4,}\s*\d+[ \t]*(?:\n|$)", re.MULTILINE)
+_CONTENTS_LINE = re.compile(r"^[^\n]*(?:\. ?){4,}[ \t]*\d+[ \t]*$\n?", re.MULTILINE)
 _LEADER = re.compile(r"(?:\.\s?){4,}\s*\d+\s*$|(?:\.\s?){6,}")
 
 

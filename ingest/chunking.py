@@ -18,6 +18,9 @@ from ingest.loaders import Document
 
 CountTokens = Callable[[Sequence[str]], list[int]]
 
+# Raised whenever the same file would now be cut differently (2: PDF outlines), so stores re-chunk on the next ingest.
+CHUNKING_VERSION = 2
+
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 # A sentence ends after Western . ! ? (followed by space) or after CJK 。！？； (no space needed).
 _SENTENCE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=\S)|(?<=[。！？；!?])(?=[^\s。！？；!?”」』）])|(?<=[。！？；][”」』）])|\n(?=\s*(?:[-*•]|\d+[.)])\s)")

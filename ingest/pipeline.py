@@ -20,6 +20,7 @@ from indexes.chunk_store import DocumentRecord
 from indexes.errors import ConfigError
 from indexes.store import DocumentUpdate, Store
 from ingest.cache import cache_dir
+from ingest import chunking
 from ingest.chunking import Chunker
 from ingest.embed_cache import EmbeddingCache
 from ingest.embedders import Embedder
@@ -120,7 +121,7 @@ def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: Ing
             except OSError as exc:
                 results.append(FileResult(source, "failed", reason=f"cannot read: {exc.strerror}"))
                 continue
-            digest = hashlib.sha256(data).hexdigest()
+            digest = f"{hashlib.sha256(data).hexdigest()}/{chunking.CHUNKING_VERSION}"
             old = manifest.get(source)
             if old is not None and old.content_hash == digest:
                 results.append(FileResult(source, "unchanged", old.n_chunks))

@@ -59,6 +59,20 @@ def test_reingest_skips_unchanged_replaces_changed_and_prunes(backend, corpus, t
     kb.close()
 
 
+def test_a_new_chunking_version_rechunks_every_file_once_from_the_embedding_cache(corpus, tmp_path, hash_embedder, monkeypatch):
+    from ingest import chunking
+
+    kb = _kb(tmp_path / "store", hash_embedder)
+    kb.ingest([corpus], progress=False)
+    n_chunks = kb.store.chunks.count()
+    monkeypatch.setattr(chunking, "CHUNKING_VERSION", chunking.CHUNKING_VERSION + 1)
+    upgraded = kb.ingest([corpus], progress=False)
+    assert upgraded.count("updated") == 5 and upgraded.embedded == 0 and upgraded.from_cache == n_chunks
+    assert kb.store.chunks.count() == len(kb.store.index) == n_chunks
+    assert kb.ingest([corpus], progress=False).count("unchanged") == 5
+    kb.close()
+
+
 def test_bad_files_are_reported_and_the_rest_is_ingested(corpus, tmp_path, hash_embedder):
     (corpus / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >>\ngarbage")
     (corpus / "empty.md").write_text("")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,13 +135,15 @@ def _load_pdf(data: bytes, source: str) -> Document:
     starts: list[int] = []
     warnings: list[str] = []
     offset = 0
+    texts: list[str] = []
     for number, page in enumerate(pages, start=1):
         try:
-            text = _fix_ligatures(page.extract_text() or "")
+            texts.append(_fix_ligatures(page.extract_text() or ""))
         except Exception as exc:
-            text = ""
+            texts.append("")
             warnings.append(f"page {number}: text extraction failed ({exc})")
-        if not text.strip():
+    for number, (raw, text) in enumerate(zip(texts, _drop_running_lines(texts)), start=1):
+        if not raw.strip():
             warnings.append(f"page {number} has no extractable text (a scanned image?)")
         elif _looks_like_contents(text):
             warnings.append(f"page {number} skipped: it looks like a table of contents (dot leaders and page numbers)")
@@ -159,6 +162,35 @@ def _load_pdf(data: bytes, source: str) -> Document:
         raise LoadError(f"{reason} in all {len(pages)} page(s)")
     headings = _outline_headings(reader, parts, starts)
     return Document(source, body, page_starts=tuple(starts), headings=tuple(headings), warnings=tuple(warnings))
+
+
+def _drop_running_lines(pages: Sequence[str]) -> list[str]:
+    """Pages without their running header and footer: a first or last line that ends with the page's own number,
+    or that recurs at the same end of other pages with only its numbers changed (or on half the pages)."""
+    ends = []
+    for text in pages:
+        lines = [line for line in text.splitlines() if line.strip()]
+        ends.append((lines[0], lines[-1]) if lines else None)
+    key = lambda line, end: (end, re.sub(r"\d+", "#", " ".join(line.split())))  # noqa: E731
+    counts = Counter(key(line, end) for pair in ends if pair for end, line in enumerate(pair))
+    common = max(3, sum(1 for pair in ends if pair) // 2)
+
+    def running(line: str, end: int, number: int) -> bool:
+        k = key(line, end)
+        own = re.fullmatch(rf"(\D{{0,80}}\s)?{number}", line.strip()) is not None  # "Chapter 2 Setup 17", "17"
+        return own or (counts[k] >= 2 and "#" in k[1]) or counts[k] >= common
+
+    out = []
+    for number, (text, pair) in enumerate(zip(pages, ends), start=1):
+        if pair:
+            lines = text.splitlines(keepends=True)
+            first = next(i for i, line in enumerate(lines) if line.strip())
+            last = max(i for i, line in enumerate(lines) if line.strip())
+            keep = [i for i in range(len(lines)) if not ((i == first and running(pair[0], 0, number))
+                                                        or (i == last and running(pair[1], 1, number)))]
+            text = "".join(lines[i] for i in keep)
+        out.append(text)
+    return out
 
 
 def _outline_headings(reader, pages: Sequence[str], starts: Sequence[int]) -> list[Heading]:

@@ -133,3 +133,15 @@ def test_pdf_outline_becomes_headings_where_the_titles_are_printed(tmp_path):
     assert by_text["User guide"].headings == ()
     assert by_text["Pumps need a yearly check."].headings == ("1 Pumps",) and by_text["Pumps need a yearly check."].page == 2
     assert by_text["2  Seals and GASKETS"].headings == ("2 Seals and gaskets",)
+
+
+def test_running_headers_and_footers_are_dropped_but_body_lines_are_kept(tmp_path):
+    from tests.pdfgen import write_pdf
+
+    footer = "ACME Pump Manual (c) 2024 ACME Corp."
+    pages = [[f"Chapter {1 + i // 2} Pumps {i + 1}", f"Body line {i} about impellers.", "3 steps to prime a pump", footer]
+             for i in range(4)]
+    doc = load(write_pdf(tmp_path / "manual.pdf", pages))
+    assert "ACME Corp" not in doc.text and "Chapter" not in doc.text
+    assert all(f"Body line {i} about impellers." in doc.text for i in range(4))
+    assert doc.text.count("3 steps to prime a pump") == 4  # the same last-but-one line on every page is content

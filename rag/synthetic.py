@@ -10,7 +10,7 @@ import logging
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from indexes.store import Store
@@ -158,8 +158,13 @@ class InverseClozeWriter:
 def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size: int = 8,
                        progress: bool = True, max_parts: int = 4) -> list[SyntheticQuestion]:
     """A question for each segment of each chunk (``segments``); cached in ``cache`` (JSONL, appended per
-    batch) so reruns resume."""
+    batch) so reruns resume. Cached questions are judged again by today's filter (``clean``)."""
     from tqdm.auto import tqdm
+
+    def judged(item: SyntheticQuestion, chunk: Chunk) -> SyntheticQuestion:
+        passage = "" if writer.copies_passage else search_text(chunk.headings, chunk.text)
+        q, reason = clean(item.question, passage, not writer.copies_passage)
+        return replace(item, question=q, ok=not reason, reason=reason)
 
     done: dict[tuple[int, int], SyntheticQuestion] = {}
     cached = cache.read_text(encoding="utf-8") if cache.exists() else ""
@@ -183,13 +188,12 @@ def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size:
             batch = todo[s : s + batch_size]
             replies = writer.write([seg for _, _, seg in batch], [is_chinese(c.text) for c, _, _ in batch])
             for (c, part, _), reply in zip(batch, replies):
-                q, reason = clean(reply, "" if writer.copies_passage else search_text(c.headings, c.text), not writer.copies_passage)
-                item = SyntheticQuestion(c.id, c.source, q, not reason, reason, part)
+                item = judged(SyntheticQuestion(c.id, c.source, reply, True, "", part), c)
                 done[c.id, part] = item
                 fh.write(json.dumps(asdict(item), ensure_ascii=False) + "\n")
             fh.flush()
             bar.update(len(batch))
-    return [done[c.id, part] for c, part, _ in wanted if (c.id, part) in done]
+    return [judged(done[c.id, part], c) for c, part, _ in wanted if (c.id, part) in done]
 
 
 def question_writer(spec: str, device: str | None = None):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 import pytest
 
 from indexes.errors import ConfigError, StoreError
@@ -11,7 +14,7 @@ from rag.cli import main
 from rag.config import Config, IndexConfig
 from rag.finetune import FinetuneOptions, finetune_embedder
 from rag.knowledge_base import KnowledgeBase
-from rag.synthetic import InverseClozeWriter, clean, generate_questions, held_out, question_prompt, segments
+from rag.synthetic import InverseClozeWriter, SyntheticQuestion, clean, generate_questions, held_out, question_prompt, segments
 
 TOPICS = ["pump", "valve", "filter", "sensor", "boiler", "radiator", "thermostat", "fan", "compressor", "pipe"]
 
@@ -88,6 +91,20 @@ def test_questions_per_segment_are_cached(tmp_path):
     cache.write_text(cache.read_text()[:-20])  # the last line cut short, as by a crash
     assert generate_questions(chunks, writer, cache, progress=False) == first and writer.calls == len(first) + 1
     assert generate_questions(chunks, writer, cache, progress=False) == first and writer.calls == len(first) + 1
+
+
+def test_cached_questions_are_judged_by_the_current_filter(tmp_path):
+    chunk = Chunk(7, "/d/7.md", "The pump of the cooling loop is serviced every spring by the plant team.", 0, 0)
+    cache = tmp_path / "q.jsonl"
+    old_verdicts = [SyntheticQuestion(7, "/d/7.md", "When is the cooling pump serviced?", False, "an old rule", 0),
+                    SyntheticQuestion(7, "/d/7.md", "What does the passage say?", True, "", 1)]
+    cache.write_text("".join(json.dumps(asdict(q)) + "\n" for q in old_verdicts))
+    writer = _CountingWriter()
+    got = generate_questions([chunk], writer, cache, progress=False, max_parts=1)
+    assert writer.calls == 0 and len(got) == 1 and got[0].ok and got[0].reason == ""
+    chunk2 = Chunk(7, "/d/7.md", chunk.text + " " + "It takes two hours and needs the spare seal kit. " * 12, 0, 0)
+    parts = generate_questions([chunk2], writer, cache, progress=False)
+    assert writer.calls == len(parts) - 2 and not parts[1].ok and "passage" in parts[1].reason
 
 
 def test_finetune_makes_a_new_version_and_rollback_works(tmp_path, e5, capsys):

@@ -167,12 +167,14 @@ def _load_pdf(data: bytes, source: str) -> Document:
 def _drop_running_lines(pages: Sequence[str]) -> list[str]:
     """Pages without their running header and footer: a first or last line that ends with the page's own number,
     or that recurs at the same end of other pages with only its numbers changed (or on half the pages)."""
-    ends = []
-    for text in pages:
-        lines = [line for line in text.splitlines() if line.strip()]
-        ends.append((lines[0], lines[-1]) if lines else None)
-    key = lambda line, end: (end, re.sub(r"\d+", "#", " ".join(line.split())))  # noqa: E731
-    counts = Counter(key(line, end) for pair in ends if pair for end, line in enumerate(pair))
+    split = [text.splitlines(keepends=True) for text in pages]
+    ends = [(filled[0], filled[-1]) if (filled := [i for i, line in enumerate(lines) if line.strip()]) else None
+            for lines in split]
+
+    def key(line: str, end: int) -> tuple[int, str]:
+        return end, re.sub(r"\d+", "#", " ".join(line.split()))
+
+    counts = Counter(key(lines[i], end) for lines, pair in zip(split, ends) if pair for end, i in enumerate(pair))
     common = max(3, sum(1 for pair in ends if pair) // 2)
 
     def running(line: str, end: int, number: int) -> bool:
@@ -181,15 +183,9 @@ def _drop_running_lines(pages: Sequence[str]) -> list[str]:
         return own or (counts[k] >= 2 and "#" in k[1]) or counts[k] >= common
 
     out = []
-    for number, (text, pair) in enumerate(zip(pages, ends), start=1):
-        if pair:
-            lines = text.splitlines(keepends=True)
-            first = next(i for i, line in enumerate(lines) if line.strip())
-            last = max(i for i, line in enumerate(lines) if line.strip())
-            keep = [i for i in range(len(lines)) if not ((i == first and running(pair[0], 0, number))
-                                                        or (i == last and running(pair[1], 1, number)))]
-            text = "".join(lines[i] for i in keep)
-        out.append(text)
+    for number, (lines, pair) in enumerate(zip(split, ends), start=1):
+        drop = {i for end, i in enumerate(pair) if running(lines[i], end, number)} if pair else set()
+        out.append("".join(line for i, line in enumerate(lines) if i not in drop))
     return out
 
 
@@ -226,6 +222,9 @@ def _outline_headings(reader, pages: Sequence[str], starts: Sequence[int]) -> li
     return sorted(headings, key=lambda h: h.offset)
 
 
+_LINE_END = re.compile(r"[ \t]*(?:\n|$)")
+
+
 def _find_title(text: str, title: str, start: int) -> int | None:
     """Offset of ``title`` in ``text`` ignoring case and whitespace, best on a line of its own; else of its
     longest prefix (at least half of it) that starts a line."""
@@ -235,7 +234,7 @@ def _find_title(text: str, title: str, start: int) -> int | None:
         found = []
         for m in pattern.finditer(text, start):
             line_start = m.start() == 0 or text[m.start() - 1] == "\n"
-            line_end = n == len(chars) and (m.end() == len(text) or text[m.end():].lstrip(" \t")[:1] in ("", "\n"))
+            line_end = n == len(chars) and _LINE_END.match(text, m.end()) is not None
             found.append((not (line_start and line_end), not line_start, m.start()))
         found = [f for f in found if n == len(chars) or not f[1]]
         if found:

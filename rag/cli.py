@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=int, default=1, help="passes over the training data")
     sp.add_argument("--lr", type=float, default=3e-5, help="embedder: learning rate")
     sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--from", dest="start_from", metavar="MODEL",
+                    help="embedder: model to train, a version (e.g. v1, the original) or model; default the active one")
     sp.add_argument("--mini-batch", type=int, help="embedder: cached MNRL with this mini-batch, for batches larger than memory")
     sp.add_argument("--matryoshka", help="embedder: Matryoshka dimensions, e.g. 384,256,128")
     sp.add_argument("--merge", type=float, default=1.0,
@@ -277,6 +279,7 @@ def _cmd_finetune(kb, args) -> int:
                               learning_rate=args.lr, merge=args.merge, mini_batch=args.mini_batch,
                               matryoshka=_dims(args.matryoshka), questions=args.questions,
                               hard_negatives=args.hard_negatives, activate=args.activate, force=args.force,
+                              start_from=args.start_from,
                               progress=sys.stderr.isatty())
     result = finetune_embedder(kb, options, report=lambda msg: print(msg, file=sys.stderr))
     if args.json:

@@ -56,6 +56,7 @@ class FinetuneOptions:
     seed: int = 0
     activate: bool = False  # switch to the new version if nDCG@10 improved by at least min_gain
     questions: Path | None = None  # your own questions (rag eval format): when given, they decide the switch
+    start_from: str | None = None  # model to train: a version name (its embedder), preset, folder or hub id; default the active one
     min_gain: float = 0.005
     force: bool = False  # switch even if it did not
     progress: bool = True
@@ -85,7 +86,8 @@ def _gold(text: str) -> str:
     return text[max(0, mid - 30) : mid + 30].strip()
 
 
-def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, version: str, progress: bool = True) -> Store:
+def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, version: str, progress: bool = True,
+            note: str = "") -> Store:
     """Copy the chunks of ``source`` into a new version embedded with ``embedder`` (not activated).
 
     Vectors go through the embedding cache, so an interrupted run resumes where it stopped."""
@@ -125,7 +127,7 @@ def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, ve
             flush()
     cache.close()
     store.refresh_lexical()
-    (target / "VERSION_NOTE").write_text(f"embedder fine-tuned from {source.settings.embedder}\n")
+    (target / "VERSION_NOTE").write_text((note or f"embedder {embedder.name}") + "\n")
     return store
 
 
@@ -139,6 +141,20 @@ def split_questions(questions: list, by_id: dict, fraction: float) -> tuple[list
         return f"{c.source}#{c.page // 10 if c.page else c.start // 20000}"
 
     return split_by_source(questions, fraction, unit)
+
+
+def start_model(root: Path, active: str, spec: str | None) -> str:
+    """The embedder training starts from: ``spec`` (a version name stands for the embedder that built it), else
+    the active one, which after an activation is itself fine-tuned: repeated runs build on each other."""
+    if not spec:
+        return active
+    model = next((v.embedder for v in list_versions(root) if v.name == spec), spec)
+    path = resolve_model_path(model)
+    if not (Path(path).is_dir() or "/" in path):
+        names = ", ".join(v.name for v in list_versions(root))
+        raise ConfigError(f"cannot start from {spec!r}: name a version of this store ({names}), an embedder preset, "
+                          "a model folder or a hub id")
+    return model
 
 
 def _check_options(options: FinetuneOptions, dim: int) -> None:
@@ -221,6 +237,7 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     root: Path = kb.root
     own = load_questions(options.questions) if options.questions else None  # checked first: bad input fails fast
     _check_options(options, kb.embedder.dim)
+    base = start_model(root, kb.store.settings.embedder, options.start_from)
     seconds: dict[str, float] = {}
     work = root / "finetune"
     work.mkdir(exist_ok=True)
@@ -251,13 +268,13 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
 
     corpus = [text for _, text in kb.store.chunks.search_texts()] if options.hard_negatives else None
     pairs = list(dict.fromkeys((q.question, positive(q)) for q in train))  # a question written twice trains once
-    train_embedder(resolve_model_path(kb.store.settings.embedder), pairs,
-                   out_dir, options, work / "trainer", corpus, kb.config.device)
+    report(f"training {base} on {len(pairs)} questions")
+    train_embedder(resolve_model_path(base), pairs, out_dir, options, work / "trainer", corpus, kb.config.device)
     seconds["training"] = time.perf_counter() - t
 
     t = time.perf_counter()
     new_embedder = SentenceTransformerEmbedder(str(out_dir), device=kb.config.device)  # one load: re-embedding, then evaluation
-    new_store = reembed(root, kb.store, new_embedder, version, options.progress)
+    new_store = reembed(root, kb.store, new_embedder, version, options.progress, f"embedder fine-tuned from {base}")
     seconds["reembed"] = time.perf_counter() - t
 
     heldout = [Question(q.question, gold=_gold(by_id[q.chunk_id].text)) for q in test]

@@ -12,7 +12,7 @@ from indexes.types import Chunk
 from indexes.versions import activate, active_version, list_versions
 from rag.cli import main
 from rag.config import Config, IndexConfig
-from rag.finetune import FinetuneOptions, finetune_embedder
+from rag.finetune import FinetuneOptions, finetune_embedder, start_model
 from rag.knowledge_base import KnowledgeBase
 from rag.synthetic import InverseClozeWriter, SyntheticQuestion, clean, generate_questions, held_out, question_prompt, segments
 
@@ -125,6 +125,10 @@ def test_finetune_makes_a_new_version_and_rollback_works(tmp_path, e5, capsys):
     assert active_version(store) == "v2"
     versions = {v.name: v for v in list_versions(store)}
     assert versions["v2"].embedder == result.model and versions["v1"].embedder == "multilingual-e5-small"
+    assert versions["v2"].note == "embedder fine-tuned from multilingual-e5-small"
+    # with v2 active, a further run builds on v2's model unless told to start from the original
+    assert start_model(store, result.model, None) == result.model
+    assert start_model(store, result.model, "v1") == "multilingual-e5-small"
 
     reopened = KnowledgeBase.open(store)
     assert reopened.store.settings.embedder == result.model  # the store knows which embedder built this index
@@ -150,6 +154,8 @@ def test_finetune_rejects_a_bad_question_file_before_any_work(tmp_path, e5):
         finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", hard_negatives=-1, progress=False))
     with pytest.raises(ConfigError, match="merge"):
         finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", merge=0, progress=False))
+    with pytest.raises(ConfigError, match="cannot start from 'v9'.*v1"):
+        finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", start_from="v9", progress=False))
     assert not (tmp_path / "store" / "finetune").exists()
     kb.close()
 

@@ -166,7 +166,9 @@ def _load_pdf(data: bytes, source: str) -> Document:
 
 def _drop_running_lines(pages: Sequence[str]) -> list[str]:
     """Pages without their running header and footer: a first or last line that ends with the page's own number,
-    or that recurs at the same end of other pages with only its numbers changed (or on half the pages)."""
+    that recurs at the same end of half the pages (its numbers aside) or of three pages word for word, or that
+    recurs with a last number following the page count as such lines on other pages do (printed page numbers
+    offset from the file's). Two pages starting "Step 3" and "Step 7", or with rows of a table, are content."""
     split = [text.splitlines(keepends=True) for text in pages]
     ends = [(filled[0], filled[-1]) if (filled := [i for i, line in enumerate(lines) if line.strip()]) else None
             for lines in split]
@@ -174,13 +176,23 @@ def _drop_running_lines(pages: Sequence[str]) -> list[str]:
     def key(line: str, end: int) -> tuple[int, str]:
         return end, re.sub(r"\d+", "#", " ".join(line.split()))
 
-    counts = Counter(key(lines[i], end) for lines, pair in zip(split, ends) if pair for end, i in enumerate(pair))
+    def offset(line: str, number: int) -> int | None:
+        found = re.findall(r"\d+", line)
+        return int(found[-1]) - number if found else None
+
+    seen = [(end, number, lines[i]) for number, (lines, pair) in enumerate(zip(split, ends), start=1) if pair
+            for end, i in enumerate(pair)]
+    counts = Counter(key(line, end) for end, _, line in seen)
+    exact = Counter((end, " ".join(line.split())) for end, _, line in seen)
+    shifts = Counter((end, shift) for end, number, line in seen if (shift := offset(line, number)) is not None)
     common = max(3, sum(1 for pair in ends if pair) // 2)
 
     def running(line: str, end: int, number: int) -> bool:
         k = key(line, end)
         own = re.fullmatch(rf"(\D{{0,80}}\s)?{number}", line.strip()) is not None  # "Chapter 2 Setup 17", "17"
-        return own or (counts[k] >= 2 and "#" in k[1]) or counts[k] >= common
+        shift = offset(line, number)
+        follows = counts[k] >= 2 and shift is not None and shifts[end, shift] >= 3
+        return own or follows or counts[k] >= common or exact[end, " ".join(line.split())] >= 3
 
     out = []
     for number, (lines, pair) in enumerate(zip(split, ends), start=1):

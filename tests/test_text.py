@@ -145,3 +145,17 @@ def test_running_headers_and_footers_are_dropped_but_body_lines_are_kept(tmp_pat
     assert "ACME Corp" not in doc.text and "Chapter" not in doc.text
     assert all(f"Body line {i} about impellers." in doc.text for i in range(4))
     assert doc.text.count("3 steps to prime a pump") == 4  # the same last-but-one line on every page is content
+
+
+def test_page_numbers_offset_from_the_file_are_running_lines_but_numbered_steps_are_not(tmp_path):
+    from tests.pdfgen import write_pdf
+
+    # printed page numbers run 10 ahead of the file's, under a per-chapter header
+    titled = [["Setup 11", "Unpack the pump."], ["Setup 12", "Mount the pump."],
+              ["Care 13", "Oil the bearings."], ["Care 14", "Replace the seals."]]
+    doc = load(write_pdf(tmp_path / "guide.pdf", titled))
+    assert "Setup" not in doc.text and "Care" not in doc.text and "Replace the seals." in doc.text
+    steps = [["Step 3", "Open the valve."], ["Step 7", "Close the lid."],
+             ["2019 480 35", "Output per year."], ["2021 512 40", "Output, later years."]]
+    doc = load(write_pdf(tmp_path / "steps.pdf", steps))
+    assert all(line in doc.text for line in ("Step 3", "Step 7", "2019 480 35", "2021 512 40"))

@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--failures", type=int, default=5, help="failed questions to show per configuration")
     sp.add_argument("--json", action="store_true")
 
+    sp = sub.add_parser("cache", help="show the embedding cache (vectors per model), or prune what was not used lately")
+    sp.add_argument("--prune", type=_days, metavar="DAYS", help="delete vectors that no ingest or re-embedding used for DAYS days")
+
     sp = sub.add_parser("finetune", help="adapt the embedder to this store's documents (local questions, training, re-embedding)")
     sp.add_argument("what", choices=["embedder", "llm"])
     common(sp)
@@ -315,6 +318,38 @@ def _finetune_llm(kb, args) -> int:
     return 0
 
 
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if days < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (0 or more)")
+    return days
+
+
+def _cmd_cache(args) -> int:
+    """Without a store: the cache is shared by every store of this user."""
+    import datetime
+
+    from ingest.cache import cache_dir
+    from ingest.embed_cache import EmbeddingCache
+
+    cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
+    try:
+        size = cache.path.stat().st_size
+        if args.prune is not None:
+            gone = cache.prune(args.prune)
+            print(f"removed {gone} vectors not used in {args.prune:g} days: {size / 1e6:.1f} MB -> {cache.path.stat().st_size / 1e6:.1f} MB")
+            return 0
+        print(f"{cache.path}  {size / 1e6:.1f} MB")
+        for model, count, used in cache.models():
+            print(f"{count:>9} vectors  last used {datetime.datetime.fromtimestamp(used):%Y-%m-%d}  {model}")
+        return 0
+    finally:
+        cache.close()
+
+
 def _cmd_versions(kb, args) -> int:
     from rag.finetune import versions_table
 
@@ -359,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.ERROR)
     from rag.knowledge_base import KnowledgeBase
 
+    if args.command == "cache":
+        return _cmd_cache(args)
     try:
         cfg = _config(args)
         creating = args.command == "ingest" or (args.command == "eval" and bool(args.corpus))

@@ -9,9 +9,11 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from indexes.errors import StoreError
+from rag.cli import main
 from rag.config import Config, IndexConfig, apply_overrides
 from rag.knowledge_base import KnowledgeBase
 from rag.retrieval import Filters
@@ -181,3 +183,49 @@ def test_kill_minus_nine_during_ingest_leaves_a_working_store(backend, corpus, t
     assert report.count("added") + report.count("unchanged") == 40
     assert len(kb.store.documents()) == 41
     kb.close()
+
+
+def test_embedding_cache_prunes_by_age_and_upgrades_an_old_cache(tmp_path, monkeypatch):
+    import sqlite3
+    import time
+
+    from ingest.embed_cache import EmbeddingCache
+
+    path = tmp_path / "embeddings.sqlite"
+    db = sqlite3.connect(path)  # the layout before vectors had ages
+    db.execute("CREATE TABLE vectors (model TEXT, hash BLOB, vector BLOB, PRIMARY KEY (model, hash))")
+    db.execute("INSERT INTO vectors VALUES ('old-model', x'00', ?)", (np.ones(2, np.float32).tobytes(),))
+    db.commit()
+    db.close()
+
+    def compute(texts):
+        return np.ones((len(texts), 2))
+
+    cache = EmbeddingCache(path)
+    assert [(m, n) for m, n, _ in cache.models()] == [("old-model", 1)]
+    assert cache.prune(1) == 0  # an upgraded cache's vectors start their age now
+    clock = time.time()
+    monkeypatch.setattr(time, "time", lambda: clock + 10 * 86400)
+    cache.embed("m", ["a", "b"], compute)
+    monkeypatch.setattr(time, "time", lambda: clock + 40 * 86400)
+    assert cache.embed("m", ["a"], compute)[1] == 0  # a hit: "a" is used on day 40, "b" last on day 10
+    assert cache.prune(20) == 2  # old-model (day 0) and "b"
+    assert [(m, n) for m, n, _ in cache.models()] == [("m", 1)]
+    assert cache.embed("m", ["a", "b"], compute)[1] == 1
+    cache.close()
+
+
+def test_cache_command_lists_and_prunes(tmp_path, capsys):
+    from ingest.cache import cache_dir
+    from ingest.embed_cache import EmbeddingCache
+
+    cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
+    cache.embed("some-model", ["x", "y"], lambda texts: np.ones((len(texts), 3)))
+    cache.close()
+    assert main(["cache"]) == 0
+    assert "2 vectors" in capsys.readouterr().out
+    assert main(["cache", "--prune", "0"]) == 0
+    assert "removed 2 vectors" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["cache", "--prune", "soon"])
+    assert "not a number of days" in capsys.readouterr().err

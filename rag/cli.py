@@ -337,12 +337,15 @@ def _cmd_cache(args) -> int:
 
     cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
     try:
-        size = cache.path.stat().st_size
+        def size() -> float:  # MB, with the write-ahead log that holds the latest writes
+            return sum(p.stat().st_size for p in (cache.path, cache.path.with_name(cache.path.name + "-wal")) if p.exists()) / 1e6
+
+        before = size()
         if args.prune is not None:
             gone = cache.prune(args.prune)
-            print(f"removed {gone} vectors not used in {args.prune:g} days: {size / 1e6:.1f} MB -> {cache.path.stat().st_size / 1e6:.1f} MB")
+            print(f"removed {gone} vectors not used in {args.prune:g} days: {before:.1f} MB -> {size():.1f} MB")
             return 0
-        print(f"{cache.path}  {size / 1e6:.1f} MB")
+        print(f"{cache.path}  {before:.1f} MB")
         for model, count, used in cache.models():
             print(f"{count:>9} vectors  last used {datetime.datetime.fromtimestamp(used):%Y-%m-%d}  {model}")
         return 0

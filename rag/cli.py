@@ -397,9 +397,9 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.ERROR)
     from rag.knowledge_base import KnowledgeBase
 
-    if args.command == "cache":
-        return _cmd_cache(args)
     try:
+        if args.command == "cache":
+            return _cmd_cache(args)
         cfg = _config(args)
         creating = args.command == "ingest" or (args.command == "eval" and bool(args.corpus))
         kb = KnowledgeBase.open(args.store, cfg, create=creating)
@@ -413,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rag: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `rag ... | head`: the reader has all it wanted
+        try:  # no second error when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 0
 
 
 if __name__ == "__main__":

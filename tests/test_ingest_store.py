@@ -229,3 +229,16 @@ def test_cache_command_lists_and_prunes(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["cache", "--prune", "soon"])
     assert "not a number of days" in capsys.readouterr().err
+
+
+def test_output_cut_short_by_the_reader_is_not_an_error(monkeypatch, capsys):
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())  # as in `rag cache | head -0`
+    assert main(["cache"]) == 0
+    assert "Traceback" not in capsys.readouterr().err

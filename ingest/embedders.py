@@ -66,12 +66,18 @@ def resolve_model_path(name: str) -> str:
     return preset() if preset else name
 
 
+def known_model(name: str) -> bool:
+    """A preset, a local folder or something shaped like a hub id (``org/name``)."""
+    path = resolve_model_path(name)
+    return os.path.isdir(path) or "/" in path
+
+
 @functools.lru_cache(maxsize=4)
 def _load_model(name: str, device: str | None):
     """Loaded once per process, however many stores use it."""
     st = require("sentence_transformers", None, "sentence-transformers")
     path = resolve_model_path(name)
-    if not (os.path.isdir(path) or "/" in path):
+    if not known_model(name):
         raise ConfigError(f"unknown embedder {name!r}: use a preset ({', '.join(EMBEDDER_PRESETS)}), a model folder or a hub id")
     try:
         return st.SentenceTransformer(path, device=device)

@@ -170,35 +170,26 @@ def _drop_running_lines(pages: Sequence[str]) -> list[str]:
     recurs with a last number following the page count as such lines on other pages do (printed page numbers
     offset from the file's). Two pages starting "Step 3" and "Step 7", or with rows of a table, are content."""
     split = [text.splitlines(keepends=True) for text in pages]
-    ends = [(filled[0], filled[-1]) if (filled := [i for i, line in enumerate(lines) if line.strip()]) else None
-            for lines in split]
+    lines_at: dict[tuple[int, int], tuple[int, str, str, int | None]] = {}  # (page, end) -> index, text, shape, shift
+    for number, lines in enumerate(split, start=1):
+        filled = [i for i, line in enumerate(lines) if line.strip()]
+        for end, i in enumerate((filled[0], filled[-1]) if filled else ()):
+            text = " ".join(lines[i].split())
+            found = re.findall(r"\d+", text)
+            lines_at[number, end] = (i, text, re.sub(r"\d+", "#", text), int(found[-1]) - number if found else None)
+    counts = Counter((end, shape) for (_, end), (_, _, shape, _) in lines_at.items())
+    exact = Counter((end, text) for (_, end), (_, text, _, _) in lines_at.items())
+    shifts = Counter((end, shift) for (_, end), (_, _, _, shift) in lines_at.items() if shift is not None)
+    common = max(3, len({number for number, _ in lines_at}) // 2)
 
-    def key(line: str, end: int) -> tuple[int, str]:
-        return end, re.sub(r"\d+", "#", " ".join(line.split()))
+    def running(number: int, end: int, text: str, shape: str, shift: int | None) -> bool:
+        own = re.fullmatch(rf"(\D{{0,80}}\s)?{number}", text) is not None  # "Chapter 2 Setup 17", "17"
+        follows = counts[end, shape] >= 2 and shift is not None and shifts[end, shift] >= 3
+        return own or follows or counts[end, shape] >= common or exact[end, text] >= 3
 
-    def offset(line: str, number: int) -> int | None:
-        found = re.findall(r"\d+", line)
-        return int(found[-1]) - number if found else None
-
-    seen = [(end, number, lines[i]) for number, (lines, pair) in enumerate(zip(split, ends), start=1) if pair
-            for end, i in enumerate(pair)]
-    counts = Counter(key(line, end) for end, _, line in seen)
-    exact = Counter((end, " ".join(line.split())) for end, _, line in seen)
-    shifts = Counter((end, shift) for end, number, line in seen if (shift := offset(line, number)) is not None)
-    common = max(3, sum(1 for pair in ends if pair) // 2)
-
-    def running(line: str, end: int, number: int) -> bool:
-        k = key(line, end)
-        own = re.fullmatch(rf"(\D{{0,80}}\s)?{number}", line.strip()) is not None  # "Chapter 2 Setup 17", "17"
-        shift = offset(line, number)
-        follows = counts[k] >= 2 and shift is not None and shifts[end, shift] >= 3
-        return own or follows or counts[k] >= common or exact[end, " ".join(line.split())] >= 3
-
-    out = []
-    for number, (lines, pair) in enumerate(zip(split, ends), start=1):
-        drop = {i for end, i in enumerate(pair) if running(lines[i], end, number)} if pair else set()
-        out.append("".join(line for i, line in enumerate(lines) if i not in drop))
-    return out
+    drop = {(number, i) for (number, end), (i, text, shape, shift) in lines_at.items() if running(number, end, text, shape, shift)}
+    return ["".join(line for i, line in enumerate(lines) if (number, i) not in drop)
+            for number, lines in enumerate(split, start=1)]
 
 
 def _outline_headings(reader, pages: Sequence[str], starts: Sequence[int]) -> list[Heading]:

@@ -320,12 +320,11 @@ def _finetune_llm(kb, args) -> int:
 
 def _days(text: str) -> float:
     try:
-        days = float(text)
+        if (days := float(text)) >= 0:
+            return days
     except ValueError:
-        days = -1.0
-    if days < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (0 or more)")
-    return days
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (0 or more)")
 
 
 def _cmd_cache(args) -> int:

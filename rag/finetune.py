@@ -28,7 +28,7 @@ from indexes.text import search_text
 from indexes.versions import activate, list_versions, next_version_name, version_path
 from ingest.cache import cache_dir
 from ingest.embed_cache import EmbeddingCache
-from ingest.embedders import SentenceTransformerEmbedder, resolve_model_path
+from ingest.embedders import SentenceTransformerEmbedder, known_model, resolve_model_path
 from ingest.pipeline import model_key
 from rag.evaluation import Question, evaluate, load_questions
 from rag.retrieval import Retriever
@@ -86,8 +86,8 @@ def _gold(text: str) -> str:
     return text[max(0, mid - 30) : mid + 30].strip()
 
 
-def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, version: str, progress: bool = True,
-            note: str = "") -> Store:
+def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, version: str, note: str,
+            progress: bool = True) -> Store:
     """Copy the chunks of ``source`` into a new version embedded with ``embedder`` (not activated).
 
     Vectors go through the embedding cache, so an interrupted run resumes where it stopped."""
@@ -127,7 +127,7 @@ def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, ve
             flush()
     cache.close()
     store.refresh_lexical()
-    (target / "VERSION_NOTE").write_text((note or f"embedder {embedder.name}") + "\n")
+    (target / "VERSION_NOTE").write_text(note + "\n")
     return store
 
 
@@ -149,8 +149,7 @@ def start_model(root: Path, active: str, spec: str | None) -> str:
     if not spec:
         return active
     model = next((v.embedder for v in list_versions(root) if v.name == spec), spec)
-    path = resolve_model_path(model)
-    if not (Path(path).is_dir() or "/" in path):
+    if not known_model(model):
         names = ", ".join(v.name for v in list_versions(root))
         raise ConfigError(f"cannot start from {spec!r}: name a version of this store ({names}), an embedder preset, "
                           "a model folder or a hub id")
@@ -274,7 +273,7 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
 
     t = time.perf_counter()
     new_embedder = SentenceTransformerEmbedder(str(out_dir), device=kb.config.device)  # one load: re-embedding, then evaluation
-    new_store = reembed(root, kb.store, new_embedder, version, options.progress, f"embedder fine-tuned from {base}")
+    new_store = reembed(root, kb.store, new_embedder, version, f"embedder fine-tuned from {base}", options.progress)
     seconds["reembed"] = time.perf_counter() - t
 
     heldout = [Question(q.question, gold=_gold(by_id[q.chunk_id].text)) for q in test]

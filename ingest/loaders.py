@@ -165,10 +165,11 @@ def _load_pdf(data: bytes, source: str) -> Document:
 
 
 def _drop_running_lines(pages: Sequence[str]) -> list[str]:
-    """Pages without their running header and footer: a first or last line that ends with the page's own number,
-    that recurs at the same end of half the pages (its numbers aside) or of three pages word for word, or that
-    recurs with a last number following the page count as such lines on other pages do (printed page numbers
-    offset from the file's). Two pages starting "Step 3" and "Step 7", or with rows of a table, are content."""
+    """Pages without their running header and footer: a first or last line that is the page's own number, or
+    ends with it as a line at the same end of another page does; that recurs at the same end of half the pages
+    (its numbers aside) or of three pages word for word; or that recurs with a last number following the page
+    count as such lines on other pages do (printed page numbers offset from the file's). Pages starting "Step 3"
+    and "Step 7", page 2 alone starting "Step 2", or rows of a table are content."""
     split = [text.splitlines(keepends=True) for text in pages]
     lines_at: dict[tuple[int, int], tuple[int, str, str, int | None]] = {}  # (page, end) -> index, text, shape, shift
     for number, lines in enumerate(split, start=1):
@@ -180,16 +181,23 @@ def _drop_running_lines(pages: Sequence[str]) -> list[str]:
     counts = Counter((end, shape) for (_, end), (_, _, shape, _) in lines_at.items())
     exact = Counter((end, text) for (_, end), (_, text, _, _) in lines_at.items())
     shifts = Counter((end, shift) for (_, end), (_, _, _, shift) in lines_at.items() if shift is not None)
+    owned = Counter(end for (number, end), (_, text, _, _) in lines_at.items() if _ends_with(text, number))
     common = max(3, len({number for number, _ in lines_at}) // 2)
 
     def running(number: int, end: int, text: str, shape: str, shift: int | None) -> bool:
-        own = re.fullmatch(rf"(\D{{0,80}}\s)?{number}", text) is not None  # "Chapter 2 Setup 17", "17"
+        # "17", or "K Setup 17" when another page's line at that end also ends with its own number
+        own = _ends_with(text, number) and (text == str(number) or owned[end] >= 2)
         follows = counts[end, shape] >= 2 and shift is not None and shifts[end, shift] >= 3
         return own or follows or counts[end, shape] >= common or exact[end, text] >= 3
 
     drop = {(number, i) for (number, end), (i, text, shape, shift) in lines_at.items() if running(number, end, text, shape, shift)}
     return ["".join(line for i, line in enumerate(lines) if (number, i) not in drop)
             for number, lines in enumerate(split, start=1)]
+
+
+def _ends_with(text: str, number: int) -> bool:
+    """Whether a line is ``number`` (the page's own) or words ending with it: "17", "Chapter Setup 17"."""
+    return re.fullmatch(rf"(\D{{0,80}}\s)?{number}", text) is not None
 
 
 def _outline_headings(reader, pages: Sequence[str], starts: Sequence[int]) -> list[Heading]:

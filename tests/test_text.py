@@ -159,3 +159,14 @@ def test_page_numbers_offset_from_the_file_are_running_lines_but_numbered_steps_
              ["2019 480 35", "Output per year."], ["2021 512 40", "Output, later years."]]
     doc = load(write_pdf(tmp_path / "steps.pdf", steps))
     assert all(line in doc.text for line in ("Step 3", "Step 7", "2019 480 35", "2021 512 40"))
+
+
+def test_a_line_ending_with_its_page_number_is_running_only_if_other_pages_have_one(tmp_path):
+    from tests.pdfgen import write_pdf
+
+    lone = [["Introduction", "Read this first."], ["Step 2", "Open the valve."], ["Finish", "Close the lid."]]
+    assert "Step 2" in load(write_pdf(tmp_path / "lone.pdf", lone)).text
+    # one-page sections: every header differs, but each ends with its page's number
+    headed = [["A Intro 1", "Read this first."], ["B Setup 2", "Open the valve."], ["C Care 3", "Close the lid."]]
+    text = load(write_pdf(tmp_path / "headed.pdf", headed)).text
+    assert not any(h in text for h in ("Intro", "Setup", "Care")) and "Open the valve." in text

@@ -19,8 +19,9 @@ from ingest.loaders import Document
 CountTokens = Callable[[Sequence[str]], list[int]]
 
 # Raised whenever the same file would now be cut differently (2: PDF outlines; 3 and 4: fewer PDF lines taken
-# for running headers), so stores re-chunk on the next ingest.
-CHUNKING_VERSION = 4
+# for running headers; 5: bookmark titles found through ligatures and curly quotes), so stores re-chunk on the
+# next ingest.
+CHUNKING_VERSION = 5
 
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 # A sentence ends after Western . ! ? (followed by space) or after CJK 。！？； (no space needed).

@@ -239,9 +239,9 @@ _LINE_END = re.compile(r"[ \t]*(?:\n|$)")
 def _find_title(text: str, title: str, start: int) -> int | None:
     """Offset of ``title`` in ``text`` ignoring case and whitespace, best on a line of its own; else of its
     longest prefix (at least half of it) that starts a line."""
-    chars = [c for c in title if not c.isspace()]
+    chars = _title_pieces("".join(title.split()))
     for n in [len(chars), *range(len(chars) - 1, max(6, len(chars) // 2) - 1, -1)]:
-        pattern = re.compile(r"\s*".join(map(re.escape, chars[:n])), re.IGNORECASE)
+        pattern = re.compile(r"\s*".join(chars[:n]), re.IGNORECASE)
         found = []
         for m in pattern.finditer(text, start):
             line_start = m.start() == 0 or text[m.start() - 1] == "\n"
@@ -251,6 +251,21 @@ def _find_title(text: str, title: str, start: int) -> int | None:
         if found:
             return min(found)[2]
     return None
+
+
+_PRINTED_AS = {"ffi": "ﬃ", "ffl": "ﬄ", "ff": "ﬀ", "fi": "ﬁ", "fl": "ﬂ", "'": "‘’", "`": "‘", '"': "“”"}
+
+
+def _title_pieces(title: str) -> list[str]:
+    """A pattern for each character of ``title`` that also matches how a PDF may print it (a ligature, a
+    typographic quote); a ligature is one piece for its letters."""
+    pieces, i = [], 0
+    while i < len(title):
+        key = next((k for k in ("ffi", "ffl", "ff", "fi", "fl") if title.startswith(k, i)), title[i])
+        alt = _PRINTED_AS.get(key.lower() if len(key) > 1 else key)
+        pieces.append(f"(?:{re.escape(key)}|[{re.escape(alt)}])" if alt else re.escape(key))
+        i += len(key)
+    return pieces
 
 
 # TeX's OT1 fonts put ligatures at control-code slots; without a ToUnicode map pypdf returns those codes.

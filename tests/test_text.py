@@ -170,3 +170,11 @@ def test_a_line_ending_with_its_page_number_is_running_only_if_other_pages_have_
     headed = [["A Intro 1", "Read this first."], ["B Setup 2", "Open the valve."], ["C Care 3", "Close the lid."]]
     text = load(write_pdf(tmp_path / "headed.pdf", headed)).text
     assert not any(h in text for h in ("Intro", "Setup", "Care")) and "Open the valve." in text
+
+
+def test_a_bookmark_title_is_found_where_the_pdf_prints_it_with_ligatures_and_curly_quotes():
+    from ingest.loaders import _find_title
+
+    page = "Contents\n85 Error: pdﬂatex (ﬁle x.ttf): can’t ﬁnd table ‘maxp’\nNew in this version."
+    assert _find_title(page, "85 Error: pdflatex (file x.ttf): can't find table `maxp'", 0) == page.index("85")
+    assert _find_title(page, "Nothing like it at all here", 0) is None

@@ -33,8 +33,10 @@ def generate(generator: Generator, messages: Sequence[Message], max_new_tokens: 
 
 
 def is_chinese(text: str) -> bool:
+    """Whether Chinese is a fifth of the text, or has at least as many characters as the Latin words beside it:
+    a Chinese answer full of LaTeX commands is Chinese, an English page naming a Chinese author is not."""
     cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
-    return cjk > 0 and cjk >= 0.2 * len(re.sub(r"\s", "", text))
+    return cjk > 0 and (cjk >= 0.2 * len(re.sub(r"\s", "", text)) or cjk >= len(re.findall(r"[A-Za-z]+", text)))
 
 
 def context_block(hits: Sequence[Hit]) -> str:

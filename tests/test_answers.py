@@ -82,3 +82,15 @@ def test_config_overrides_are_checked(tmp_path):
     toml.write_text('embedder = "all-minilm-l6-v2"\n[llm]\nname = "extractive"\n')
     cfg = load_config(toml, ["llm.max_new_tokens=64"])
     assert cfg.embedder == "all-minilm-l6-v2" and cfg.llm.name == "extractive" and cfg.llm.max_new_tokens == 64
+
+
+def test_chinese_prose_full_of_latex_commands_is_chinese_but_an_english_page_naming_a_chinese_author_is_not():
+    from rag.generation import is_chinese
+
+    latex = ("如何给公式分组编号？可以这样写：\n\\begin{subequations}\n\\renewcommand{\\theequation}"
+             "{\\theparentequation-\\arabic{equation}}\n\\begin{equation}\nx = y + z\n\\end{equation}\n"
+             "\\end{subequations}\n这样每个公式的编号都带上父编号。")
+    assert is_chinese(latex)
+    english = "Contributors: 吴凌云 wrote the first version of this guide, and many others sent fixes and new answers."
+    assert not is_chinese(english)
+    assert not is_chinese("no Chinese here at all")

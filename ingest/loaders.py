@@ -171,33 +171,30 @@ def _drop_running_lines(pages: Sequence[str]) -> list[str]:
     count as such lines on other pages do (printed page numbers offset from the file's). Pages starting "Step 3"
     and "Step 7", page 2 alone starting "Step 2", or rows of a table are content."""
     split = [text.splitlines(keepends=True) for text in pages]
-    lines_at: dict[tuple[int, int], tuple[int, str, str, int | None]] = {}  # (page, end) -> index, text, shape, shift
+    # (page, end) -> index, text, shape (numbers as #), shift (last number minus the page's), ends with the page's number
+    lines_at: dict[tuple[int, int], tuple[int, str, str, int | None, bool]] = {}
     for number, lines in enumerate(split, start=1):
         filled = [i for i, line in enumerate(lines) if line.strip()]
         for end, i in enumerate((filled[0], filled[-1]) if filled else ()):
             text = " ".join(lines[i].split())
             found = re.findall(r"\d+", text)
-            lines_at[number, end] = (i, text, re.sub(r"\d+", "#", text), int(found[-1]) - number if found else None)
-    counts = Counter((end, shape) for (_, end), (_, _, shape, _) in lines_at.items())
-    exact = Counter((end, text) for (_, end), (_, text, _, _) in lines_at.items())
-    shifts = Counter((end, shift) for (_, end), (_, _, _, shift) in lines_at.items() if shift is not None)
-    owned = Counter(end for (number, end), (_, text, _, _) in lines_at.items() if _ends_with(text, number))
+            lines_at[number, end] = (i, text, re.sub(r"\d+", "#", text), int(found[-1]) - number if found else None,
+                                     re.fullmatch(rf"(\D{{0,80}}\s)?{number}", text) is not None)  # "17", "Setup 17"
+    counts = Counter((end, shape) for (_, end), (_, _, shape, _, _) in lines_at.items())
+    exact = Counter((end, text) for (_, end), (_, text, _, _, _) in lines_at.items())
+    shifts = Counter((end, shift) for (_, end), (_, _, _, shift, _) in lines_at.items() if shift is not None)
+    owned = Counter(end for (_, end), (_, _, _, _, own) in lines_at.items() if own)
     common = max(3, len({number for number, _ in lines_at}) // 2)
 
-    def running(number: int, end: int, text: str, shape: str, shift: int | None) -> bool:
-        # "17", or "K Setup 17" when another page's line at that end also ends with its own number
-        own = _ends_with(text, number) and (text == str(number) or owned[end] >= 2)
+    def running(number: int, end: int, text: str, shape: str, shift: int | None, own: bool) -> bool:
+        # the bare page number, or "K Setup 17" when another page's line at that end also ends with its own number
+        paged = own and (text == str(number) or owned[end] >= 2)
         follows = counts[end, shape] >= 2 and shift is not None and shifts[end, shift] >= 3
-        return own or follows or counts[end, shape] >= common or exact[end, text] >= 3
+        return paged or follows or counts[end, shape] >= common or exact[end, text] >= 3
 
-    drop = {(number, i) for (number, end), (i, text, shape, shift) in lines_at.items() if running(number, end, text, shape, shift)}
+    drop = {(number, facts[0]) for (number, end), facts in lines_at.items() if running(number, end, *facts[1:])}
     return ["".join(line for i, line in enumerate(lines) if (number, i) not in drop)
             for number, lines in enumerate(split, start=1)]
-
-
-def _ends_with(text: str, number: int) -> bool:
-    """Whether a line is ``number`` (the page's own) or words ending with it: "17", "Chapter Setup 17"."""
-    return re.fullmatch(rf"(\D{{0,80}}\s)?{number}", text) is not None
 
 
 def _outline_headings(reader, pages: Sequence[str], starts: Sequence[int]) -> list[Heading]:
@@ -262,7 +259,7 @@ def _title_pieces(title: str) -> list[str]:
     pieces, i = [], 0
     while i < len(title):
         key = next((k for k in ("ffi", "ffl", "ff", "fi", "fl") if title.startswith(k, i)), title[i])
-        alt = _PRINTED_AS.get(key.lower() if len(key) > 1 else key)
+        alt = _PRINTED_AS.get(key)
         pieces.append(f"(?:{re.escape(key)}|[{re.escape(alt)}])" if alt else re.escape(key))
         i += len(key)
     return pieces

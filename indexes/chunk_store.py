@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     start INTEGER NOT NULL,
     end INTEGER NOT NULL,
     page INTEGER,
-    headings TEXT NOT NULL DEFAULT '[]'
+    headings TEXT NOT NULL DEFAULT '[]',
+    page_end INTEGER
 );
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source, ordinal);
 CREATE TABLE IF NOT EXISTS documents (
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS documents (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (id INTEGER NOT NULL, op TEXT NOT NULL);
 """
+_COLUMNS = "id, source, text, start, end, page, headings, page_end"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class ChunkStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            if "page_end" not in {r[1] for r in self._db.execute("PRAGMA table_info(chunks)")}:
+                # stores from before chunks could cross a page break; their chunks each lie on one page
+                self._db.execute("ALTER TABLE chunks ADD COLUMN page_end INTEGER")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open chunk store {self.path}: {exc}") from exc
 
@@ -94,9 +99,10 @@ class ChunkStore:
     @staticmethod
     def insert_chunks(db: sqlite3.Connection, chunks: Iterable[tuple[int, Chunk]]) -> None:
         db.executemany(
-            "INSERT OR REPLACE INTO chunks(id, source, ordinal, text, start, end, page, headings) VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO chunks(id, source, ordinal, text, start, end, page, headings, page_end) VALUES (?,?,?,?,?,?,?,?,?)",
             [
-                (c.id, c.source, ordinal, c.text, c.start, c.end, c.page, json.dumps(list(c.headings), ensure_ascii=False))
+                (c.id, c.source, ordinal, c.text, c.start, c.end, c.page, json.dumps(list(c.headings), ensure_ascii=False),
+                 c.page_end)
                 for ordinal, c in chunks
             ],
         )
@@ -108,14 +114,14 @@ class ChunkStore:
             part = ids[s : s + 900]
             marks = ",".join("?" * len(part))
             for row in self._db.execute(
-                f"SELECT id, source, text, start, end, page, headings FROM chunks WHERE id IN ({marks})", part
+                f"SELECT {_COLUMNS} FROM chunks WHERE id IN ({marks})", part
             ):
                 out[row[0]] = _row_to_chunk(row)
         return out
 
     def chunks_of(self, source: str) -> list[Chunk]:
         rows = self._db.execute(
-            "SELECT id, source, text, start, end, page, headings FROM chunks WHERE source=? ORDER BY ordinal", (source,)
+            f"SELECT {_COLUMNS} FROM chunks WHERE source=? ORDER BY ordinal", (source,)
         )
         return [_row_to_chunk(r) for r in rows]
 
@@ -125,7 +131,7 @@ class ChunkStore:
         if row is None:
             return []
         rows = self._db.execute(
-            "SELECT id, source, text, start, end, page, headings FROM chunks WHERE source=? AND ordinal BETWEEN ? AND ? ORDER BY ordinal",
+            f"SELECT {_COLUMNS} FROM chunks WHERE source=? AND ordinal BETWEEN ? AND ? ORDER BY ordinal",
             (row[0], row[1] - window, row[1] + window),
         )
         return [_row_to_chunk(r) for r in rows]
@@ -135,8 +141,8 @@ class ChunkStore:
         if source_glob:
             where.append("source GLOB ?")
             args.append(source_glob)
-        if page_min is not None:
-            where.append("page >= ?")
+        if page_min is not None:  # a chunk is in the range when any of its pages is
+            where.append("COALESCE(page_end, page) >= ?")
             args.append(page_min)
         if page_max is not None:
             where.append("page <= ?")
@@ -176,4 +182,5 @@ class ChunkStore:
 
 
 def _row_to_chunk(row) -> Chunk:
-    return Chunk(id=row[0], source=row[1], text=row[2], start=row[3], end=row[4], page=row[5], headings=tuple(json.loads(row[6])))
+    return Chunk(id=row[0], source=row[1], text=row[2], start=row[3], end=row[4], page=row[5], headings=tuple(json.loads(row[6])),
+                 page_end=row[7])

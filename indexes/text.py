@@ -59,6 +59,11 @@ def _stemmer():
 _stem = _stemmer()
 
 
+def is_han(ch: str) -> bool:
+    """A Chinese character (CJK unified ideographs, extension A, compatibility)."""
+    return _HAN.match(ch) is not None
+
+
 def tokenize(text: str) -> list[str]:
     """BM25 tokens: English words lower-cased, stop words dropped, Snowball-stemmed; Chinese runs as
     single characters plus overlapping character bigrams (no dictionary needed, robust to any wording)."""

@@ -11,7 +11,8 @@ class Chunk:
     """A piece of a document, as stored and retrieved.
 
     ``text`` is faithful to the source; ``start``/``end`` are character offsets into
-    the loaded document text; ``page`` is 1-based (``None`` where a format has no pages).
+    the loaded document text; ``page`` is the 1-based page the chunk starts on and ``page_end``
+    the one it ends on (both ``None`` where a format has no pages).
     """
 
     id: int
@@ -21,11 +22,23 @@ class Chunk:
     end: int
     page: int | None = None
     headings: tuple[str, ...] = ()
+    page_end: int | None = None
+
+    @property
+    def pages(self) -> str:
+        return page_label(self.page, self.page_end)
 
     @property
     def chunk_id(self) -> str:
         """The id as the fixed-width hex string used in JSON output and by Chroma."""
         return format(self.id, "016x")
+
+
+def page_label(page: int | None, page_end: int | None) -> str:
+    """"3", "3-4", or "" where the format has no pages: how citations print the place."""
+    if page is None:
+        return ""
+    return str(page) if page_end in (None, page) else f"{page}-{page_end}"
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from indexes.errors import ConfigError
+from indexes.text import is_han
 from indexes.types import Chunk, make_chunk_id
 from ingest.loaders import Document
 
 CountTokens = Callable[[Sequence[str]], list[int]]
 
 # Raised whenever the same file would now be cut differently (2: PDF outlines; 3 and 4: fewer PDF lines taken
-# for running headers; 5: bookmark titles found through ligatures and curly quotes), so stores re-chunk on the
-# next ingest.
-CHUNKING_VERSION = 5
+# for running headers; 5: bookmark titles found through ligatures and curly quotes; 6: a sentence cut by a page
+# break stays in one chunk), so stores re-chunk on the next ingest.
+CHUNKING_VERSION = 6
 
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 # A sentence ends after Western . ! ? (followed by space) or after CJK 。！？； (no space needed).
@@ -54,6 +55,21 @@ def _trim(text: str, s: Span) -> Span:
     return Span(a, b)
 
 
+def _runs_on(before: str, after: str) -> bool:
+    """Whether a page break cuts a sentence: the page ends in a word, digit, comma or hyphen and the next one goes on
+    in lower case or in Chinese; a next page starting with a capital (a slide, a new entry) is a new start."""
+    tail, head = before.rstrip(), after.lstrip()
+    if not tail or not head:
+        return False
+    if tail[-1] in ",，、-":
+        return True
+    return tail[-1].isalnum() and (head[0].islower() or is_han(head[0]))
+
+
+def _page_of(doc: Document, offset: int) -> int | None:
+    return bisect.bisect_right(doc.page_starts, offset) if doc.page_starts else None
+
+
 class Chunker:
     def __init__(self, count_tokens: CountTokens, max_tokens: int = 256, overlap: int = 32) -> None:
         if max_tokens < 16:
@@ -64,17 +80,20 @@ class Chunker:
 
     def chunk(self, doc: Document, content_hash: str) -> list[Chunk]:
         text = doc.text
+        joins = [s for s in doc.page_starts if _runs_on(text[max(0, s - 64) : s], text[s : s + 64])]
         out: list[Chunk] = []
-        for (start, end), path in self._sections(doc):
-            for span in self._pack(text, self._units(text, start, end)):
-                page = bisect.bisect_right(doc.page_starts, span.start) if doc.page_starts else None
+        for (start, end), path in self._sections(doc, set(joins)):
+            for span in self._pack(text, self._units(text, start, end, joins)):
+                page, page_end = _page_of(doc, span.start), _page_of(doc, span.end - 1)
                 out.append(Chunk(id=make_chunk_id(doc.source, content_hash, len(out)), source=doc.source,
-                                 text=text[span.start : span.end], start=span.start, end=span.end, page=page, headings=path))
+                                 text=text[span.start : span.end], start=span.start, end=span.end, page=page, headings=path,
+                                 page_end=page_end))
         return out
 
     @staticmethod
-    def _sections(doc: Document) -> list[tuple[tuple[int, int], tuple[str, ...]]]:
-        """Spans between headings and page breaks (a chunk never crosses either, so its page is exact)."""
+    def _sections(doc: Document, joins: set[int]) -> list[tuple[tuple[int, int], tuple[str, ...]]]:
+        """Spans between headings and page breaks, except the breaks that cut a sentence (``joins``): a chunk keeps
+        to one page, so its citation is exact, unless the text runs on, and then it records both pages."""
         marks: dict[int, tuple[str, ...] | None] = {0: ()}
         stack: list[tuple[int, str]] = []
         for h in doc.headings:
@@ -83,7 +102,8 @@ class Chunker:
             stack.append((h.level, h.title))
             marks[h.offset] = tuple(t for _, t in stack)
         for start in doc.page_starts:
-            marks.setdefault(start, None)  # a page break keeps the current heading path
+            if start not in joins:
+                marks.setdefault(start, None)  # a page break keeps the current heading path
         out, path = [], ()
         offsets = sorted(marks)
         for a, b in zip(offsets, [*offsets[1:], len(doc.text)]):
@@ -94,10 +114,17 @@ class Chunker:
                 out.append(((a, b), path))
         return out
 
-    def _units(self, text: str, start: int, end: int) -> list[tuple[Span, int]]:
-        """Paragraphs that fit, else their sentences, else token-bounded pieces; with token counts."""
+    def _units(self, text: str, start: int, end: int, joins: Sequence[int]) -> list[tuple[Span, int]]:
+        """Paragraphs that fit, else their sentences, else token-bounded pieces; with token counts. The two halves
+        of a paragraph cut by a page break (at one of ``joins``) are one paragraph."""
         units: list[tuple[Span, int]] = []
-        paragraphs = _split(text, start, end, _PARAGRAPH)
+        paragraphs: list[Span] = []
+        for para in _split(text, start, end, _PARAGRAPH):
+            i = bisect.bisect_left(joins, paragraphs[-1].end) if paragraphs else len(joins)
+            if i < len(joins) and joins[i] <= para.start:
+                paragraphs[-1] = Span(paragraphs[-1].start, para.end)
+            else:
+                paragraphs.append(para)
         for para, n in zip(paragraphs, self.count([text[p.start : p.end] for p in paragraphs])):
             if n <= self.max_tokens:
                 units.append((para, n))

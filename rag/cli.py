@@ -129,8 +129,8 @@ def _filters(args) -> Filters:
     return Filters(source=args.source, page_min=args.page_min, page_max=args.page_max)
 
 
-def _where(source: str, page) -> str:
-    return source + (f" p.{page}" if page else "")
+def _where(source: str, pages: str) -> str:
+    return source + (f" p.{pages}" if pages else "")
 
 
 def _cmd_ingest(kb, args) -> int:
@@ -162,7 +162,7 @@ def _cmd_search(kb, args) -> int:
         print("no results")
     for h in hits:
         path = " > ".join(h.chunk.headings)
-        print(f"[{h.rank}] {h.score:.3f}  {_where(h.chunk.source, h.chunk.page)}" + (f"  ({path})" if path else ""))
+        print(f"[{h.rank}] {h.score:.3f}  {_where(h.chunk.source, h.chunk.pages)}" + (f"  ({path})" if path else ""))
         print("    " + " ".join(h.chunk.text.split())[:300])
     return 0
 
@@ -171,7 +171,7 @@ def _print_sources(answer) -> None:
     if answer.citations:
         print("\nSources:")
         for c in answer.citations:
-            print(f"  [{c.number}] {_where(c.source, c.page)}")
+            print(f"  [{c.number}] {_where(c.source, c.pages)}")
 
 
 def _cmd_ask(kb, args) -> int:

@@ -7,10 +7,11 @@ hit's source and page (citations still point where the match was) and merges ove
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from indexes.chunk_store import ChunkStore
-from indexes.text import words
 from indexes.types import Chunk
+from indexes.text import words
 from rag.types import Hit
 
 def drop_near_duplicates(hits: Sequence[Hit], threshold: float = 0.8) -> list[Hit]:
@@ -48,6 +49,6 @@ def widen(hits: Sequence[Hit], store: ChunkStore, window: int) -> list[Hit]:
         group = store.neighbours(h.chunk.id, window) or [h.chunk]
         covered.update(c.id for c in group)
         c = h.chunk
-        wide = Chunk(c.id, c.source, merge_chunks(group), min(g.start for g in group), max(g.end for g in group), c.page, c.headings)
+        wide = replace(c, text=merge_chunks(group), start=min(g.start for g in group), end=max(g.end for g in group))
         out.append(Hit(wide, h.score, len(out) + 1))
     return out

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from indexes.errors import ConfigError
 from indexes.text import normalize
+from indexes.types import Chunk
 from rag.types import Hit
 
 CUTOFFS = (1, 5, 10)
@@ -59,10 +60,12 @@ def _match_text(text: str) -> str:
     return re.sub(r"\s+", " ", normalize(text)).lower()
 
 
-def is_relevant(text: str, source: str, page: int | None, q: Question) -> bool:
+def is_relevant(chunk: Chunk, q: Question) -> bool:
     if q.gold is not None:
-        return _match_text(q.gold) in _match_text(text)
-    return source.endswith(q.source) and (q.page is None or page == q.page)
+        return _match_text(q.gold) in _match_text(chunk.text)
+    if not chunk.source.endswith(q.source):
+        return False
+    return q.page is None or (chunk.page is not None and chunk.page <= q.page <= (chunk.page_end or chunk.page))
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,8 @@ def evaluate(name: str, search: Search, questions: Sequence[Question], k: int = 
         t = time.perf_counter()
         hits = search(q.question, k)
         seconds = time.perf_counter() - t
-        first = next((h.rank for h in hits if is_relevant(h.chunk.text, h.chunk.source, h.chunk.page, q)), None)
-        seen = tuple(f"{Path(h.chunk.source).name}{f' p.{h.chunk.page}' if h.chunk.page else ''}: "
+        first = next((h.rank for h in hits if is_relevant(h.chunk, q)), None)
+        seen = tuple(f"{Path(h.chunk.source).name}{f' p.{h.chunk.pages}' if h.chunk.pages else ''}: "
                      f"{' '.join(h.chunk.text.split())[:80]}" for h in hits[:3])
         results.append(QuestionResult(q, first, seen, seconds))
     return Report(name, tuple(results), score(results))

@@ -13,12 +13,11 @@ import logging
 import random
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from indexes.errors import ConfigError, require
 from indexes.text import words
-from indexes.types import Chunk
 from rag.generation import answer_messages, build_answer
 from rag.synthetic import SyntheticQuestion, held_out
 from rag.types import Hit
@@ -96,8 +95,7 @@ def file_examples(path: Path) -> list[Example]:
 
 def _messages(kb, ex: Example, options: LLMFinetuneOptions):
     hits = kb.search(ex.question, options.k)
-    short = [Hit(Chunk(h.chunk.id, h.chunk.source, h.chunk.text[: options.max_passage_chars], h.chunk.start, h.chunk.end,
-                       h.chunk.page, h.chunk.headings), h.score, h.rank) for h in hits]
+    short = [Hit(replace(h.chunk, text=h.chunk.text[: options.max_passage_chars]), h.score, h.rank) for h in hits]
     return answer_messages(ex.question, short), short
 
 

@@ -42,7 +42,7 @@ def is_chinese(text: str) -> bool:
 def context_block(hits: Sequence[Hit]) -> str:
     parts = []
     for h in hits:
-        where = h.chunk.source.rsplit("/", 1)[-1] + (f", page {h.chunk.page}" if h.chunk.page else "")
+        where = h.chunk.source.rsplit("/", 1)[-1] + (f", page {h.chunk.pages}" if h.chunk.pages else "")
         parts.append(f"[{h.rank}] ({where})\n{h.chunk.text.strip()}")
     return "\n\n".join(parts)
 
@@ -76,7 +76,7 @@ def build_answer(question: str, reply: str, hits: Sequence[Hit]) -> Answer:
         return Answer(question, no_answer_text(question), (), tuple(hits), answered=False)
     by_rank = {h.rank: h for h in hits}
     citations = tuple(
-        Citation(n, by_rank[n].chunk.source, by_rank[n].chunk.page, by_rank[n].chunk.chunk_id, by_rank[n].chunk.text)
+        Citation.of(n, by_rank[n].chunk)
         for n in cited_numbers(reply) if n in by_rank
     )
     return Answer(question, reply, citations, tuple(hits), answered=True)

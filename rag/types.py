@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from indexes.types import Chunk
+from indexes.types import Chunk, page_label
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,7 @@ class Hit:
     def to_dict(self) -> dict:
         c = self.chunk
         return {"rank": self.rank, "score": round(self.score, 6), "text": c.text, "source": c.source, "page": c.page,
-                "chunk_id": c.chunk_id, "start": c.start, "end": c.end, "headings": list(c.headings)}
+                "page_end": c.page_end, "chunk_id": c.chunk_id, "start": c.start, "end": c.end, "headings": list(c.headings)}
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,19 @@ class Citation:
     page: int | None
     chunk_id: str
     text: str
+    page_end: int | None = None
+
+    @classmethod
+    def of(cls, number: int, chunk: Chunk) -> Citation:
+        return cls(number, chunk.source, chunk.page, chunk.chunk_id, chunk.text, chunk.page_end)
+
+    @property
+    def pages(self) -> str:
+        return page_label(self.page, self.page_end)
 
     def to_dict(self) -> dict:
-        return {"n": self.number, "source": self.source, "page": self.page, "chunk_id": self.chunk_id, "text": self.text}
+        return {"n": self.number, "source": self.source, "page": self.page, "page_end": self.page_end,
+                "chunk_id": self.chunk_id, "text": self.text}
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,29 @@ def test_pdf_pages_and_filters(corpus, tmp_path, hash_embedder):
     kb.close()
 
 
+def test_chunks_store_their_page_range_and_a_store_from_before_page_ranges_opens(tmp_path):
+    import sqlite3
+
+    from indexes.chunk_store import ChunkStore
+    from indexes.types import Chunk
+
+    path = tmp_path / "chunks.sqlite"
+    old = sqlite3.connect(path)  # the table as stores wrote it before chunks could cross a page break
+    old.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY, source TEXT NOT NULL, ordinal INTEGER NOT NULL, text TEXT NOT NULL,"
+                " start INTEGER NOT NULL, end INTEGER NOT NULL, page INTEGER, headings TEXT NOT NULL DEFAULT '[]')")
+    old.execute("INSERT INTO chunks VALUES (1, 'a.pdf', 0, 'old text', 0, 8, 1, '[]')")
+    old.commit()
+    old.close()
+    store = ChunkStore(path)
+    assert store.get([1])[1] == Chunk(1, "a.pdf", "old text", 0, 8, 1)
+    with store.transaction() as db:
+        ChunkStore.insert_chunks(db, [(1, Chunk(2, "a.pdf", "runs on", 8, 15, 2, page_end=3))])
+    assert store.get([2])[2].pages == "2-3"
+    assert sorted(store.ids(page_min=3)) == [2] and sorted(store.ids(page_max=2)) == [1, 2]
+    assert sorted(store.ids(page_min=2, page_max=2)) == [2] and sorted(store.ids(page_max=1)) == [1]
+    store.close()
+
+
 def test_opening_with_another_embedder_is_a_clear_error(corpus, tmp_path, hash_embedder):
     kb = _kb(tmp_path / "store", hash_embedder)
     kb.ingest([corpus], progress=False)

@@ -125,7 +125,10 @@ def test_evaluation_metrics_and_question_files(tmp_path):
     assert m["mrr@10"] == pytest.approx((0.5 + 1) / 3)
     assert m["ndcg@10"] == pytest.approx((1 / 1.5849625 + 1) / 3, rel=1e-4)
     assert [f.question.question for f in report.failures] == ["q2"]
-    assert is_relevant("Ｆｕｌｌ width", "s", None, Question("q", gold="full WIDTH"))
+    assert is_relevant(Chunk(1, "s", "Ｆｕｌｌ width", 0, 1), Question("q", gold="full WIDTH"))
+    spanning = Chunk(1, "/d/b.pdf", "t", 0, 1, 2, page_end=3)  # a chunk running on from page 2 to page 3
+    assert is_relevant(spanning, Question("q", source="b.pdf", page=3))
+    assert not is_relevant(spanning, Question("q", source="b.pdf", page=4))
     p = tmp_path / "q.jsonl"
     p.write_text(json.dumps({"question": "a", "gold": "b"}) + "\n\n" + json.dumps({"question": "c", "source": "x.pdf"}) + "\n")
     assert len(load_questions(p)) == 2

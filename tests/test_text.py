@@ -132,7 +132,30 @@ def test_pdf_outline_becomes_headings_where_the_titles_are_printed(tmp_path):
     by_text = {c.text.splitlines()[0]: c for c in chunks}
     assert by_text["User guide"].headings == ()
     assert by_text["Pumps need a yearly check."].headings == ("1 Pumps",) and by_text["Pumps need a yearly check."].page == 2
+    assert by_text["Pumps need a yearly check."].pages == "2"
     assert by_text["2  Seals and GASKETS"].headings == ("2 Seals and gaskets",)
+
+
+def test_a_sentence_cut_by_a_page_break_stays_in_one_chunk_that_names_both_pages(tmp_path):
+    from tests.pdfgen import write_pdf
+
+    path = write_pdf(tmp_path / "manual.pdf", [
+        ["Pumps move water uphill. The impeller of the main pump must be inspected after every"],
+        ["two hundred hours of running, and replaced when worn.", "Seals are replaced every spring"],
+        ["The warranty lasts five years."],
+    ])
+    chunks = Chunker(count, max_tokens=200, overlap=0).chunk(load(path), "h")
+    cut = next(c for c in chunks if "two hundred hours" in c.text)
+    assert "inspected after every" in cut.text and (cut.page, cut.page_end, cut.pages) == (1, 2, "1-2")
+    last = next(c for c in chunks if "warranty" in c.text)  # a page starting with a capital starts anew (a slide)
+    assert last.text == "The warranty lasts five years." and last.pages == "3"
+    text = "保养时这个命\n\n令会开始执行。\n\n新的一页。"  # Chinese has no capitals: a page going on in Chinese runs on
+    doc = Document("zh.pdf", text, page_starts=(0, 8, 17))
+    assert [(c.text, c.pages) for c in Chunker(count, max_tokens=200, overlap=0).chunk(doc, "h")] == [
+        ("保养时这个命\n\n令会开始执行。", "1-2"), ("新的一页。", "3")]
+    # where the two pages do not fit one chunk, the cut falls between sentences, not at the page break
+    small = Chunker(count, max_tokens=20, overlap=0).chunk(load(path), "h")
+    assert any(c.text.startswith("The impeller") and c.text.endswith("replaced when worn.") for c in small)
 
 
 def test_running_headers_and_footers_are_dropped_but_body_lines_are_kept(tmp_path):

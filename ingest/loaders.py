@@ -148,6 +148,9 @@ def _load_pdf(data: bytes, source: str) -> Document:
         elif _looks_like_contents(text):
             warnings.append(f"page {number} skipped: it looks like a table of contents (dot leaders and page numbers)")
             text = ""  # it names every topic without answering any: it would outrank the pages that do
+        elif _looks_like_index(text, len(pages)):
+            warnings.append(f"page {number} skipped: it looks like a back-of-book index (terms and page numbers)")
+            text = ""  # the same: a list of terms matches keyword searches and answers nothing
         elif _looks_garbled(text):
             warnings.append(f"page {number} skipped: its text looks garbled (a font without a Unicode map?)")
             text = ""  # indexing noise would push real passages out of the results
@@ -276,12 +279,25 @@ def _fix_ligatures(text: str) -> str:
 
 _CONTENTS_LINE = re.compile(r"^[^\n]*(?:\. ?){4,}[ \t]*\d+[ \t]*$\n?", re.MULTILINE)
 _LEADER = re.compile(r"(?:\.\s?){4,}\s*\d+\s*$|(?:\.\s?){6,}")
+_INDEX_ENTRY = re.compile(r"\S,\s*\d{1,4}(?:\s*[–-]\s*\d{1,4})?(?:\s*,\s*\d{1,4}(?:\s*[–-]\s*\d{1,4})?)*\s*$")
 
 
 def _looks_like_contents(text: str) -> bool:
     """A table-of-contents page: most of its lines carry dot leaders (``Topic . . . . . 12``)."""
     lines = [line for line in text.splitlines() if line.strip()]
     return len(lines) >= 5 and sum(1 for line in lines if _LEADER.search(line)) >= 0.4 * len(lines)
+
+
+def _looks_like_index(text: str, n_pages: int) -> bool:
+    """A back-of-book index page: most of its lines are a term and numbers that could be this file's pages
+    (``amsmath, 6, 18–21``; a table of ``Berlin, 3645`` is not one)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+
+    def entry(line: str) -> bool:
+        m = _INDEX_ENTRY.search(line)
+        return m is not None and all(int(n) <= n_pages + 10 for n in re.findall(r"\d+", m.group()))
+
+    return len(lines) >= 8 and sum(1 for line in lines if entry(line)) >= 0.6 * len(lines)
 
 
 def _looks_garbled(text: str) -> bool:

@@ -109,6 +109,19 @@ def test_contents_pages_are_skipped_and_reported(tmp_path):
     assert doc.page_starts[1] > doc.page_starts[0]  # page numbers still line up
 
 
+def test_a_back_of_book_index_page_is_skipped_but_a_table_of_numbers_is_not(tmp_path):
+    from tests.pdfgen import write_pdf
+
+    index = ["Index", *[f"{term}, {i % 2 + 1}, {i % 3 + 1}-{i % 3 + 2}" for i, term in
+                        enumerate(["amsmath", "\\caption", "figure", "footnote", "hyperref", "longtable", "minipage", "tabularx"])]]
+    table = ["Population by city", *[f"{city}, {n}" for city, n in
+                                     [("Berlin", 3645), ("Hamburg", 1841), ("Munich", 1471), ("Cologne", 1085),
+                                      ("Frankfurt", 753), ("Stuttgart", 634), ("Leipzig", 587), ("Dresden", 556)]]]
+    doc = load(write_pdf(tmp_path / "book.pdf", [["Pumps move water uphill."], table, index]))
+    assert "Hamburg, 1841" in doc.text and "hyperref" not in doc.text
+    assert any("page 3" in w and "index" in w for w in doc.warnings) and not any("page 2" in w for w in doc.warnings)
+
+
 def test_pdf_outline_becomes_headings_where_the_titles_are_printed(tmp_path):
     import pypdf
 

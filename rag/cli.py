@@ -306,7 +306,7 @@ def _finetune_llm(kb, args) -> int:
     from rag.finetune_llm import LLMFinetuneOptions, finetune_llm
 
     options = LLMFinetuneOptions(base=args.base, examples=args.max_examples, epochs=args.epochs, progress=sys.stderr.isatty())
-    result = finetune_llm(kb, options, args.examples)
+    result = finetune_llm(kb, options, args.examples, report=lambda msg: print(msg, file=sys.stderr))
     if args.json:
         print(json.dumps(result.__dict__, ensure_ascii=False, indent=2))
         return 0

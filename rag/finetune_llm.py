@@ -13,8 +13,11 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from indexes.errors import ConfigError, require
 from indexes.text import words
@@ -64,7 +67,7 @@ def corpus_examples(kb, n: int) -> list[Example]:
     """Examples from the cached synthetic questions of ``rag finetune embedder``."""
     cached = sorted((kb.root / "finetune").glob("questions-*.jsonl"))
     rows = [SyntheticQuestion(**json.loads(line)) for f in cached for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = [r for r in rows if r.ok]
+    rows = list({(r.chunk_id, r.question.strip().lower()): r for r in rows if r.ok}.values())  # files may overlap
     if not rows:
         raise ConfigError("no cached questions: run `rag finetune embedder` first, or give --examples FILE.jsonl")
     random.Random(0).shuffle(rows)
@@ -104,10 +107,10 @@ def _target(ex: Example, hits) -> str:
     return f"{ex.answer} [{n}]" if n else ex.answer
 
 
-def evaluate_answers(kb, generator, examples: list[Example], options: LLMFinetuneOptions) -> dict:
+def evaluate_answers(kb, generator, examples: list[Example], options: LLMFinetuneOptions, desc: str = "answers") -> dict:
     """Share of answers containing the gold phrase, and of answers citing the gold chunk (when known)."""
     contains = cites = with_gold_chunk = 0
-    for ex in examples:
+    for ex in tqdm(examples, desc=desc, unit="answer", disable=not options.progress):
         messages, hits = _messages(kb, ex, options)
         reply = "".join(generator.stream(messages, options.max_new_tokens))
         answer = build_answer(ex.question, reply, hits)
@@ -119,7 +122,8 @@ def evaluate_answers(kb, generator, examples: list[Example], options: LLMFinetun
             "cites_gold_passage": cites / max(1, with_gold_chunk)}
 
 
-def finetune_llm(kb, options: LLMFinetuneOptions = LLMFinetuneOptions(), examples_file: Path | None = None) -> LLMFinetuneResult:
+def finetune_llm(kb, options: LLMFinetuneOptions = LLMFinetuneOptions(), examples_file: Path | None = None,
+                 report: Callable[[str], None] = lambda msg: log.info(msg)) -> LLMFinetuneResult:
     torch = require("torch", None, "torch==2.13.0")
     peft = require("peft", "llm")
     from rag.llm import TransformersGenerator
@@ -130,9 +134,10 @@ def finetune_llm(kb, options: LLMFinetuneOptions = LLMFinetuneOptions(), example
     train = [e for e in examples if not held_out(e.question, options.heldout)]
     if len(train) < 8 or len(test) < 3:
         raise ConfigError(f"too few examples ({len(train)} train, {len(test)} held out)")
+    report(f"{len(examples)} examples ({len(train)} train, {len(test)} held out); answering the held-out ones with {options.base}")
     base = TransformersGenerator(options.base, device=kb.config.device)
     t = time.perf_counter()
-    before = evaluate_answers(kb, base, test, options)
+    before = evaluate_answers(kb, base, test, options, "held-out answers, before")
     seconds["eval_before"] = time.perf_counter() - t
 
     model, tok = base.model_and_tokenizer()
@@ -141,9 +146,8 @@ def finetune_llm(kb, options: LLMFinetuneOptions = LLMFinetuneOptions(), example
                                                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM"))
     optim = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=options.learning_rate)
     lora.train()
+    report(f"training a LoRA adapter on {len(train)} examples, {options.epochs} epoch(s)")
     t = time.perf_counter()
-    from tqdm.auto import tqdm
-
     steps = [(e, epoch) for epoch in range(options.epochs) for e in train]
     for ex, _ in tqdm(steps, desc="LoRA", unit="example", disable=not options.progress):
         messages, hits = _messages(kb, ex, options)
@@ -166,8 +170,9 @@ def finetune_llm(kb, options: LLMFinetuneOptions = LLMFinetuneOptions(), example
     cfg["base_model_name_or_path"] = options.base  # a preset name: resolved (and converted) again on load
     (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
 
+    report(f"adapter saved in {out}; answering the held-out examples with it")
     tuned = TransformersGenerator(str(out), device=kb.config.device)
     t = time.perf_counter()
-    after = evaluate_answers(kb, tuned, test, options)
+    after = evaluate_answers(kb, tuned, test, options, "held-out answers, after")
     seconds["eval_after"] = time.perf_counter() - t
     return LLMFinetuneResult(str(out), len(train), len(test), before, after, seconds)

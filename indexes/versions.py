@@ -3,7 +3,8 @@
 The store directory itself is version ``v1``; later versions live in ``versions/NAME/``, each a
 complete store (its own embedder, vectors, BM25 and a copy of the chunks). ``ACTIVE`` names the
 version that is opened; it is replaced atomically, so a crash while building a new version leaves
-the old one active, and the previous versions stay for rollback.
+the old one active, and the previous versions stay for rollback. A version's note is written last, when
+it is complete: one without it was interrupted while it was built and cannot be activated.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from indexes.vector import atomic_write
 
 ROOT_VERSION = "v1"
 _ACTIVE = "ACTIVE"
+_NOTE = "VERSION_NOTE"
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class VersionInfo:
     dim: int
     active: bool
     note: str
+    complete: bool = True
 
 
 def version_path(root: Path, name: str) -> Path:
@@ -53,10 +56,16 @@ def list_versions(root: Path) -> list[VersionInfo]:
     for name in names:
         path = version_path(root, name)
         settings = json.loads((path / "store.json").read_text())
-        note_file = path / "VERSION_NOTE"
+        note_file = path / _NOTE
         out.append(VersionInfo(name, path, settings["embedder"], settings["dim"], name == active,
-                               note_file.read_text().strip() if note_file.exists() else ""))
+                               note_file.read_text().strip() if note_file.exists() else "",
+                               name == ROOT_VERSION or note_file.exists()))
     return out
+
+
+def finish_version(path: Path, note: str) -> None:
+    """Mark a fully built version as complete (the last write of a build, atomic)."""
+    atomic_write(Path(path) / _NOTE, lambda tmp: tmp.write_text(note + "\n"))
 
 
 def next_version_name(root: Path) -> str:
@@ -67,9 +76,12 @@ def next_version_name(root: Path) -> str:
 def activate(root: Path, name: str) -> None:
     """Make ``name`` the version that ``open`` returns (one atomic rename)."""
     root = Path(root)
-    if not (version_path(root, name) / "store.json").exists():
-        known = ", ".join(v.name for v in list_versions(root)) or "none"
-        raise StoreError(f"store {root} has no version {name!r} (versions: {known})")
+    versions = {v.name: v for v in list_versions(root)}
+    if name not in versions:
+        raise StoreError(f"store {root} has no version {name!r} (versions: {', '.join(versions) or 'none'})")
+    if not versions[name].complete:
+        raise StoreError(f"version {name} of {root} is unfinished: it was interrupted while it was built. "
+                         "Activate another version, or run `rag finetune embedder` again to build a new one")
     atomic_write(root / _ACTIVE, lambda tmp: tmp.write_text(name + "\n"))
 
 

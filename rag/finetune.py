@@ -25,7 +25,7 @@ from indexes.chunk_store import DocumentRecord
 from indexes.errors import ConfigError, require
 from indexes.store import DocumentUpdate, Store, StoreSettings
 from indexes.text import search_text
-from indexes.versions import activate, list_versions, next_version_name, version_path
+from indexes.versions import activate, finish_version, list_versions, next_version_name, version_path
 from ingest.cache import cache_dir
 from ingest.embed_cache import EmbeddingCache
 from ingest.embedders import SentenceTransformerEmbedder, known_model, resolve_model_path
@@ -127,7 +127,7 @@ def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, ve
             flush()
     cache.close()
     store.refresh_lexical()
-    (target / "VERSION_NOTE").write_text(note + "\n")
+    finish_version(target, note)
     return store
 
 
@@ -299,5 +299,6 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
 
 
 def versions_table(root: Path) -> list[dict]:
-    return [{"version": v.name, "active": v.active, "embedder": v.embedder, "dim": v.dim, "note": v.note}
+    return [{"version": v.name, "active": v.active, "embedder": v.embedder, "dim": v.dim, "complete": v.complete,
+             "note": v.note if v.complete else "unfinished: interrupted while it was built; cannot be activated"}
             for v in list_versions(root)]

@@ -169,11 +169,14 @@ def test_interrupted_reembedding_leaves_the_old_version_active(tmp_path, e5, mon
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # as if the process were stopped while re-embedding
 
-    monkeypatch.setattr(ft, "reembed", crash)
+    monkeypatch.setattr(ft, "finish_version", crash)  # stopped after the vectors, before the version's last write
     with pytest.raises(KeyboardInterrupt):
         finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True, progress=False))
     kb.close()
     assert active_version(store) == "v1"
+    assert [(v.name, v.complete) for v in list_versions(store)] == [("v1", True), ("v2", False)]
+    with pytest.raises(StoreError, match="unfinished"):
+        activate(store, "v2")  # a half-built index is never served
     again = KnowledgeBase.open(store)
     assert again.search("thermostat service", k=1)
     again.close()

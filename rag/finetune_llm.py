@@ -60,7 +60,15 @@ class LLMFinetuneResult:
     seconds: dict = field(default_factory=dict)
 
 
-_SENT = re.compile(r"[^.!?。！？\n]{15,}[.!?。！？]")
+_STATEMENT = re.compile(r"[^.!?。！？\n]{15,}[.!。！]")
+
+
+def answer_sentence(question: str, text: str) -> str:
+    """The statement in ``text`` sharing most words with ``question``: the target answer. Never a question: a FAQ
+    chunk opens with its heading, which shares the most words and taught the model to repeat the question."""
+    q = words(question)
+    sentences = _STATEMENT.findall(text) or [text[:200]]
+    return max(sentences, key=lambda s: len(q & words(s))).strip()
 
 
 def corpus_examples(kb, n: int) -> list[Example]:
@@ -77,10 +85,8 @@ def corpus_examples(kb, n: int) -> list[Example]:
         c = chunks.get(r.chunk_id)
         if c is None:
             continue
-        q = words(r.question)
-        sentences = _SENT.findall(c.text) or [c.text[:200]]
-        best = max(sentences, key=lambda s: len(q & words(s)))
-        out.append(Example(r.question, best.strip(), best.strip()[:40], c.id))
+        best = answer_sentence(r.question, c.text)
+        out.append(Example(r.question, best, best[:40], c.id))
     return out
 
 

@@ -189,6 +189,16 @@ def test_training_examples_must_have_one_shape(tmp_path):
         train_embedder("unused", [("q", "p"), ("q", "p", "negative")], tmp_path / "m", FinetuneOptions(), tmp_path / "w")
 
 
+def test_the_llm_target_is_a_statement_of_the_chunk_never_its_heading_question():
+    from rag.finetune_llm import answer_sentence
+
+    chunk = ("How can I evaluate an arbitrary Python expression from C?\n\nCall the function PyRun_String() with the "
+             "start symbol Py_eval_input; it parses an expression, evaluates it and returns its value. It is in the C API.")
+    assert answer_sentence("How do I evaluate an arbitrary Python expression from C?", chunk).startswith("Call the function")
+    zh = "怎样让段落开头空两个汉字？\n\n在 CJK 环境中使用命令 \\CJKindent 即可让段落开头空两个汉字。其它命令见第三节。"
+    assert answer_sentence("段落开头怎样空两个汉字？", zh).startswith("在 CJK 环境中")
+
+
 def _tiny_causal_lm(folder) -> None:
     """A randomly initialised two-layer Qwen2 with MiniLM's tokenizer and a chat template: the real transformers and
     peft code paths of `rag finetune llm`, in seconds and with no download."""

@@ -183,4 +183,4 @@ class ChunkStore:
 
 def _row_to_chunk(row) -> Chunk:
     return Chunk(id=row[0], source=row[1], text=row[2], start=row[3], end=row[4], page=row[5], headings=tuple(json.loads(row[6])),
-                 page_end=row[7])
+                 page_end=row[5] if row[7] is None else row[7])  # rows from before page ranges lie on one page

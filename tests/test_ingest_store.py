@@ -130,7 +130,7 @@ def test_chunks_store_their_page_range_and_a_store_from_before_page_ranges_opens
     old.commit()
     old.close()
     store = ChunkStore(path)
-    assert store.get([1])[1] == Chunk(1, "a.pdf", "old text", 0, 8, 1)
+    assert store.get([1])[1] == Chunk(1, "a.pdf", "old text", 0, 8, 1, page_end=1)
     with store.transaction() as db:
         ChunkStore.insert_chunks(db, [(1, Chunk(2, "a.pdf", "runs on", 8, 15, 2, page_end=3))])
     assert store.get([2])[2].pages == "2-3"

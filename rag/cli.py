@@ -312,7 +312,8 @@ def _finetune_llm(kb, args) -> int:
         return 0
     print(f"adapter {result.adapter} ({result.train_examples} training examples, {result.heldout_examples} held out)")
     for name, m in (("before", result.before), ("after", result.after)):
-        print(f"{name:7} answer contains gold {m['contains_gold']:.2f}, cites the right passage {m['cites_gold_passage']:.2f}")
+        print(f"{name:7} answer contains gold {m['contains_gold']:.2f}, cites the right passage {m['cites_gold_passage']:.2f}, "
+              f"pastes the context back {m['echoes_context']:.2f}")
     print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
     print(f"use it with: rag ask QUESTION --store {args.store} --llm {result.adapter}")
     return 0

@@ -63,6 +63,9 @@ class LLMFinetuneResult:
 _STATEMENT = re.compile(r"[^.!?。！？\n]{15,}[.!。！]")
 
 
+_ECHO = re.compile(r"\s*\[\d+\]\s*\(")
+
+
 def answer_sentence(question: str, text: str) -> str:
     """The statement in ``text`` sharing most words with ``question``: the target answer. Never a question: a FAQ
     chunk opens with its heading, which shares the most words and taught the model to repeat the question."""
@@ -114,18 +117,20 @@ def _target(ex: Example, hits) -> str:
 
 
 def evaluate_answers(kb, generator, examples: list[Example], options: LLMFinetuneOptions, desc: str = "answers") -> dict:
-    """Share of answers containing the gold phrase, and of answers citing the gold chunk (when known)."""
-    contains = cites = with_gold_chunk = 0
+    """Shares of answers containing the gold phrase, citing the gold chunk (when known), and echoing the context
+    (starting with a passage label such as ``[1] (faq.html)``: the context pasted back, not an answer)."""
+    contains = cites = with_gold_chunk = echoes = 0
     for ex in tqdm(examples, desc=desc, unit="answer", disable=not options.progress):
         messages, hits = _messages(kb, ex, options)
         reply = "".join(generator.stream(messages, options.max_new_tokens))
         answer = build_answer(ex.question, reply, hits)
         contains += ex.gold.lower() in reply.lower()
+        echoes += _ECHO.match(reply) is not None
         if ex.gold_chunk is not None and any(h.chunk.id == ex.gold_chunk for h in hits):
             with_gold_chunk += 1
             cites += any(c.chunk_id == format(ex.gold_chunk, "016x") for c in answer.citations)
     return {"examples": len(examples), "contains_gold": contains / max(1, len(examples)),
-            "cites_gold_passage": cites / max(1, with_gold_chunk)}
+            "cites_gold_passage": cites / max(1, with_gold_chunk), "echoes_context": echoes / max(1, len(examples))}
 
 
 def finetune_llm(kb, options: LLMFinetuneOptions = LLMFinetuneOptions(), examples_file: Path | None = None,

@@ -199,6 +199,22 @@ def test_the_llm_target_is_a_statement_of_the_chunk_never_its_heading_question()
     assert answer_sentence("段落开头怎样空两个汉字？", zh).startswith("在 CJK 环境中")
 
 
+def test_answer_metrics_count_gold_citations_and_context_pasted_back(tmp_path, corpus, hash_embedder):
+    from rag.finetune_llm import Example, LLMFinetuneOptions, evaluate_answers
+    from tests.conftest import EchoGenerator
+
+    kb = KnowledgeBase.open(tmp_path / "store", Config(index=IndexConfig(gpu=False)), embedder=hash_embedder)
+    kb.ingest([corpus], progress=False)
+    gold = kb.search("How often should the air filter be cleaned?", 1)[0].chunk.id
+    examples = [Example("How often should the air filter be cleaned?", "", "every three months", gold)]
+    options = LLMFinetuneOptions(progress=False)
+    answer = evaluate_answers(kb, EchoGenerator("Clean it every three months [1]."), examples, options)
+    pasted = evaluate_answers(kb, EchoGenerator("[1] (aurora-manual.md) Clean it every three months."), examples, options)
+    kb.close()
+    assert answer == {"examples": 1, "contains_gold": 1.0, "cites_gold_passage": 1.0, "echoes_context": 0.0}
+    assert pasted["echoes_context"] == 1.0 and pasted["contains_gold"] == 1.0
+
+
 def _tiny_causal_lm(folder) -> None:
     """A randomly initialised two-layer Qwen2 with MiniLM's tokenizer and a chat template: the real transformers and
     peft code paths of `rag finetune llm`, in seconds and with no download."""
@@ -235,7 +251,7 @@ def test_finetune_llm_trains_a_lora_adapter_that_loads_through_llm_and_answers(t
     result = finetune_llm(kb, LLMFinetuneOptions(base=str(base), max_new_tokens=4, progress=False), examples)
     kb.close()
     assert result.train_examples + result.heldout_examples == 40 and result.heldout_examples >= 3
-    assert all(0 <= m["contains_gold"] <= 1 for m in (result.before, result.after))
+    assert all(0 <= m["contains_gold"] <= 1 and 0 <= m["echoes_context"] <= 1 for m in (result.before, result.after))
     config = json.loads((tmp_path / "store" / "models" / "llm-adapter-1" / "adapter_config.json").read_text())
     assert result.adapter.endswith("llm-adapter-1") and config["base_model_name_or_path"] == str(base)
     weights = load_file(f"{result.adapter}/adapter_model.safetensors")

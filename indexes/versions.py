@@ -10,6 +10,7 @@ it is complete: one without it was interrupted while it was built and cannot be 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,17 @@ def list_versions(root: Path) -> list[VersionInfo]:
 def finish_version(path: Path, note: str) -> None:
     """Mark a fully built version as complete (the last write of a build, atomic)."""
     atomic_write(Path(path) / _NOTE, lambda tmp: tmp.write_text(note + "\n"))
+
+
+def remove_unfinished(root: Path) -> list[str]:
+    """Delete the versions (and their fine-tuned models) that a stopped build left unfinished; never the active one."""
+    removed = []
+    for v in list_versions(root):
+        if not v.complete and not v.active:
+            shutil.rmtree(v.path)
+            shutil.rmtree(Path(root) / "models" / f"{v.name}-embedder", ignore_errors=True)
+            removed.append(v.name)
+    return removed
 
 
 def next_version_name(root: Path) -> str:

@@ -25,7 +25,7 @@ from indexes.chunk_store import DocumentRecord
 from indexes.errors import ConfigError, require
 from indexes.store import DocumentUpdate, Store, StoreSettings
 from indexes.text import search_text
-from indexes.versions import activate, finish_version, list_versions, next_version_name, version_path
+from indexes.versions import activate, finish_version, list_versions, next_version_name, remove_unfinished, version_path
 from ingest.cache import cache_dir
 from ingest.embed_cache import EmbeddingCache
 from ingest.embedders import SentenceTransformerEmbedder, known_model, resolve_model_path
@@ -257,6 +257,8 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
         raise ConfigError(f"too few questions to train and test ({len(train)} train, {len(test)} held out): use more chunks")
 
     t = time.perf_counter()
+    for name in remove_unfinished(root):
+        report(f"removed version {name}: an earlier run was stopped while it built it")
     version = next_version_name(root)
     out_dir = root / "models" / f"{version}-embedder"
 

@@ -177,6 +177,11 @@ def test_interrupted_reembedding_leaves_the_old_version_active(tmp_path, e5, mon
     assert [(v.name, v.complete) for v in list_versions(store)] == [("v1", True), ("v2", False)]
     with pytest.raises(StoreError, match="unfinished"):
         activate(store, "v2")  # a half-built index is never served
+    monkeypatch.undo()
+    kb = KnowledgeBase.open(store)
+    result = finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True, progress=False))
+    kb.close()
+    assert result.version == "v2" and [(v.name, v.complete) for v in list_versions(store)] == [("v1", True), ("v2", True)]
     again = KnowledgeBase.open(store)
     assert again.search("thermostat service", k=1)
     again.close()

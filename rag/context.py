@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from indexes.chunk_store import ChunkStore
-from indexes.types import Chunk
 from indexes.text import words
+from indexes.types import Chunk
 from rag.types import Hit
 
 def drop_near_duplicates(hits: Sequence[Hit], threshold: float = 0.8) -> list[Hit]:

@@ -61,8 +61,6 @@ class LLMFinetuneResult:
 
 
 _STATEMENT = re.compile(r"[^.!?。！？\n]{15,}[.!。！]")
-
-
 _ECHO = re.compile(r"\s*\[\d+\]\s*\(")
 
 

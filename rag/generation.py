@@ -47,10 +47,20 @@ def context_block(hits: Sequence[Hit]) -> str:
     return "\n\n".join(parts)
 
 
+def language_of(text: str) -> str:
+    """"Chinese" or "English": the language an answer to ``text`` must be written in."""
+    return "Chinese" if is_chinese(text) else "English"
+
+
 def answer_messages(question: str, hits: Sequence[Hit]) -> list[Message]:
+    """The grounded prompt. The answer's language is named in both messages, in that language too for Chinese:
+    asked "保修期多久？" over Chinese passages with an English-only instruction, the 1.5B preset answered in English."""
+    language = language_of(question)
+    native = "（请用中文回答）" if language == "Chinese" else ""
+    system = f"{SYSTEM_PROMPT} The question is in {language}: write the answer in {language}{native}."
     user = (f"Context passages:\n\n{context_block(hits)}\n\nQuestion: {question}\n\n"
-            "Answer from the passages, in the language of the question, and cite them as [1], [2], ...")
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+            f"Answer from the passages, in {language}{native}, and cite them as [1], [2], ...")
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 _CITE = re.compile(r"[\[【]\s*(\d+(?:\s*[,，、]\s*\d+)*)\s*[\]】]")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,17 +147,22 @@ class AnswerStream:
     def __init__(self, question: str, hits: list[Hit], generator: Generator, max_new_tokens: int) -> None:
         self.question, self.hits, self._generator, self._max = question, hits, generator, max_new_tokens
         self.answer: Answer | None = None
+        self.on_done: Callable[[Answer], None] | None = None  # e.g. a conversation recording the turn
 
     def __iter__(self) -> Iterator[str]:
         if not self.hits:
             self.answer = build_answer(self.question, "", self.hits)
             yield self.answer.text
+            if self.on_done is not None:
+                self.on_done(self.answer)
             return
         parts: list[str] = []
         for piece in self._generator.stream(answer_messages(self.question, self.hits), self._max):
             parts.append(piece)
             yield piece
         self.answer = build_answer(self.question, "".join(parts), self.hits)
+        if self.on_done is not None:
+            self.on_done(self.answer)
 
 
 @dataclass
@@ -173,15 +178,10 @@ class Conversation:
         rewritten = generate(self.kb.generator, condense_messages(self.history, question), 96).strip().strip('"')
         return rewritten.splitlines()[0].strip() if rewritten else question
 
-    def ask_stream(self, question: str, k: int | None = None, filters: Filters = Filters()) -> AnswerStream:
+    def ask_stream(self, question: str, k: int | None = None, filters: Filters = Filters()) -> "AnswerStream":
+        """Stream one turn; the turn joins the history once the stream is exhausted."""
         stream = self.kb.ask_stream(self.standalone(question), k, filters)
-        original = stream.__iter__
-
-        def remember() -> Iterator[str]:
-            yield from original()
-            self.history.append((question, stream.answer.text))
-
-        stream.__iter__ = remember  # type: ignore[method-assign]
+        stream.on_done = lambda answer: self.history.append((question, answer.text))
         return stream
 
     def ask(self, question: str, k: int | None = None, filters: Filters = Filters()) -> Answer:

@@ -53,6 +53,28 @@ def test_chat_rewrites_follow_ups_with_history(kb):
     assert len(conv.history) == 2
 
 
+def test_streamed_chat_turns_join_the_history_and_follow_ups_are_rewritten(kb):
+    conv = kb.chat()
+    first = conv.ask_stream("How long is the warranty?")
+    assert "".join(first) and conv.history == [("How long is the warranty?", first.answer.text)]
+    kb._generator = EchoGenerator("How can the compressor warranty be extended?")
+    second = conv.ask_stream("and the compressor?")
+    list(second)
+    rewrite = kb.generator.prompts[0][1]["content"]
+    assert "How long is the warranty?" in rewrite and "and the compressor?" in rewrite
+    assert second.question == "How can the compressor warranty be extended?"
+    assert [q for q, _ in conv.history] == ["How long is the warranty?", "and the compressor?"]
+
+
+def test_the_prompt_asks_for_the_questions_language_in_that_language(kb):
+    kb.ask("保修期多久？")
+    zh = kb.generator.prompts[-1]
+    assert "中文" in zh[0]["content"] and "中文" in zh[1]["content"]
+    kb.ask("How long is the warranty?")
+    en = kb.generator.prompts[-1]
+    assert "中文" not in en[0]["content"] + en[1]["content"] and "English" in en[1]["content"]
+
+
 def test_citation_parsing_and_unknown_numbers():
     assert cited_numbers("A [1]. B [2, 3]. C 【4】 and [1]") == [1, 2, 3, 4]
     answer = build_answer("q", "Text [9].", [])

@@ -33,3 +33,11 @@ def require(module: str, extra: str | None, package: str | None = None):
             f"{pkg} is needed for this feature but is not installed: "
             f"run `pip install 'rag-kb[{extra}]'` (or `pip install {pkg}`)"
         ) from exc
+
+
+class NotFoundError(RagError):
+    """A named thing (a collection, document, job, chat or version) does not exist."""
+
+
+class ConflictError(RagError):
+    """The request clashes with the current state (a name taken, a job still running)."""

@@ -58,8 +58,9 @@ class DocumentUpdate:
 
 
 class Store:
-    def __init__(self, path: Path, settings: StoreSettings, chunks: ChunkStore, index: VectorIndex) -> None:
+    def __init__(self, path: Path, settings: StoreSettings, chunks: ChunkStore, index: VectorIndex, read_only: bool = False) -> None:
         self.path, self.settings, self.chunks, self.index = path, settings, chunks, index
+        self.read_only = read_only
         self._lexical: BM25Index | None = None
         self._lexical_generation = -1
 
@@ -81,7 +82,9 @@ class Store:
         return cls.open(path)
 
     @classmethod
-    def open(cls, path: Path) -> "Store":
+    def open(cls, path: Path, read_only: bool = False) -> "Store":
+        """Open a store. ``read_only`` is for a reader beside a writer in another process (the server): it never
+        recovers, deletes other generations' files or writes the BM25 index, any of which would break the writer's commit."""
         path = Path(path)
         if not cls.exists(path):
             raise StoreError(f"no store at {path}: create one with `rag ingest DOCS --store {path}`")
@@ -94,16 +97,24 @@ class Store:
             raise StoreError(f"store {path} has format {settings.format}; this version reads format {FORMAT}")
         chunks = ChunkStore(path / "chunks.sqlite")
         index = open_index(settings.index, path, settings.dim, chunks.generation, settings.index_options)
-        store = cls(path, settings, chunks, index)
-        store._recover()
+        store = cls(path, settings, chunks, index, read_only)
+        if not read_only:
+            store._recover()
         return store
 
     def close(self) -> None:
         self.chunks.close()
 
+    @property
+    def lexical_ready(self) -> bool:
+        """Whether the committed generation's BM25 index is written: an ingest's last step, so the whole ingest is in."""
+        return self.chunks.get_meta("bm25_generation") == str(self.chunks.generation)
+
     @contextmanager
     def writer(self) -> Iterator[None]:
         """Hold the store's write lock: one ingest at a time."""
+        if self.read_only:
+            raise StoreError(f"the store {self.path} was opened read-only")
         with open(self.path / ".lock", "w") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -180,7 +191,9 @@ class Store:
             self._lexical = BM25Index.load(self.path, generation)
         else:
             self._lexical = None
-        if self._lexical is None:
+        if self._lexical is None and self.read_only:
+            self._lexical = BM25Index.build(self.chunks.search_texts())
+        elif self._lexical is None:
             self._lexical = self.refresh_lexical()
         self._lexical_generation = generation
         return self._lexical

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,6 +63,9 @@ class IngestOptions:
     chunk_overlap: int = 48
     commit_every: int = 2000  # chunks per atomic commit
     progress: bool = True
+    force: frozenset[str] = frozenset()  # sources to re-chunk and re-embed even if unchanged (re-index)
+    on_file: Callable[[str, str, str], None] | None = None  # (source, stage, reason): parsing, embedding, then
+    # committed, unchanged or failed; e.g. the server's per-file job progress
 
 
 def model_key(embedder: Embedder) -> str:
@@ -92,10 +95,16 @@ def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: Ing
     seen: set[str] = set()
     roots = [Path(p).resolve() for p in paths]
 
+    def tell(source: str, stage: str, reason: str = "") -> None:
+        if options.on_file is not None:
+            options.on_file(source, stage, reason)
+
     def flush() -> None:
         nonlocal pending, pending_chunks, embedded, cached
         if not pending:
             return
+        for u, _ in pending:
+            tell(u.record.source, "embedding")
         chunks = [c for u, _ in pending for c in u.chunks]
         texts = [search_text(c.headings, c.text) for c in chunks]
         vectors, computed = cache.embed(key, texts, lambda t: embedder.embed_documents(t, progress=options.progress))
@@ -109,6 +118,7 @@ def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: Ing
         store.commit(updates)
         for u, status in pending:
             results.append(FileResult(u.record.source, status, len(u.chunks), warnings=u.record.warnings))
+            tell(u.record.source, "committed", status)
         pending, pending_chunks = [], 0
 
     with store.writer():
@@ -120,21 +130,26 @@ def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: Ing
                 data = path.read_bytes()
             except OSError as exc:
                 results.append(FileResult(source, "failed", reason=f"cannot read: {exc.strerror}"))
+                tell(source, "failed", results[-1].reason)
                 continue
             digest = f"{hashlib.sha256(data).hexdigest()}/{chunking.CHUNKING_VERSION}"
             old = manifest.get(source)
-            if old is not None and old.content_hash == digest:
+            if old is not None and old.content_hash == digest and source not in options.force:
                 results.append(FileResult(source, "unchanged", old.n_chunks))
+                tell(source, "unchanged")
                 continue
+            tell(source, "parsing")
             try:
                 doc = load(path, data, source)
                 chunks = chunker.chunk(doc, digest)
             except LoadError as exc:
                 results.append(FileResult(source, "failed", reason=str(exc)))
+                tell(source, "failed", str(exc))
                 continue
             except Exception as exc:  # a loader bug must not stop the other files
                 log.exception("unexpected error loading %s", source)
                 results.append(FileResult(source, "failed", reason=f"unexpected error: {exc}"))
+                tell(source, "failed", results[-1].reason)
                 continue
             record = DocumentRecord(source, digest, len(data), len(chunks), datetime.now(timezone.utc).isoformat(timespec="seconds"), doc.warnings)
             pending.append((DocumentUpdate(record, chunks, None), "updated" if old else "added"))

@@ -48,6 +48,7 @@ class LLMConfig:
     server_model: str = "default"  # the model name sent to an OpenAI-compatible server
     max_new_tokens: int = 384
     device: str | None = None
+    check_citations: bool = True  # match each answer sentence to the passage that supports it (rag.citations)
 
 
 @dataclass(frozen=True)
@@ -133,3 +134,15 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> Config:
         for key, value in _flatten(table):
             cfg = _replace(cfg, key.split("."), value, key)
     return apply_overrides(cfg, list(overrides))
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """The tree as plain JSON-able data (the server hands it to its ingest workers)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(table: dict) -> Config:
+    cfg = Config()
+    for key, value in _flatten(table):
+        cfg = _replace(cfg, key.split("."), value, key)
+    return cfg

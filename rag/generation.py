@@ -79,17 +79,24 @@ def no_answer_text(question: str) -> str:
     return "文档中没有找到这个问题的答案。" if is_chinese(question) else "The documents do not contain the answer to this question."
 
 
-def build_answer(question: str, reply: str, hits: Sequence[Hit]) -> Answer:
-    """Map the [n] the model cited to sources; say plainly when there was no answer."""
+def build_answer(question: str, reply: str, hits: Sequence[Hit], check: bool = True) -> Answer:
+    """Map the [n] the model cited to sources; say plainly when there was no answer. With ``check`` each sentence's
+    citation is verified against the passages first (see ``rag.citations``)."""
     reply = reply.strip()
     if not hits or not reply or NOT_FOUND in reply.upper().replace(" ", "_"):
         return Answer(question, no_answer_text(question), (), tuple(hits), answered=False)
+    unsupported: tuple[str, ...] = ()
+    if check:
+        from rag.citations import check_citations
+
+        checked = check_citations(reply, hits)
+        reply, unsupported = checked.text.strip(), checked.unsupported
     by_rank = {h.rank: h for h in hits}
     citations = tuple(
         Citation.of(n, by_rank[n].chunk)
         for n in cited_numbers(reply) if n in by_rank
     )
-    return Answer(question, reply, citations, tuple(hits), answered=True)
+    return Answer(question, reply, citations, tuple(hits), answered=True, unsupported=unsupported)
 
 
 def condense_messages(history: Sequence[tuple[str, str]], question: str) -> list[Message]:

@@ -42,17 +42,18 @@ class KnowledgeBase:
 
     @classmethod
     def open(cls, path: str | Path, config: Config | None = None, *, embedder: Embedder | None = None,
-             generator: Generator | None = None, create: bool = True) -> "KnowledgeBase":
+             generator: Generator | None = None, create: bool = True, read_only: bool = False) -> "KnowledgeBase":
         """Open the store at ``path``, creating it (when ``create``) with ``config``'s embedder and index.
 
         Opening a store with an embedder other than the one that built it is an error, not garbage results.
+        ``read_only`` opens it for reading beside a writer in another process (see ``Store.open``).
         """
         config = config or Config()
         root = Path(path)
         path = active_path(root)  # the store directory itself unless another index version was activated
         wanted = embedder.name if embedder is not None else config.embedder
         if Store.exists(path):
-            store = Store.open(path)
+            store = Store.open(path, read_only=read_only)
             built_with = store.settings.embedder
             if wanted is not None and wanted != built_with:
                 store.close()
@@ -79,15 +80,28 @@ class KnowledgeBase:
         self.close()
 
     # -- ingestion ----------------------------------------------------------
-    def ingest(self, paths: Sequence[str | Path], prune: bool = False, progress: bool = True) -> IngestReport:
+    def ingest(self, paths: Sequence[str | Path], prune: bool = False, progress: bool = True, force: Sequence[str] = (),
+               on_file: Callable[[str, str, str], None] | None = None) -> IngestReport:
+        """Add or update documents; ``force`` re-indexes those sources even if unchanged; ``on_file`` hears each
+        file's stages (see ``IngestOptions``)."""
         self._check_dim()
         c = self.config.ingest
         chunking = self.store.settings.ingest
         options = IngestOptions(include=c.include, exclude=c.exclude, prune=prune,
                                 chunk_tokens=int(chunking.get("chunk_tokens", c.chunk_tokens)),
                                 chunk_overlap=int(chunking.get("chunk_overlap", c.chunk_overlap)),
-                                commit_every=c.commit_every, progress=progress)
+                                commit_every=c.commit_every, progress=progress, force=frozenset(force), on_file=on_file)
         return ingest(self.store, self.embedder, [Path(p) for p in paths], options)
+
+    def remove(self, sources: Sequence[str]) -> int:
+        """Delete documents (by source) in one atomic commit; returns how many were indexed."""
+        known = self.store.documents()
+        gone = [s for s in sources if s in known]
+        if gone:
+            with self.store.writer():
+                self.store.commit([], removed_sources=gone)
+                self.store.refresh_lexical()
+        return len(gone)
 
     def _check_dim(self) -> None:
         if self.embedder.dim != self.store.settings.dim:
@@ -98,6 +112,11 @@ class KnowledgeBase:
     def search(self, question: str, k: int | None = None, filters: Filters = Filters(), mode: str | None = None) -> list[Hit]:
         """Best chunks first; ``mode`` (dense, bm25, hybrid) overrides the configured one."""
         return self.retriever.search(question, k or self.config.retrieval.k, filters, mode)
+
+    def search_timed(self, question: str, k: int | None = None, filters: Filters = Filters(),
+                     mode: str | None = None) -> tuple[list[Hit], dict[str, float]]:
+        """``search`` plus the milliseconds each stage took (embed, dense, bm25, fuse, rerank)."""
+        return self.retriever.search_timed(question, k or self.config.retrieval.k, filters, mode)
 
     @property
     def generator(self) -> Generator:
@@ -126,7 +145,12 @@ class KnowledgeBase:
     def ask_stream(self, question: str, k: int | None = None, filters: Filters = Filters()) -> "AnswerStream":
         """Iterate to receive the answer's text as it is generated; ``.answer`` holds the ``Answer`` afterwards."""
         hits = self.context(question, k, filters)
-        return AnswerStream(question, hits, self.generator, self.config.llm.max_new_tokens)
+        return self.answer_stream(question, hits)
+
+    def answer_stream(self, question: str, hits: list[Hit], max_new_tokens: int | None = None) -> "AnswerStream":
+        """An answer to ``question`` from these passages (e.g. retrieved by ``context``), streamed."""
+        llm = self.config.llm
+        return AnswerStream(question, hits, self.generator, max_new_tokens or llm.max_new_tokens, llm.check_citations)
 
     def chat(self) -> "Conversation":
         return Conversation(self)
@@ -144,8 +168,8 @@ class KnowledgeBase:
 class AnswerStream:
     """Iterable of text pieces; the ``Answer`` (with citations mapped to sources) is ready once exhausted."""
 
-    def __init__(self, question: str, hits: list[Hit], generator: Generator, max_new_tokens: int) -> None:
-        self.question, self.hits, self._generator, self._max = question, hits, generator, max_new_tokens
+    def __init__(self, question: str, hits: list[Hit], generator: Generator, max_new_tokens: int, check: bool = True) -> None:
+        self.question, self.hits, self._generator, self._max, self._check = question, hits, generator, max_new_tokens, check
         self.answer: Answer | None = None
         self.on_done: Callable[[Answer], None] | None = None  # e.g. a conversation recording the turn
 
@@ -160,7 +184,7 @@ class AnswerStream:
         for piece in self._generator.stream(answer_messages(self.question, self.hits), self._max):
             parts.append(piece)
             yield piece
-        self.answer = build_answer(self.question, "".join(parts), self.hits)
+        self.answer = build_answer(self.question, "".join(parts), self.hits, self._check)
         if self.on_done is not None:
             self.on_done(self.answer)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,6 +87,11 @@ class Retriever:
         self.reranker, self.rerank_top = reranker, rerank_top
 
     def search(self, query: str, k: int = 5, filters: Filters = Filters(), mode: str | None = None) -> list[Hit]:
+        return self.search_timed(query, k, filters, mode)[0]
+
+    def search_timed(self, query: str, k: int = 5, filters: Filters = Filters(),
+                     mode: str | None = None) -> tuple[list[Hit], dict[str, float]]:
+        """The hits and the milliseconds each stage took: filter, embed, dense, bm25, fuse, rerank (those that ran)."""
         if not query or not query.strip():
             raise ConfigError("the question is empty")
         if k < 1:
@@ -93,11 +99,31 @@ class Retriever:
         mode = mode or self.settings.mode
         if mode not in MODES:
             raise ConfigError(f"unknown retrieval mode {mode!r}: choose one of {', '.join(MODES)}")
-        allowed = None if filters.empty else self.store.chunks.ids(filters.source, filters.page_min, filters.page_max)
+        ms: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            ms[stage] = round((now - clock) * 1000, 3)
+            clock = now
+
+        allowed = None
+        if not filters.empty:
+            allowed = self.store.chunks.ids(filters.source, filters.page_min, filters.page_max)
+            lap("filter")
         want = max(k, self.rerank_top) if self.reranker else k
         n = max(want, self.settings.candidates) if mode == "hybrid" else want
-        dense = self._dense(query, n, allowed) if mode in ("dense", "hybrid") else []
-        lexical = self.store.lexical_search(query, n, allowed) if mode in ("bm25", "hybrid") else []
+        dense: list[tuple[Chunk, float]] = []
+        if mode in ("dense", "hybrid"):
+            vec = self.embedder.embed_query(normalize(query))
+            lap("embed")
+            dense = self.store.search(vec[None, :], n, allowed)[0]
+            lap("dense")
+        lexical = []
+        if mode in ("bm25", "hybrid"):
+            lexical = self.store.lexical_search(query, n, allowed)
+            lap("bm25")
         if mode == "dense":
             ranked = dense
         elif mode == "bm25":
@@ -107,10 +133,9 @@ class Retriever:
         else:
             ranked = weighted(dense, lexical, self.settings.dense_weight)
         hits = [Hit(chunk, score, rank) for rank, (chunk, score) in enumerate(ranked[:want], start=1)]
+        if mode == "hybrid":
+            lap("fuse")
         if self.reranker is not None:
             hits = rerank(self.reranker, query, hits, self.rerank_top)
-        return hits[:k]
-
-    def _dense(self, query: str, n: int, allowed) -> list[tuple[Chunk, float]]:
-        vec = self.embedder.embed_query(normalize(query))
-        return self.store.search(vec[None, :], n, allowed)[0]
+            lap("rerank")
+        return hits[:k], ms

@@ -48,7 +48,9 @@ class Answer:
     citations: tuple[Citation, ...]
     hits: tuple[Hit, ...]
     answered: bool  # False when the context did not contain the answer
+    unsupported: tuple[str, ...] = ()  # sentences of the answer that no passage supports (left uncited)
 
     def to_dict(self) -> dict:
         return {"question": self.question, "answer": self.text, "answered": self.answered,
-                "citations": [c.to_dict() for c in self.citations], "sources": [h.to_dict() for h in self.hits]}
+                "citations": [c.to_dict() for c in self.citations], "unsupported": list(self.unsupported),
+                "sources": [h.to_dict() for h in self.hits]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from indexes.errors import ConfigError
@@ -21,6 +23,7 @@ def kb(corpus, tmp_path, hash_embedder):
 
 
 def test_ask_numbers_passages_and_maps_citations_to_sources(kb):
+    kb.config = dataclasses.replace(kb.config, llm=dataclasses.replace(kb.config.llm, check_citations=False))  # the model's own [n]
     answer = kb.ask("How often should the air filter be cleaned?", k=3)
     prompt = kb.generator.prompts[-1]
     assert prompt[0]["role"] == "system" and "same language as the question" in prompt[0]["content"]
@@ -40,7 +43,8 @@ def test_not_found_is_said_plainly_in_the_questions_language(kb):
 def test_streaming_yields_pieces_then_the_answer(kb):
     stream = kb.ask_stream("warranty length", k=2)
     pieces = list(stream)
-    assert len(pieces) > 3 and stream.answer.text == "".join(pieces).strip()
+    assert len(pieces) > 3 and stream.answer.text == "".join(pieces).strip().replace(" [1]", "")  # unsupported: uncited
+    assert stream.answer.unsupported == ("The answer is in the first passage.",)
 
 
 def test_chat_rewrites_follow_ups_with_history(kb):
@@ -73,6 +77,18 @@ def test_the_prompt_asks_for_the_questions_language_in_that_language(kb):
     kb.ask("How long is the warranty?")
     en = kb.generator.prompts[-1]
     assert "中文" not in en[0]["content"] + en[1]["content"] and "English" in en[1]["content"]
+
+
+def test_citations_are_checked_against_the_passages(kb):
+    hits = kb.context("How often should the air filter be cleaned?", k=3)
+    first = hits[0].chunk.text.split(".")[0].strip()
+    kb._generator = EchoGenerator(f"{first} [3]. The moon is made of green cheese and orbits slowly.")
+    answer = kb.ask("How often should the air filter be cleaned?", k=3)
+    assert [c.number for c in answer.citations] == [1], answer.text  # the wrong [3] is corrected to the passage it came from
+    assert answer.unsupported == ("The moon is made of green cheese and orbits slowly.",)
+    assert "[" not in answer.text.split("].", 1)[1]  # the unsupported sentence carries no citation
+    kb._generator = EchoGenerator(first + ".")
+    assert [c.number for c in kb.ask("How often should the air filter be cleaned?", k=3).citations] == [1]  # added
 
 
 def test_citation_parsing_and_unknown_numbers():

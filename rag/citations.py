@@ -1,0 +1,77 @@
+"""Citations checked after generation: each sentence of a reply is matched to the passage that supports it.
+
+Small LLMs often write no ``[n]`` at all, or the wrong one. A sentence's support by a passage is the share of
+its content terms (English stems without stop words, Chinese character bigrams) that occur in the passage;
+a missing citation is added and a wrong one corrected when a passage supports the sentence, and a sentence that
+no passage supports has its markers removed and is reported as unsupported, never passed off as cited.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from indexes.text import is_han, tokenize
+from rag.types import Hit
+
+SUPPORTED = 0.4  # share of a sentence's terms found in a passage for it to count as that passage's
+MIN_TERMS = 3  # shorter sentences ("Yes.", "步骤如下：") are left as written
+
+_MARKS = r"(?:\s*[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】])"
+_SENTENCE = re.compile(rf".+?(?:(?:[.!?](?=\s|$|[\[【])|[。！？]){_MARKS}*|{_MARKS}+(?=\s*\n)|$)", re.S)
+_MARK = re.compile(_MARKS)
+_NUMBER = re.compile(r"\d+")
+
+
+@dataclass(frozen=True)
+class CheckedReply:
+    text: str
+    unsupported: tuple[str, ...]
+    added: int  # citations added where the model wrote none
+    corrected: int  # citations replaced by the passage that supports the sentence
+
+
+def terms(text: str) -> set[str]:
+    return {t for t in tokenize(text) if not (len(t) == 1 and is_han(t))}
+
+
+def _cite(sentence: str, n: int) -> str:
+    body = sentence.rstrip()
+    tail = sentence[len(body):]
+    if body and body[-1] in ".!?。！？":
+        end = body[-1]
+        body = body[:-1].rstrip()
+        space = "" if body and is_han(body[-1]) else " "
+        return f"{body}{space}[{n}]{end}{tail}"
+    return f"{body} [{n}]{tail}"
+
+
+def check_citations(reply: str, hits: Sequence[Hit], threshold: float = SUPPORTED) -> CheckedReply:
+    passages = {h.rank: terms(h.chunk.text + " " + " ".join(h.chunk.headings)) for h in hits}
+    out: list[str] = []
+    unsupported: list[str] = []
+    added = corrected = 0
+    for m in _SENTENCE.finditer(reply):
+        sentence = m.group(0)
+        if not sentence.strip():
+            out.append(sentence)
+            continue
+        cited = [int(n) for mark in _MARK.findall(sentence) for n in _NUMBER.findall(mark)]
+        bare = _MARK.sub("", sentence)
+        words = terms(bare)
+        if len(words) < MIN_TERMS or not passages:
+            out.append(sentence)
+            continue
+        support = {rank: len(words & p) / len(words) for rank, p in passages.items()}
+        best = max(support, key=lambda r: (support[r], -r))
+        if any(support.get(n, 0.0) >= threshold for n in cited):
+            out.append(sentence)
+        elif support[best] >= threshold:
+            out.append(_cite(bare, best))
+            corrected += bool(cited)
+            added += not cited
+        else:
+            out.append(bare)
+            unsupported.append(bare.strip())
+    return CheckedReply("".join(out), tuple(unsupported), added, corrected)

@@ -1,0 +1,127 @@
+"""The collections a server serves: every store directly under its root, opened read-only, with shared models.
+
+A reader never waits for a writer: ingestion runs in another process (see ``jobs``) and commits atomically,
+and a reader switches to a new generation only once that ingest's BM25 index is written too, so a search
+never mixes a new dense index with an old lexical one. The embedder of each model name and the LLM are
+loaded once and shared by every collection.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from indexes.errors import ConfigError, ConflictError, NotFoundError, RagError
+from indexes.store import Store
+from indexes.versions import active_path
+from ingest.embedders import Embedder, SentenceTransformerEmbedder
+from rag.config import Config
+from rag.generation import Generator
+from rag.knowledge_base import KnowledgeBase
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name or "") or name.endswith(".sqlite"):
+        raise ConfigError(f"invalid collection name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return name
+
+
+@dataclass
+class _Reader:
+    kb: KnowledgeBase
+    path: Path
+    generation: int
+    lock: threading.RLock
+
+
+class Collections:
+    def __init__(self, root: Path, config: Config, generator: Generator,
+                 embedder_factory: Callable[[str], Embedder] | None = None) -> None:
+        self.root, self.config, self.generator = Path(root), config, generator
+        self._factory = embedder_factory or (lambda name: SentenceTransformerEmbedder(name, device=config.device))
+        self._embedders: dict[str, Embedder] = {}
+        self._readers: dict[str, _Reader] = {}
+        self._lock = threading.RLock()
+
+    def embedder(self, name: str) -> Embedder:
+        with self._lock:
+            if name not in self._embedders:
+                self._embedders[name] = self._factory(name)
+            return self._embedders[name]
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name) and Store.exists(p))
+
+    def path(self, name: str) -> Path:
+        path = self.root / check_name(name)
+        if not Store.exists(path):
+            raise NotFoundError(f"no collection {name!r}: create it with POST /collections, or list them with GET /collections")
+        return path
+
+    def _reader(self, name: str) -> _Reader:
+        root = self.path(name)
+        with self._lock:
+            current = self._readers.get(name)
+            active = active_path(root)
+            if current is not None and current.path == active:
+                store = current.kb.store
+                if store.chunks.generation == current.generation or not store.lexical_ready:
+                    return current  # the last complete generation stays until the next one is wholly written
+            try:
+                settings = Store.open(active, read_only=True)
+                embedder_name = settings.settings.embedder
+                settings.close()
+                kb = KnowledgeBase.open(root, self.config, embedder=self.embedder(embedder_name), generator=self.generator,
+                                        create=False, read_only=True)
+            except (RagError, OSError) as exc:
+                if current is not None:  # e.g. a file the writer replaced between two reads: serve the last one
+                    return current
+                raise RagError(f"cannot open collection {name!r}: {exc}") from exc
+            reader = _Reader(kb, active, kb.store.chunks.generation, current.lock if current else threading.RLock())
+            self._readers[name] = reader  # the replaced reader is left to the garbage collector: a request may still use it
+            return reader
+
+    @contextmanager
+    def reading(self, name: str) -> Iterator[KnowledgeBase]:
+        """The collection's knowledge base at its last complete generation, for one request's retrieval."""
+        reader = self._reader(name)
+        with reader.lock:
+            yield reader.kb
+
+    def create(self, name: str, embedder: str | None = None, index: str | None = None) -> dict:
+        path = self.root / check_name(name)
+        with self._lock:
+            if path.exists():
+                raise ConflictError(f"collection {name!r} already exists")
+            cfg = self.config
+            if index:
+                cfg = replace(cfg, index=replace(cfg.index, backend=index))
+            emb = self.embedder(embedder or cfg.embedder or "multilingual-e5-small")
+            kb = KnowledgeBase.open(path, cfg, embedder=emb, generator=self.generator, create=True)
+            kb.close()
+        return self.info(name)
+
+    def delete(self, name: str) -> None:
+        path = self.path(name)
+        with self._lock:
+            self._readers.pop(name, None)
+            shutil.rmtree(path)
+
+    def info(self, name: str) -> dict:
+        with self.reading(name) as kb:
+            info = kb.info()
+        return {"name": name, **{k: v for k, v in info.items() if k != "store"}}
+
+    def forget(self, name: str) -> None:
+        """Drop the cached reader (after a version switch), so the next request opens the active version."""
+        with self._lock:
+            self._readers.pop(name, None)

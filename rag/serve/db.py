@@ -1,0 +1,171 @@
+"""The server's own state in one SQLite file at the root: jobs and their files, chats and their turns, API keys.
+
+Collections (stores) keep their own data; this file holds only what the server adds, so deleting it loses
+chat history and keys but never a document. Every write is one transaction (WAL, synchronous=FULL).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, collection TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL, error TEXT NOT NULL DEFAULT '', spec TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS job_files (
+    job TEXT NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL, status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '', bytes INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (job, source)
+);
+CREATE TABLE IF NOT EXISTS chats (
+    id TEXT PRIMARY KEY, collection TEXT NOT NULL, title TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS turns (
+    chat TEXT NOT NULL, n INTEGER NOT NULL, question TEXT NOT NULL, standalone TEXT NOT NULL, answer TEXT NOT NULL,
+    answered INTEGER NOT NULL, citations TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (chat, n)
+);
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, scopes TEXT NOT NULL,
+    collections TEXT NOT NULL, created REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+JOB_DONE = ("committed", "failed")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+class ServerDB:
+    FILE = "_server.sqlite"
+
+    def __init__(self, root: Path) -> None:
+        self.path = Path(root) / self.FILE
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def rows(self, sql: str, args: tuple = ()) -> list[dict]:
+        with self._lock:
+            return [dict(r) for r in self._db.execute(sql, args)]
+
+    # -- jobs ------------------------------------------------------------
+    def add_job(self, collection: str, kind: str, files: list[tuple[str, str, int]], spec: dict) -> str:
+        """``files``: (display name, source path, bytes)."""
+        job, now = new_id("job"), time.time()
+        with self.tx() as db:
+            db.execute("INSERT INTO jobs(id, collection, kind, status, created, updated, spec) VALUES (?,?,?,?,?,?,?)",
+                       (job, collection, kind, "queued", now, now, json.dumps(spec)))
+            db.executemany("INSERT OR REPLACE INTO job_files(job, name, source, status, bytes) VALUES (?,?,?,?,?)",
+                           [(job, n, s, "queued", b) for n, s, b in files])
+        return job
+
+    def set_job(self, job: str, status: str, error: str = "") -> None:
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET status=?, error=?, updated=? WHERE id=?", (status, error, time.time(), job))
+
+    def set_file(self, job: str, source: str, status: str, reason: str = "") -> None:
+        with self.tx() as db:
+            db.execute("UPDATE job_files SET status=?, reason=? WHERE job=? AND source=?", (status, reason, job, source))
+            db.execute("UPDATE jobs SET updated=? WHERE id=?", (time.time(), job))
+
+    def job(self, job: str) -> dict | None:
+        found = self.rows("SELECT * FROM jobs WHERE id=?", (job,))
+        if not found:
+            return None
+        out = found[0]
+        out["spec"] = json.loads(out["spec"])
+        out["files"] = self.rows("SELECT name, source, status, reason, bytes FROM job_files WHERE job=? ORDER BY rowid", (job,))
+        return out
+
+    def jobs(self, collection: str | None = None, unfinished: bool = False) -> list[dict]:
+        sql, args = "SELECT id FROM jobs WHERE 1=1", []
+        if collection is not None:
+            sql, args = sql + " AND collection=?", [*args, collection]
+        if unfinished:
+            sql += " AND status NOT IN ('committed', 'failed')"
+        return [self.job(r["id"]) for r in self.rows(sql + " ORDER BY created", tuple(args))]
+
+    # -- chats -----------------------------------------------------------
+    def add_chat(self, collection: str, title: str, owner: str) -> str:
+        chat, now = new_id("chat"), time.time()
+        with self.tx() as db:
+            db.execute("INSERT INTO chats(id, collection, title, created, updated, owner) VALUES (?,?,?,?,?,?)",
+                       (chat, collection, title, now, now, owner))
+        return chat
+
+    def chat(self, chat: str) -> dict | None:
+        found = self.rows("SELECT * FROM chats WHERE id=?", (chat,))
+        if not found:
+            return None
+        out = found[0]
+        out["turns"] = [t | {"citations": json.loads(t["citations"]), "answered": bool(t["answered"])}
+                        for t in self.rows("SELECT * FROM turns WHERE chat=? ORDER BY n", (chat,))]
+        return out
+
+    def chats(self, owner: str | None = None) -> list[dict]:
+        if owner is None:
+            return self.rows("SELECT * FROM chats ORDER BY updated DESC")
+        return self.rows("SELECT * FROM chats WHERE owner=? ORDER BY updated DESC", (owner,))
+
+    def add_turn(self, chat: str, question: str, standalone: str, answer: str, answered: bool, citations: list[dict]) -> None:
+        now = time.time()
+        with self.tx() as db:
+            n = db.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM turns WHERE chat=?", (chat,)).fetchone()[0]
+            db.execute("INSERT INTO turns VALUES (?,?,?,?,?,?,?,?)",
+                       (chat, n, question, standalone, answer, int(answered), json.dumps(citations, ensure_ascii=False), now))
+            db.execute("UPDATE chats SET updated=? WHERE id=?", (now, chat))
+
+    def delete_chat(self, chat: str) -> bool:
+        with self.tx() as db:
+            db.execute("DELETE FROM turns WHERE chat=?", (chat,))
+            return db.execute("DELETE FROM chats WHERE id=?", (chat,)).rowcount > 0
+
+    # -- keys ------------------------------------------------------------
+    def add_key(self, name: str, digest: str, scopes: list[str], collections: list[str]) -> str:
+        key_id = new_id("key")
+        with self.tx() as db:
+            db.execute("INSERT INTO keys(id, name, digest, scopes, collections, created) VALUES (?,?,?,?,?,?)",
+                       (key_id, name, digest, json.dumps(scopes), json.dumps(collections), time.time()))
+        return key_id
+
+    def key_by_digest(self, digest: str) -> dict | None:
+        found = self.rows("SELECT * FROM keys WHERE digest=? AND revoked=0", (digest,))
+        return (found[0] | {"scopes": json.loads(found[0]["scopes"]), "collections": json.loads(found[0]["collections"])}) if found else None
+
+    def keys(self) -> list[dict]:
+        return [r | {"scopes": json.loads(r["scopes"]), "collections": json.loads(r["collections"])}
+                for r in self.rows("SELECT id, name, scopes, collections, created, revoked FROM keys ORDER BY created")]
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self.tx() as db:
+            return db.execute("UPDATE keys SET revoked=1 WHERE id=?", (key_id,)).rowcount > 0
+
+    def has_keys(self) -> bool:
+        return bool(self.rows("SELECT 1 FROM keys WHERE revoked=0 LIMIT 1"))

@@ -1,0 +1,46 @@
+"""The LLM gate: a few generations at once, a bounded queue behind them, and ``Busy`` (HTTP 429) past it."""
+
+from __future__ import annotations
+
+import threading
+
+
+class Busy(Exception):
+    """The LLM queue is full, or a queued request waited too long; retry after ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"the LLM is busy answering other questions; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class LLMGate:
+    def __init__(self, slots: int = 1, queue: int = 8, wait_s: float = 120.0) -> None:
+        self._slots = threading.Semaphore(slots)
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._queue, self._wait_s = queue, wait_s
+        self.active = 0
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._waiting >= self._queue:
+                raise Busy(retry_after=10)
+            self._waiting += 1
+        try:
+            got = self._slots.acquire(timeout=self._wait_s)
+        finally:
+            with self._lock:
+                self._waiting -= 1
+        if not got:
+            raise Busy(retry_after=30)
+        with self._lock:
+            self.active += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self.active -= 1
+        self._slots.release()

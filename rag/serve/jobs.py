@@ -1,0 +1,164 @@
+"""Upload, re-index and delete jobs: one writer per collection, jobs in order, readers never wait.
+
+An upload's bytes are saved under the collection's ``.staging/JOB/`` before its job is queued; the job moves
+each file into ``uploads/`` and ingests it. Job and file states live in the server database, so they survive a
+restart, and a job left unfinished by a crash runs again when the server starts (ingestion is incremental:
+what was committed is not done twice).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from indexes.errors import RagError
+from rag.config import Config, config_to_dict
+from rag.serve.db import ServerDB
+from rag.serve.worker import Emit, run_job
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[dict, Emit], dict]
+
+STAGING = ".staging"
+UPLOADS = "uploads"
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the server dies, so no orphan writes after a crash."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def subprocess_runner(spec: dict, emit: Emit) -> dict:
+    """Run the job in ``python -m rag.serve.worker`` (lower priority, killed with the server)."""
+    proc = subprocess.Popen([sys.executable, "-m", "rag.serve.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
+                            env={**os.environ, "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"})
+    stderr: list[str] = []
+    drain = threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True)
+    drain.start()
+    proc.stdin.write(json.dumps(spec))
+    proc.stdin.close()
+    result: dict | None = None
+    error = ""
+    for line in proc.stdout:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if "done" in event:
+            result = event["done"]
+        elif "error" in event:
+            error = event["error"]
+        else:
+            emit(event)
+    proc.wait()
+    drain.join(timeout=5)
+    if result is None:
+        tail = error or "".join(stderr).strip().splitlines()[-1:] or [f"the ingest worker exited with status {proc.returncode}"]
+        raise RagError(tail if isinstance(tail, str) else tail[0])
+    return result
+
+
+class Jobs:
+    def __init__(self, db: ServerDB, root: Path, config: Config, runner: Runner = subprocess_runner,
+                 on_commit: Callable[[str], None] = lambda name: None) -> None:
+        self.db, self.root, self.config, self.runner, self.on_commit = db, Path(root), config, runner, on_commit
+        self._queues: dict[str, queue.Queue[str | None]] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def resume(self) -> int:
+        """Queue again every job a previous server process left unfinished; returns how many."""
+        pending = self.db.jobs(unfinished=True)
+        for job in pending:
+            self.db.set_job(job["id"], "queued", "resumed after a server restart")
+            self._enqueue(job["collection"], job["id"])
+        return len(pending)
+
+    def staging(self, collection: str, job_hint: str) -> Path:
+        path = self.root / collection / STAGING / job_hint
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def submit(self, collection: str, kind: str, files: list[tuple[str, str, int]], spec: dict) -> str:
+        job = self.db.add_job(collection, kind, files, spec)
+        self._enqueue(collection, job)
+        return job
+
+    def depth(self) -> int:
+        return sum(q.qsize() for q in self._queues.values())
+
+    def running(self, collection: str) -> bool:
+        return any(j["status"] != "queued" for j in self.db.jobs(collection, unfinished=True))
+
+    def _enqueue(self, collection: str, job: str) -> None:
+        with self._lock:
+            q = self._queues.setdefault(collection, queue.Queue())
+            q.put(job)
+            thread = self._threads.get(collection)
+            if thread is None or not thread.is_alive():
+                thread = threading.Thread(target=self._work, args=(collection, q), name=f"jobs-{collection}", daemon=True)
+                self._threads[collection] = thread
+                thread.start()
+
+    def stop(self) -> None:
+        for q in self._queues.values():
+            q.put(None)
+
+    def _work(self, collection: str, q: queue.Queue) -> None:
+        while (job := q.get()) is not None:
+            try:
+                self._run(collection, job)
+            except Exception as exc:  # the job fails, the worker goes on with the next one
+                log.exception("job %s failed", job)
+                self.db.set_job(job, "failed", str(exc))
+
+    def _run(self, collection: str, job_id: str) -> None:
+        job = self.db.job(job_id)
+        if job is None or job["status"] in ("committed", "failed"):
+            return
+        self.db.set_job(job_id, "running", job["error"])
+        store = self.root / collection
+        spec = {"store": str(store), "kind": job["kind"], "config": config_to_dict(self.config)}
+        if job["kind"] == "ingest":
+            staged = Path(job["spec"]["staging"])
+            uploads = store / UPLOADS
+            uploads.mkdir(exist_ok=True)
+            for f in job["files"]:
+                src = staged / f["name"]
+                if src.is_file():
+                    os.replace(src, f["source"])  # atomic: the file is either staged or in uploads/
+            spec["files"] = [f["source"] for f in job["files"]]
+        else:
+            spec["sources"] = [f["source"] for f in job["files"]]
+
+        def emit(event: dict) -> None:
+            self.db.set_file(job_id, event["source"], event["stage"], event.get("reason", ""))
+
+        try:
+            self.runner(spec, emit)
+        except RagError as exc:
+            self.db.set_job(job_id, "failed", str(exc))
+            return
+        finally:
+            if job["kind"] == "ingest":
+                shutil.rmtree(job["spec"]["staging"], ignore_errors=True)
+        for f in self.db.job(job_id)["files"]:
+            if f["status"] not in ("committed", "unchanged", "failed"):  # e.g. a file the walk skipped
+                self.db.set_file(job_id, f["source"], "failed", "not ingested: not a supported document type")
+        self.db.set_job(job_id, "committed")
+        self.on_commit(collection)

@@ -1,0 +1,77 @@
+"""One ingestion job, run in its own process: ``python -m rag.serve.worker`` reads the job as JSON on stdin and
+prints one JSON line per file stage, then ``{"done": ...}``.
+
+A separate, lower-priority process keeps questions fast while a job embeds (the scheduler favours the server),
+isolates a crashing loader, and dies with the server (``PR_SET_PDEATHSIG``); the store's atomic commit makes a
+killed job leave the last committed state, and the server re-runs unfinished jobs when it starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from ingest import chunking
+from ingest.embedders import Embedder
+
+Emit = Callable[[dict], None]
+
+
+def run_job(spec: dict, emit: Emit, embedder: Embedder | None = None) -> dict:
+    """Run one job: ``kind`` ingest (``files``: paths), reindex or delete (``sources``). Same code in or out of process."""
+    from rag.config import config_from_dict
+    from rag.knowledge_base import KnowledgeBase
+
+    kb = KnowledgeBase.open(spec["store"], config_from_dict(spec["config"]), embedder=embedder, create=False)
+    try:
+        if spec["kind"] == "delete":
+            for source in spec["sources"]:
+                emit({"source": source, "stage": "parsing"})
+            kb.remove(spec["sources"])
+            for source in spec["sources"]:
+                if Path(source).parent.name == "uploads":  # a file the server stored; others belong to the user
+                    Path(source).unlink(missing_ok=True)
+                emit({"source": source, "stage": "committed", "reason": "removed"})
+            return {"removed": len(spec["sources"])}
+        paths = [Path(p) for p in spec.get("files", spec.get("sources", []))]
+        by_hash = {d.content_hash: s for s, d in kb.store.documents().items()}
+        todo = []
+        for path in paths:
+            if not path.is_file():
+                emit({"source": str(path), "stage": "failed", "reason": "the uploaded file is gone"})
+                continue
+            twin = by_hash.get(f"{hashlib.sha256(path.read_bytes()).hexdigest()}/{chunking.CHUNKING_VERSION}")
+            if twin is not None and twin != str(path.resolve()) and spec["kind"] == "ingest":
+                emit({"source": str(path), "stage": "unchanged", "reason": f"same content as {Path(twin).name}, already indexed"})
+                path.unlink()
+                continue
+            todo.append(path)
+        force = [str(p.resolve()) for p in todo] if spec["kind"] == "reindex" else []
+        report = kb.ingest(todo, progress=False, force=force,
+                           on_file=lambda source, stage, reason: emit({"source": source, "stage": stage, "reason": reason}))
+        return {"embedded": report.embedded, "from_cache": report.from_cache, "seconds": round(report.seconds, 2)}
+    finally:
+        kb.close()
+
+
+def main() -> int:
+    os.nice(10)
+    spec = json.loads(sys.stdin.read())
+
+    def emit(event: dict) -> None:
+        print(json.dumps(event, ensure_ascii=False), flush=True)
+
+    try:
+        emit({"done": run_job(spec, emit)})
+    except Exception as exc:  # reported to the server as the job's error, in one line
+        emit({"error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -109,6 +109,14 @@ def condense_messages(history: Sequence[tuple[str, str]], question: str) -> list
     ]
 
 
+def standalone_question(generator: Generator, history: Sequence[tuple[str, str]], question: str) -> str:
+    """The follow-up ``question`` rewritten by the LLM so it stands without the conversation (itself if no history)."""
+    if not history:
+        return question
+    rewritten = generate(generator, condense_messages(history, question), 96).strip().strip('"')
+    return rewritten.splitlines()[0].strip() if rewritten else question
+
+
 class ExtractiveGenerator:
     """No LLM: answers with the context sentence that shares most words with the question, cited.
     Useful without a model, and as a fast baseline; it never invents text."""

@@ -13,7 +13,7 @@ from indexes.versions import active_path
 from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
 from ingest.pipeline import IngestOptions, IngestReport, ingest
 from rag.config import Config
-from rag.generation import Generator, answer_messages, build_answer, condense_messages, generate
+from rag.generation import Generator, answer_messages, build_answer, standalone_question
 from rag.context import drop_near_duplicates, widen
 from rag.rerank import load_reranker
 from rag.retrieval import Filters, RetrievalSettings, Retriever
@@ -197,10 +197,7 @@ class Conversation:
     history: list[tuple[str, str]] = field(default_factory=list)
 
     def standalone(self, question: str) -> str:
-        if not self.history:
-            return question
-        rewritten = generate(self.kb.generator, condense_messages(self.history, question), 96).strip().strip('"')
-        return rewritten.splitlines()[0].strip() if rewritten else question
+        return standalone_question(self.kb.generator, self.history, question)
 
     def ask_stream(self, question: str, k: int | None = None, filters: Filters = Filters()) -> "AnswerStream":
         """Stream one turn; the turn joins the history once the stream is exhausted."""

@@ -142,6 +142,10 @@ class ServerDB:
                        (chat, n, question, standalone, answer, int(answered), json.dumps(citations, ensure_ascii=False), now))
             db.execute("UPDATE chats SET updated=? WHERE id=?", (now, chat))
 
+    def set_title(self, chat: str, title: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE chats SET title=? WHERE id=?", (title, chat))
+
     def delete_chat(self, chat: str) -> bool:
         with self.tx() as db:
             db.execute("DELETE FROM turns WHERE chat=?", (chat,))

@@ -26,6 +26,10 @@ class LLMGate:
         return self._waiting
 
     def acquire(self) -> None:
+        if self._slots.acquire(blocking=False):
+            with self._lock:
+                self.active += 1
+            return
         with self._lock:
             if self._waiting >= self._queue:
                 raise Busy(retry_after=10)
@@ -44,3 +48,32 @@ class LLMGate:
         with self._lock:
             self.active -= 1
         self._slots.release()
+
+
+class ReleasingIterator:
+    """Iterates a streamed body and calls ``release`` exactly once: when it ends, is closed, or is dropped unread
+    (a client that disconnects before the first byte must not keep an LLM slot)."""
+
+    def __init__(self, inner, release) -> None:
+        self._inner, self._release, self._done = inner, release, False
+
+    def __iter__(self) -> "ReleasingIterator":
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._inner)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            try:
+                self._inner.close()
+            finally:
+                self._release()
+
+    def __del__(self) -> None:
+        self.close()

@@ -93,6 +93,17 @@ class ChatCompletionChunk(BaseModel):
     sources: list[dict] | None = None  # extension, on the final chunk
     event: dict | None = None  # extension: Open WebUI source events
 
+    def wire(self) -> dict:
+        """As OpenAI sends it: ``finish_reason`` always present (null until the end), empty delta fields and unused
+        optional fields left out."""
+        out = self.model_dump()
+        for key in ("usage", "sources", "event"):
+            if out[key] is None:
+                del out[key]
+        for choice in out["choices"]:
+            choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+        return out
+
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"

@@ -1,0 +1,73 @@
+"""One answer for the server: rewrite a follow-up with the conversation, retrieve, generate, cite.
+
+The LLM gate is held by the caller around all of it (the rewrite uses the LLM too); retrieval holds only the
+collection's read lock, so searches go on while an answer is generated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag.generation import standalone_question
+from rag.knowledge_base import AnswerStream
+from rag.retrieval import Filters
+from rag.serve.deps import Services
+from rag.types import Answer, Hit
+
+
+@dataclass
+class PreparedAnswer:
+    question: str
+    standalone: str
+    stream: AnswerStream
+    timings_ms: dict[str, float]
+
+
+def prepare(s: Services, collection: str, history: Sequence[tuple[str, str]], question: str, k: int | None = None,
+            filters: Filters = Filters(), max_tokens: int | None = None) -> PreparedAnswer:
+    t0 = time.perf_counter()
+    standalone = standalone_question(s.collections.generator, history, question)
+    t1 = time.perf_counter()
+    with s.collections.reading(collection) as kb:
+        hits = kb.context(standalone, k, filters)
+        stream = kb.answer_stream(standalone, hits, max_tokens)
+    t2 = time.perf_counter()
+    timings = {"rewrite": round((t1 - t0) * 1000, 3), "retrieve": round((t2 - t1) * 1000, 3)}
+    s.metrics.stages(timings)
+    return PreparedAnswer(question, standalone, stream, timings)
+
+
+def source_dict(hit: Hit, cited: bool) -> dict:
+    c = hit.chunk
+    return {"n": hit.rank, "source": c.source, "name": Path(c.source).name, "page": c.page, "page_end": c.page_end,
+            "pages": c.pages, "headings": list(c.headings), "chunk_id": c.chunk_id, "text": c.text,
+            "score": round(hit.score, 6), "cited": cited}
+
+
+def sources_of(answer: Answer) -> list[dict]:
+    cited = {c.number for c in answer.citations}
+    return [source_dict(h, h.rank in cited) for h in answer.hits]
+
+
+def webui_source_event(hit: Hit) -> dict:
+    """Open WebUI's citation card for one passage (``{"type": "source", "data": ...}``)."""
+    c = hit.chunk
+    name = Path(c.source).name + (f", p.{c.pages}" if c.pages else "")
+    return {"type": "source", "data": {"source": {"id": str(hit.rank), "name": name},
+                                       "document": [c.text],
+                                       "metadata": [{"source": name, "file": c.source, "page": c.page, "page_end": c.page_end,
+                                                     "chunk_id": c.chunk_id, "headings": list(c.headings)}],
+                                       "distances": [round(hit.score, 6)]}}
+
+
+def count_tokens(generator, text: str) -> int:
+    """Tokens by the LLM's own tokenizer where it has one loaded; otherwise words and CJK characters (an estimate)."""
+    tok = getattr(generator, "_tokenizer", None)
+    if tok is not None:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+    import re
+
+    return len(re.findall(r"[\u4e00-\u9fff]|\w+", text))

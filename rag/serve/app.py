@@ -1,0 +1,99 @@
+"""``create_app``: the FastAPI app of ``rag serve``. It takes its dependencies, so tests build it with fakes.
+
+The lifespan loads the models once (readiness turns true when they are warm), resumes unfinished jobs and
+stops the job workers at shutdown. Every request is timed into the metrics and written to the access log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+
+from indexes.errors import require
+from ingest.embedders import Embedder
+from rag.generation import Generator
+from rag.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+access = logging.getLogger("rag.serve.access")
+
+
+def create_app(settings: ServeSettings, *, generator: Generator | None = None,
+               embedder_factory: Callable[[str], Embedder] | None = None, runner=None, warm: bool = True):
+    """``generator``/``embedder_factory`` default to the configured models; ``runner`` to the subprocess ingest worker."""
+    fastapi = require("fastapi", "server")
+    from fastapi.middleware.cors import CORSMiddleware
+
+    from rag.serve import errors
+    from rag.serve.collections import Collections
+    from rag.serve.db import ServerDB
+    from rag.serve.deps import Services
+    from rag.serve.gate import LLMGate
+    from rag.serve.jobs import Jobs, subprocess_runner
+    from rag.serve.metrics import Metrics
+    from rag.serve.routers import chats, collections, documents, health, openai, search
+
+    root = settings.root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    if generator is None:
+        from rag.llm import load_generator
+
+        llm = settings.config.llm
+        generator = load_generator(llm.name, model=llm.server_model, device=llm.device or settings.config.device)
+    db = ServerDB(root)
+    metrics = Metrics()
+    cols = Collections(root, settings.config, generator, embedder_factory)
+    jobs = Jobs(db, root, settings.config, runner or subprocess_runner,
+                on_commit=lambda name: metrics.jobs.labels("committed").inc())
+    services = Services(settings, db, cols, jobs, LLMGate(settings.llm_slots, settings.llm_queue, settings.llm_wait_s), metrics)
+
+    def warm_up() -> None:
+        try:
+            for name in cols.names():
+                with cols.reading(name) as kb:
+                    getattr(kb.embedder, "model", None)
+            if hasattr(generator, "model_and_tokenizer"):
+                generator.model_and_tokenizer()
+            services.ready = True
+        except Exception:
+            log.exception("loading the models failed; /readyz stays false")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        resumed = jobs.resume()
+        if resumed:
+            log.warning("resumed %d unfinished job(s)", resumed)
+        if warm:
+            threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+        else:
+            services.ready = True
+        yield
+        jobs.stop()
+
+    app = fastapi.FastAPI(title="rag-kb", version="0.1.0", lifespan=lifespan,
+                          description="Knowledge-base search and cited answers: an OpenAI-compatible API under /v1, "
+                                      "and REST resources for collections, documents, jobs, search, ask and chats.")
+    app.state.services = services
+    errors.install(app)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"])
+
+    @app.middleware("http")
+    async def timing(request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        seconds = time.perf_counter() - started
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(seconds)
+        access.info('%s "%s %s" %d %.1fms', request.client.host if request.client else "-", request.method,
+                    request.url.path, response.status_code, seconds * 1000)
+        return response
+
+    for module in (health, openai, collections, documents, search, chats):
+        app.include_router(module.router)
+    return app

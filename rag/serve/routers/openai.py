@@ -1,0 +1,132 @@
+"""The OpenAI-compatible API: models (one per collection), chat completions with citations, embeddings."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from fastapi.responses import StreamingResponse
+
+from indexes.errors import ConfigError, RagError
+from rag.retrieval import Filters
+from rag.serve import answering
+from rag.serve.gate import ReleasingIterator
+from rag.serve.deps import Services, allow, need, services
+from rag.serve.errors import error_body, status_of
+from rag.serve.keys import Principal
+from rag.serve.openai_protocol import (AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
+                                       Delta, Embedding, EmbeddingList, EmbeddingRequest, Model, ModelList, StreamChoice, Usage,
+                                       completion_id, now)
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.get("/models", response_model=ModelList)
+def models(s: Services = Depends(services), who: Principal = Depends(need("read"))) -> ModelList:
+    created = now()
+    return ModelList(data=[Model(id=name, created=created) for name in s.collections.names() if who.may_use(name)])
+
+
+def _conversation(req: ChatCompletionRequest) -> tuple[list[tuple[str, str]], str]:
+    """(earlier (user, assistant) pairs, the last user question) from an OpenAI ``messages`` list."""
+    turns = [m for m in req.messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1].role != "user" or not turns[-1].text.strip():
+        raise ConfigError("messages must end with a non-empty user message")
+    history: list[tuple[str, str]] = []
+    pending: str | None = None
+    for m in turns[:-1]:
+        if m.role == "user":
+            pending = m.text
+        elif pending is not None:
+            history.append((pending, m.text))
+            pending = None
+    return history, turns[-1].text.strip()
+
+
+def _filters(req: ChatCompletionRequest) -> Filters:
+    f = req.filters
+    return Filters(source=f.source, page_min=f.page_min, page_max=f.page_max) if f else Filters()
+
+
+def _sse(obj: dict | str) -> str:
+    return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+@router.post("/chat/completions", response_model=ChatCompletion,
+             responses={200: {"content": {"text/event-stream": {}}, "description": "a completion, or a stream of chunks"}})
+def chat_completions(req: ChatCompletionRequest, s: Services = Depends(services), who: Principal = Depends(need("read"))):
+    collection = allow(who, req.model)
+    s.collections.path(collection)  # 404 before anything else
+    history, question = _conversation(req)
+    max_tokens = req.max_completion_tokens or req.max_tokens
+    s.gate.acquire()  # 429 when the LLM queue is full
+    if not req.stream:
+        try:
+            prepared = answering.prepare(s, collection, history, question, req.top_k, _filters(req), max_tokens)
+            for _ in prepared.stream:
+                pass
+        finally:
+            s.gate.release()
+        answer = prepared.stream.answer
+        gen = s.collections.generator
+        usage = _usage(gen, prepared, answer.text)
+        return ChatCompletion(id=completion_id(), created=now(), model=collection, usage=usage,
+                              choices=[Choice(message=AssistantMessage(content=answer.text))],
+                              sources=answering.sources_of(answer))
+    body = ReleasingIterator(_stream(s, req, collection, history, question, max_tokens), s.gate.release)
+    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _usage(gen, prepared, text: str) -> Usage:
+    prompt = answering.count_tokens(gen, prepared.standalone + " ".join(h.chunk.text for h in prepared.stream.hits))
+    completion = answering.count_tokens(gen, text)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _stream(s: Services, req: ChatCompletionRequest, collection: str, history, question: str, max_tokens) -> Iterator[str]:
+    """role chunk, source events, content deltas, the final chunk (finish_reason, sources), usage if asked, [DONE];
+    an error after the headers goes out as a ``data:`` error object."""
+    cid, created = completion_id(), now()
+
+    def chunk(**fields) -> str:
+        return _sse(ChatCompletionChunk(id=cid, created=created, model=collection, **fields).wire())
+
+    try:
+        yield chunk(choices=[StreamChoice(delta=Delta(role="assistant", content=""))])
+        prepared = answering.prepare(s, collection, history, question, req.top_k, _filters(req), max_tokens)
+        for hit in prepared.stream.hits:
+            yield chunk(event=answering.webui_source_event(hit))
+        for piece in prepared.stream:
+            if piece:
+                yield chunk(choices=[StreamChoice(delta=Delta(content=piece))])
+        answer = prepared.stream.answer
+        yield chunk(choices=[StreamChoice(delta=Delta(), finish_reason="stop")], sources=answering.sources_of(answer))
+        if req.stream_options and req.stream_options.include_usage:
+            yield chunk(usage=_usage(s.collections.generator, prepared, answer.text))
+    except RagError as exc:
+        yield _sse(error_body(status_of(exc), str(exc)))
+    except Exception as exc:  # headers are gone: the error travels in the stream
+        log.exception("error while streaming an answer")
+        yield _sse(error_body(500, f"internal error ({type(exc).__name__}); the server log has the details"))
+    yield _sse("[DONE]")
+
+
+@router.post("/embeddings", response_model=EmbeddingList)
+def embeddings(req: EmbeddingRequest, s: Services = Depends(services), who: Principal = Depends(need("read"))) -> EmbeddingList:
+    collection = allow(who, req.model)
+    texts = [req.input] if isinstance(req.input, str) else list(req.input)
+    if not texts or len(texts) > 512 or any(not isinstance(t, str) or not t.strip() for t in texts):
+        raise ConfigError("input must be a non-empty string or a list of 1 to 512 non-empty strings")
+    with s.collections.reading(collection) as kb:
+        embedder = kb.embedder
+    if req.input_type == "query":
+        vectors = np.vstack([embedder.embed_query(t) for t in texts])
+    else:
+        vectors = embedder.embed_documents(texts)
+    tokens = sum(embedder.count_tokens(texts))
+    return EmbeddingList(model=collection, usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
+                         data=[Embedding(index=i, embedding=[float(x) for x in v]) for i, v in enumerate(vectors)])

@@ -18,7 +18,8 @@ from pathlib import Path
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, collection TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
-    created REAL NOT NULL, updated REAL NOT NULL, error TEXT NOT NULL DEFAULT '', spec TEXT NOT NULL DEFAULT '{}'
+    created REAL NOT NULL, updated REAL NOT NULL, error TEXT NOT NULL DEFAULT '', spec TEXT NOT NULL DEFAULT '{}',
+    note TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS job_files (
     job TEXT NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL, status TEXT NOT NULL,
@@ -89,6 +90,10 @@ class ServerDB:
     def set_job(self, job: str, status: str, error: str = "") -> None:
         with self.tx() as db:
             db.execute("UPDATE jobs SET status=?, error=?, updated=? WHERE id=?", (status, error, time.time(), job))
+
+    def note_job(self, job: str, note: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET note=? WHERE id=?", (note, job))
 
     def set_file(self, job: str, source: str, status: str, reason: str = "") -> None:
         with self.tx() as db:

@@ -85,7 +85,8 @@ class Jobs:
         """Queue again every job a previous server process left unfinished; returns how many."""
         pending = self.db.jobs(unfinished=True)
         for job in pending:
-            self.db.set_job(job["id"], "queued", "resumed after a server restart")
+            self.db.set_job(job["id"], "queued")
+            self.db.note_job(job["id"], "resumed after a server restart")
             self._enqueue(job["collection"], job["id"])
         return len(pending)
 
@@ -131,7 +132,7 @@ class Jobs:
         job = self.db.job(job_id)
         if job is None or job["status"] in ("committed", "failed"):
             return
-        self.db.set_job(job_id, "running", job["error"])
+        self.db.set_job(job_id, "running")
         store = self.root / collection
         spec = {"store": str(store), "kind": job["kind"], "config": config_to_dict(self.config)}
         if job["kind"] == "ingest":

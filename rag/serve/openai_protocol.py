@@ -62,7 +62,7 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: str = Field(min_length=1)
     input: str | list[str]
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"  # base64: little-endian float32 (the official client's default)
     input_type: Literal["query", "document"] = "query"  # extension: which side of the e5 prompts
 
 
@@ -91,13 +91,14 @@ class ChatCompletionChunk(BaseModel):
     choices: list[StreamChoice] = []
     usage: Usage | None = None
     sources: list[dict] | None = None  # extension, on the final chunk
+    answer: dict | None = None  # extension, on the final chunk: the text with citations checked, unsupported sentences
     event: dict | None = None  # extension: Open WebUI source events
 
     def wire(self) -> dict:
         """As OpenAI sends it: ``finish_reason`` always present (null until the end), empty delta fields and unused
         optional fields left out."""
         out = self.model_dump()
-        for key in ("usage", "sources", "event"):
+        for key in ("usage", "sources", "answer", "event"):
             if out[key] is None:
                 del out[key]
         for choice in out["choices"]:
@@ -124,6 +125,7 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     sources: list[dict] = []  # extension
+    unsupported: list[str] = []  # extension: answer sentences no passage supports (left uncited)
 
 
 class Model(BaseModel):
@@ -141,7 +143,7 @@ class ModelList(BaseModel):
 class Embedding(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float]
+    embedding: list[float] | str
 
 
 class EmbeddingList(BaseModel):

@@ -76,7 +76,7 @@ def chat_completions(req: ChatCompletionRequest, s: Services = Depends(services)
         usage = _usage(gen, prepared, answer.text)
         return ChatCompletion(id=completion_id(), created=now(), model=collection, usage=usage,
                               choices=[Choice(message=AssistantMessage(content=answer.text))],
-                              sources=answering.sources_of(answer))
+                              sources=answering.sources_of(answer), unsupported=list(answer.unsupported))
     body = ReleasingIterator(_stream(s, req, collection, history, question, max_tokens), s.gate.release)
     return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -104,7 +104,8 @@ def _stream(s: Services, req: ChatCompletionRequest, collection: str, history, q
             if piece:
                 yield chunk(choices=[StreamChoice(delta=Delta(content=piece))])
         answer = prepared.stream.answer
-        yield chunk(choices=[StreamChoice(delta=Delta(), finish_reason="stop")], sources=answering.sources_of(answer))
+        yield chunk(choices=[StreamChoice(delta=Delta(), finish_reason="stop")], sources=answering.sources_of(answer),
+                    answer={"text": answer.text, "answered": answer.answered, "unsupported": list(answer.unsupported)})
         if req.stream_options and req.stream_options.include_usage:
             yield chunk(usage=_usage(s.collections.generator, prepared, answer.text))
     except RagError as exc:
@@ -129,4 +130,12 @@ def embeddings(req: EmbeddingRequest, s: Services = Depends(services), who: Prin
         vectors = embedder.embed_documents(texts)
     tokens = sum(embedder.count_tokens(texts))
     return EmbeddingList(model=collection, usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
-                         data=[Embedding(index=i, embedding=[float(x) for x in v]) for i, v in enumerate(vectors)])
+                         data=[Embedding(index=i, embedding=_encode(v, req.encoding_format)) for i, v in enumerate(vectors)])
+
+
+def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        import base64
+
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+    return [float(x) for x in vector]

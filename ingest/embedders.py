@@ -79,10 +79,19 @@ def _load_model(name: str, device: str | None):
     path = resolve_model_path(name)
     if not known_model(name):
         raise ConfigError(f"unknown embedder {name!r}: use a preset ({', '.join(EMBEDDER_PRESETS)}), a model folder or a hub id")
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # no "LOAD REPORT ... pooler MISSING" table: sentence-transformers never uses the pooler
+    hf_logging.disable_progress_bar()
     try:
         return st.SentenceTransformer(path, device=device)
     except OSError as exc:
         raise ConfigError(f"cannot load embedder {name!r} from {path}: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 class SentenceTransformerEmbedder:

@@ -45,6 +45,7 @@ class RetrievalConfig:
 @dataclass(frozen=True)
 class LLMConfig:
     name: str = "qwen2.5-coder-1.5b-instruct"
+    backend: str = "auto"  # auto | llama.cpp | transformers: how a preset or .gguf runs (auto: llama.cpp when installed)
     server_model: str = "default"  # the model name sent to an OpenAI-compatible server
     max_new_tokens: int = 384
     device: str | None = None

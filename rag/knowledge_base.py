@@ -124,7 +124,8 @@ class KnowledgeBase:
             from rag.llm import load_generator
 
             llm = self.config.llm
-            self._generator = load_generator(llm.name, model=llm.server_model, device=llm.device or self.config.device)
+            self._generator = load_generator(llm.name, model=llm.server_model, device=llm.device or self.config.device,
+                                             backend=llm.backend)
         return self._generator
 
     def context(self, question: str, k: int | None = None, filters: Filters = Filters()) -> list[Hit]:

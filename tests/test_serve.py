@@ -194,7 +194,7 @@ def test_api_keys_scopes_and_collections(tmp_path):
         assert r.status_code == 403 and "admin" in r.json()["error"]["message"]
         assert upload(c, "a", [("n.md", b"# N\n\nnotes")], headers=rd).status_code == 403
         assert c.post("/collections/b/search", json={"query": "x"}, headers=rd).status_code == 403
-        assert [m["id"] for m in c.get("/v1/models", headers=rd).json()["data"]] == ["a"]
+        assert [m["id"] for m in c.get("/v1/models", headers=rd).json()["data"]] == ["a", "all-collections"]
         assert c.get("/healthz").status_code == 200 and "rag_requests_total" in c.get("/metrics").text
 
 
@@ -260,3 +260,15 @@ def test_readers_keep_the_last_complete_generation_until_an_ingest_finishes(load
         assert services.collections._readers["manuals"].generation == before + 1
     hits = loaded.post("/collections/manuals/search", json={"query": "extra pump hums", "k": 1}).json()["hits"]
     assert hits[0]["source"].endswith("extra.md")
+
+
+def test_all_collections_answers_from_every_collection_the_key_may_use(loaded):
+    loaded.post("/collections", json={"name": "notes"})
+    wait_job(loaded, upload(loaded, "notes", [("garden.md", b"# Garden\n\nWater the tomato plants every morning in July.")]).json()["id"])
+    ids = [m["id"] for m in loaded.get("/v1/models").json()["data"]]
+    assert ids == ["manuals", "notes", "all-collections"]
+    r = loaded.post("/v1/chat/completions", json={"model": "all-collections",
+                                                 "messages": [{"role": "user", "content": "When should the tomato plants be watered?"}]}).json()
+    names = {s["name"] for s in r["sources"]}
+    assert "garden.md" in names and len(names) > 1 and r["model"] == "all-collections"
+    assert any(s["cited"] and s["name"] == "garden.md" for s in r["sources"]), r

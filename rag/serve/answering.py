@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rag.generation import standalone_question
 from rag.knowledge_base import AnswerStream
-from rag.retrieval import Filters
+from rag.retrieval import Filters, rrf
 from rag.serve.deps import Services
 from rag.types import Answer, Hit
 
@@ -26,13 +26,25 @@ class PreparedAnswer:
     timings_ms: dict[str, float]
 
 
-def prepare(s: Services, collection: str, history: Sequence[tuple[str, str]], question: str, k: int | None = None,
+ALL = "all-collections"  # the model id that answers from every collection the caller may use
+
+
+def prepare(s: Services, collections: Sequence[str], history: Sequence[tuple[str, str]], question: str, k: int | None = None,
             filters: Filters = Filters(), max_tokens: int | None = None) -> PreparedAnswer:
+    """Several collections: each one's passages, fused by reciprocal rank (their scores are not comparable)."""
     t0 = time.perf_counter()
     standalone = standalone_question(s.collections.generator, history, question)
     t1 = time.perf_counter()
-    with s.collections.reading(collection) as kb:
-        hits = kb.context(standalone, k, filters)
+    per_collection: list[list[Hit]] = []
+    for name in collections:
+        with s.collections.reading(name) as kb:
+            per_collection.append(kb.context(standalone, k, filters))
+    if len(per_collection) == 1:
+        hits = per_collection[0]
+    else:
+        fused = rrf([[(h.chunk, h.score) for h in hs] for hs in per_collection])[: k or s.settings.config.retrieval.k]
+        hits = [Hit(chunk, score, rank) for rank, (chunk, score) in enumerate(fused, start=1)]
+    with s.collections.reading(collections[0]) as kb:
         stream = kb.answer_stream(standalone, hits, max_tokens)
     t2 = time.perf_counter()
     timings = {"rewrite": round((t1 - t0) * 1000, 3), "retrieve": round((t2 - t1) * 1000, 3)}

@@ -42,7 +42,8 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
         from rag.llm import load_generator
 
         llm = settings.config.llm
-        generator = load_generator(llm.name, model=llm.server_model, device=llm.device or settings.config.device)
+        generator = load_generator(llm.name, model=llm.server_model, device=llm.device or settings.config.device,
+                                   backend=llm.backend)
     db = ServerDB(root)
     metrics = Metrics()
     cols = Collections(root, settings.config, generator, embedder_factory)

@@ -78,7 +78,7 @@ def send(chat_id: str, body: Message, s: Services = Depends(services), who: Prin
         return StreamingResponse(ReleasingIterator(events, s.gate.release), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
-        prepared = answering.prepare(s, collection, history, body.question, body.k, body.filters)
+        prepared = answering.prepare(s, [collection], history, body.question, body.k, body.filters)
         for _ in prepared.stream:
             pass
         save(prepared)

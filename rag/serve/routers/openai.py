@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
-from indexes.errors import ConfigError, RagError
+from indexes.errors import ConfigError, NotFoundError, RagError
 from rag.retrieval import Filters
 from rag.serve import answering
 from rag.serve.gate import ReleasingIterator
@@ -28,7 +28,19 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 @router.get("/models", response_model=ModelList)
 def models(s: Services = Depends(services), who: Principal = Depends(need("read"))) -> ModelList:
     created = now()
-    return ModelList(data=[Model(id=name, created=created) for name in s.collections.names() if who.may_use(name)])
+    names = [name for name in s.collections.names() if who.may_use(name)]
+    return ModelList(data=[Model(id=name, created=created) for name in names] + ([Model(id=answering.ALL, created=created)] if names else []))
+
+
+def _targets(s: Services, who: Principal, model: str) -> list[str]:
+    """The collections a model id names: one, or with ``all-collections`` every one the key may use."""
+    if model == answering.ALL and not (s.collections.root / model).exists():
+        names = [n for n in s.collections.names() if who.may_use(n)]
+        if not names:
+            raise NotFoundError("there are no collections yet: create one with POST /collections")
+        return names
+    s.collections.path(allow(who, model))  # 404 before anything else
+    return [model]
 
 
 def _conversation(req: ChatCompletionRequest) -> tuple[list[tuple[str, str]], str]:
@@ -59,14 +71,13 @@ def _sse(obj: dict | str) -> str:
 @router.post("/chat/completions", response_model=ChatCompletion,
              responses={200: {"content": {"text/event-stream": {}}, "description": "a completion, or a stream of chunks"}})
 def chat_completions(req: ChatCompletionRequest, s: Services = Depends(services), who: Principal = Depends(need("read"))):
-    collection = allow(who, req.model)
-    s.collections.path(collection)  # 404 before anything else
+    targets = _targets(s, who, req.model)
     history, question = _conversation(req)
     max_tokens = req.max_completion_tokens or req.max_tokens
     s.gate.acquire()  # 429 when the LLM queue is full
     if not req.stream:
         try:
-            prepared = answering.prepare(s, collection, history, question, req.top_k, _filters(req), max_tokens)
+            prepared = answering.prepare(s, targets, history, question, req.top_k, _filters(req), max_tokens)
             for _ in prepared.stream:
                 pass
         finally:
@@ -74,10 +85,10 @@ def chat_completions(req: ChatCompletionRequest, s: Services = Depends(services)
         answer = prepared.stream.answer
         gen = s.collections.generator
         usage = _usage(gen, prepared, answer.text)
-        return ChatCompletion(id=completion_id(), created=now(), model=collection, usage=usage,
+        return ChatCompletion(id=completion_id(), created=now(), model=req.model, usage=usage,
                               choices=[Choice(message=AssistantMessage(content=answer.text))],
                               sources=answering.sources_of(answer), unsupported=list(answer.unsupported))
-    body = ReleasingIterator(_stream(s, req, collection, history, question, max_tokens), s.gate.release)
+    body = ReleasingIterator(_stream(s, req, targets, history, question, max_tokens), s.gate.release)
     return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
@@ -87,17 +98,17 @@ def _usage(gen, prepared, text: str) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
-def _stream(s: Services, req: ChatCompletionRequest, collection: str, history, question: str, max_tokens) -> Iterator[str]:
+def _stream(s: Services, req: ChatCompletionRequest, targets: list[str], history, question: str, max_tokens) -> Iterator[str]:
     """role chunk, source events, content deltas, the final chunk (finish_reason, sources), usage if asked, [DONE];
     an error after the headers goes out as a ``data:`` error object."""
     cid, created = completion_id(), now()
 
     def chunk(**fields) -> str:
-        return _sse(ChatCompletionChunk(id=cid, created=created, model=collection, **fields).wire())
+        return _sse(ChatCompletionChunk(id=cid, created=created, model=req.model, **fields).wire())
 
     try:
         yield chunk(choices=[StreamChoice(delta=Delta(role="assistant", content=""))])
-        prepared = answering.prepare(s, collection, history, question, req.top_k, _filters(req), max_tokens)
+        prepared = answering.prepare(s, targets, history, question, req.top_k, _filters(req), max_tokens)
         for hit in prepared.stream.hits:
             yield chunk(event=answering.webui_source_event(hit))
         for piece in prepared.stream:

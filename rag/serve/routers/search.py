@@ -61,7 +61,7 @@ def ask(name: str, body: AskRequest, s: Services = Depends(services), who: Princ
     s.gate.acquire()
     if not body.stream:
         try:
-            prepared = answering.prepare(s, name, [], body.question, body.k, body.filters)
+            prepared = answering.prepare(s, [name], [], body.question, body.k, body.filters)
             for _ in prepared.stream:
                 pass
         finally:
@@ -78,7 +78,7 @@ def _event(kind: str, data) -> str:
 def stream_answer(s: Services, name: str, history, question: str, k, filters, on_answer=None):
     """The event stream of one answer; ``on_answer(prepared)`` runs when it is complete (e.g. to save a chat turn)."""
     try:
-        prepared = answering.prepare(s, name, history, question, k, filters)
+        prepared = answering.prepare(s, [name], history, question, k, filters)
         yield _event("sources", {"question": question, "standalone": prepared.standalone,
                                  "sources": [answering.source_dict(h, False) for h in prepared.stream.hits]})
         for piece in prepared.stream:

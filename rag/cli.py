@@ -398,7 +398,7 @@ def _cmd_serve(args) -> int:
     args.root.mkdir(parents=True, exist_ok=True)
     if not is_loopback(args.host):
         db = ServerDB(args.root)
-        has_keys = db.has_keys()
+        has_keys = db.keys_enabled()
         db.close()
         if not has_keys:
             raise RagError(f"refusing to listen on {args.host} without API keys: create one with "

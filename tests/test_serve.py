@@ -272,3 +272,23 @@ def test_all_collections_answers_from_every_collection_the_key_may_use(loaded):
     names = {s["name"] for s in r["sources"]}
     assert "garden.md" in names and len(names) > 1 and r["model"] == "all-collections"
     assert any(s["cited"] and s["name"] == "garden.md" for s in r["sources"]), r
+
+
+def test_serve_refuses_a_public_address_without_keys_and_keys_are_managed_from_the_cli(tmp_path, capsys):
+    from rag.cli import main
+
+    root = tmp_path / "root"
+    assert main(["serve", "--root", str(root), "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "without API keys" in err and "rag keys create" in err and "Traceback" not in err
+    assert main(["keys", "create", "--root", str(root), "--scopes", "read,ingest", "--name", "bot"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("rk-")
+    assert main(["keys", "create", "--root", str(root), "--scopes", "superuser"]) == 2
+    assert "unknown scope" in capsys.readouterr().err
+    main(["keys", "list", "--root", str(root)])
+    key_id = capsys.readouterr().out.split()[0]
+    with TestClient(make_app(root)) as c:
+        assert c.get("/collections", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert main(["keys", "revoke", key_id, "--root", str(root)]) == 0
+        assert c.get("/collections", headers={"Authorization": f"Bearer {token}"}).status_code == 401

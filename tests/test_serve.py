@@ -292,3 +292,19 @@ def test_serve_refuses_a_public_address_without_keys_and_keys_are_managed_from_t
         assert c.get("/collections", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         assert main(["keys", "revoke", key_id, "--root", str(root)]) == 0
         assert c.get("/collections", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_stores_made_before_are_collections_and_the_api_page_needs_no_network(tmp_path):
+    from rag.config import Config, IndexConfig
+    from rag.knowledge_base import KnowledgeBase
+
+    root = tmp_path / "root"
+    with KnowledgeBase.open(root / "old", Config(index=IndexConfig(gpu=False)), embedder=HashEmbedder()) as kb:
+        kb.ingest([CORPUS], progress=False)
+    with TestClient(make_app(root)) as c:
+        assert [x["name"] for x in c.get("/collections").json()["collections"]] == ["old"]
+        assert c.post("/collections/old/search", json={"query": "warranty"}).json()["hits"]
+        page = c.get("/docs").text
+        assert "/docs-assets/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+        assert c.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+        assert "/v1/chat/completions" in c.get("/openapi.json").json()["paths"]

@@ -75,7 +75,7 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
         yield
         jobs.stop()
 
-    app = fastapi.FastAPI(title="rag-kb", version="0.1.0", lifespan=lifespan,
+    app = fastapi.FastAPI(title="rag-kb", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                           description="Knowledge-base search and cited answers: an OpenAI-compatible API under /v1, "
                                       "and REST resources for collections, documents, jobs, search, ask and chats.")
     app.state.services = services
@@ -100,4 +100,20 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
 
     for module in (health, openai, collections, documents, search, chats):
         app.include_router(module.router)
+    _offline_docs(app)
     return app
+
+
+def _offline_docs(app) -> None:
+    """The OpenAPI page at ``/docs`` with Swagger UI's files served from the ``swagger-ui-bundle`` package:
+    FastAPI's default page loads them from a CDN and stays blank on a machine with no network."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    swagger = require("swagger_ui_bundle", "server", "swagger-ui-bundle")
+    app.mount("/docs-assets", StaticFiles(directory=swagger.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="rag-kb API", swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="/docs-assets/favicon-32x32.png")

@@ -68,8 +68,8 @@ def subprocess_runner(spec: dict, emit: Emit) -> dict:
     proc.wait()
     drain.join(timeout=5)
     if result is None:
-        tail = error or "".join(stderr).strip().splitlines()[-1:] or [f"the ingest worker exited with status {proc.returncode}"]
-        raise RagError(tail if isinstance(tail, str) else tail[0])
+        lines = "".join(stderr).strip().splitlines()
+        raise RagError(error or (lines[-1] if lines else f"the ingest worker exited with status {proc.returncode}"))
     return result
 
 
@@ -102,9 +102,6 @@ class Jobs:
 
     def depth(self) -> int:
         return sum(q.qsize() for q in self._queues.values())
-
-    def running(self, collection: str) -> bool:
-        return any(j["status"] != "queued" for j in self.db.jobs(collection, unfinished=True))
 
     def _enqueue(self, collection: str, job: str) -> None:
         with self._lock:

@@ -100,12 +100,15 @@ class ServerDB:
             db.execute("UPDATE job_files SET status=?, reason=? WHERE job=? AND source=?", (status, reason, job, source))
             db.execute("UPDATE jobs SET updated=? WHERE id=?", (time.time(), job))
 
-    def job(self, job: str) -> dict | None:
+    def job(self, job: str, internal: bool = False) -> dict | None:
+        """A job with its files; ``internal`` adds its spec (where its uploads are staged), which the API never shows."""
         found = self.rows("SELECT * FROM jobs WHERE id=?", (job,))
         if not found:
             return None
         out = found[0]
-        out["spec"] = json.loads(out["spec"])
+        spec = json.loads(out.pop("spec"))
+        if internal:
+            out["spec"] = spec
         out["files"] = self.rows("SELECT name, source, status, reason, bytes FROM job_files WHERE job=? ORDER BY rowid", (job,))
         return out
 

@@ -126,7 +126,7 @@ class Jobs:
                 self.db.set_job(job, "failed", str(exc))
 
     def _run(self, collection: str, job_id: str) -> None:
-        job = self.db.job(job_id)
+        job = self.db.job(job_id, internal=True)
         if job is None or job["status"] in ("committed", "failed"):
             return
         self.db.set_job(job_id, "running")

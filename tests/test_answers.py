@@ -107,6 +107,8 @@ def test_extractive_generator_quotes_the_best_sentence():
     reply = generate(ExtractiveGenerator(), answer_messages("Which refrigerant is used?", hits))
     assert reply == "The refrigerant is R290 (propane). [2]"
     assert generate(ExtractiveGenerator(), answer_messages("Who painted the Mona Lisa?", hits)) == "NOT_FOUND"
+    headed = [Hit(Chunk(3, "/d/c.md", "## Filter maintenance\n\nClean the filter every month.", 0, 1), 0.9, 1)]
+    assert generate(ExtractiveGenerator(), answer_messages("How often is the filter maintenance?", headed)) == "Clean the filter every month. [1]"
 
 
 def test_config_overrides_are_checked(tmp_path):

@@ -3,6 +3,7 @@ job status as JSON and as a server-sent event stream."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -138,10 +139,11 @@ def get_job(job_id: str, s: Services = Depends(services), who: Principal = Depen
 
 @router.get("/jobs/{job_id}/events", responses={200: {"content": {"text/event-stream": {}}}})
 def job_events(job_id: str, s: Services = Depends(services), who: Principal = Depends(need("read"))) -> StreamingResponse:
-    """The job as a server-sent event each time it changes, until it is committed or failed (at most an hour)."""
+    """The job as a server-sent event each time it changes, until it is committed or failed (at most an hour).
+    The stream is asynchronous, so many watchers hold no worker thread (each poll is one quick SQLite read)."""
     _job(s, who, job_id)
 
-    def events():
+    async def events():
         last, deadline = None, time.monotonic() + 3600
         while time.monotonic() < deadline:
             job = s.db.job(job_id)
@@ -151,6 +153,6 @@ def job_events(job_id: str, s: Services = Depends(services), who: Principal = De
                 last = snapshot
             if job["status"] in JOB_DONE:
                 return
-            time.sleep(0.25)
+            await asyncio.sleep(0.25)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -253,7 +253,15 @@ class LlamaCppGenerator:
             log.info("loading %s with llama.cpp (%s)", path.name, "GPU" if gpu else f"{self.threads or physical_cores()} CPU threads")
             self._llm = llama_cpp.Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.threads or physical_cores(),
                                         n_batch=512, n_gpu_layers=-1 if gpu else 0, verbose=False)
+            import atexit
+
+            atexit.register(self.close)  # freed while the interpreter still works: its __del__ at shutdown prints a TypeError
         return self._llm
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
 
     @property
     def device(self) -> str:

@@ -62,7 +62,7 @@ def server(tmp_path):
     srv.kill()
 
 
-def wait_job(url: str, job: str, timeout: float = 240) -> dict:
+def wait_job(url: str, job: str, timeout: float = 600) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = httpx.get(f"{url}/jobs/{job}", timeout=10).json()

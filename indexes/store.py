@@ -82,19 +82,25 @@ class Store:
         return cls.open(path)
 
     @classmethod
-    def open(cls, path: Path, read_only: bool = False) -> "Store":
-        """Open a store. ``read_only`` is for a reader beside a writer in another process (the server): it never
-        recovers, deletes other generations' files or writes the BM25 index, any of which would break the writer's commit."""
+    def read_settings(cls, path: Path) -> StoreSettings:
+        """A store's ``store.json``, checked, without opening its chunks or vectors."""
         path = Path(path)
         if not cls.exists(path):
             raise StoreError(f"no store at {path}: create one with `rag ingest DOCS --store {path}`")
         try:
-            raw = json.loads((path / _SETTINGS).read_text())
-            settings = StoreSettings(**raw)
+            settings = StoreSettings(**json.loads((path / _SETTINGS).read_text()))
         except (ValueError, TypeError) as exc:
             raise StoreError(f"{path / _SETTINGS} is damaged: {exc}") from exc
         if settings.format != FORMAT:
             raise StoreError(f"store {path} has format {settings.format}; this version reads format {FORMAT}")
+        return settings
+
+    @classmethod
+    def open(cls, path: Path, read_only: bool = False) -> "Store":
+        """Open a store. ``read_only`` is for a reader beside a writer in another process (the server): it never
+        recovers, deletes other generations' files or writes the BM25 index, any of which would break the writer's commit."""
+        path = Path(path)
+        settings = cls.read_settings(path)
         chunks = ChunkStore(path / "chunks.sqlite")
         index = open_index(settings.index, path, settings.dim, chunks.generation, settings.index_options)
         store = cls(path, settings, chunks, index, read_only)

@@ -132,8 +132,7 @@ def load_config(path: Path | None = None, overrides: list[str] = ()) -> Config:
             table = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from exc
-        for key, value in _flatten(table):
-            cfg = _replace(cfg, key.split("."), value, key)
+        cfg = config_from_dict(table)
     return apply_overrides(cfg, list(overrides))
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from indexes.text import words
+from rag.citations import check_citations
 from rag.types import Answer, Citation, Hit
 
 Message = dict[str, str]
@@ -87,8 +88,6 @@ def build_answer(question: str, reply: str, hits: Sequence[Hit], check: bool = T
         return Answer(question, no_answer_text(question), (), tuple(hits), answered=False)
     unsupported: tuple[str, ...] = ()
     if check:
-        from rag.citations import check_citations
-
         checked = check_citations(reply, hits)
         reply, unsupported = checked.text.strip(), checked.unsupported
     by_rank = {h.rank: h for h in hits}

@@ -100,10 +100,10 @@ def load_reranker(spec: str, generator_factory, device: str | None = None) -> Re
     if spec in ("", "none"):
         return None
     if spec == "llm" or spec.startswith("llm:"):
-        from rag.llm import TransformersGenerator
+        from rag.llm import LlamaCppGenerator, TransformersGenerator
 
         generator = generator_factory() if spec == "llm" else TransformersGenerator(spec[4:], device=device)
-        if type(generator).__name__ == "LlamaCppGenerator":  # the judge reads logits through transformers
+        if isinstance(generator, LlamaCppGenerator):  # the judge reads logits through transformers
             generator = TransformersGenerator(generator.name, device=device)
         if not hasattr(generator, "model_and_tokenizer"):
             raise ConfigError(f"the LLM judge needs a local transformers model; {generator.name!r} is not one")

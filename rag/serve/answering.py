@@ -6,6 +6,7 @@ collection's read lock, so searches go on while an answer is generated.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,10 +77,7 @@ def webui_source_event(hit: Hit) -> dict:
 
 
 def count_tokens(generator, text: str) -> int:
-    """Tokens by the LLM's own tokenizer where it has one loaded; otherwise words and CJK characters (an estimate)."""
-    tok = getattr(generator, "_tokenizer", None)
-    if tok is not None:
-        return len(tok(text, add_special_tokens=False)["input_ids"])
-    import re
-
+    """Tokens by the LLM's own tokenizer where it has one; otherwise words and CJK characters (an estimate)."""
+    if hasattr(generator, "count_tokens"):
+        return generator.count_tokens(text)
     return len(re.findall(r"[\u4e00-\u9fff]|\w+", text))

@@ -19,7 +19,7 @@ from pathlib import Path
 from indexes.errors import ConfigError, ConflictError, NotFoundError, RagError
 from indexes.store import Store
 from indexes.versions import active_path
-from ingest.embedders import Embedder, SentenceTransformerEmbedder
+from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
 from rag.config import Config
 from rag.generation import Generator
 from rag.knowledge_base import KnowledgeBase
@@ -77,9 +77,7 @@ class Collections:
                 if store.chunks.generation == current.generation or not store.lexical_ready:
                     return current  # the last complete generation stays until the next one is wholly written
             try:
-                settings = Store.open(active, read_only=True)
-                embedder_name = settings.settings.embedder
-                settings.close()
+                embedder_name = Store.read_settings(active).embedder
                 kb = KnowledgeBase.open(root, self.config, embedder=self.embedder(embedder_name), generator=self.generator,
                                         create=False, read_only=True)
             except (RagError, OSError) as exc:
@@ -105,7 +103,7 @@ class Collections:
             cfg = self.config
             if index:
                 cfg = replace(cfg, index=replace(cfg.index, backend=index))
-            emb = self.embedder(embedder or cfg.embedder or "multilingual-e5-small")
+            emb = self.embedder(embedder or cfg.embedder or DEFAULT_EMBEDDER)
             kb = KnowledgeBase.open(path, cfg, embedder=emb, generator=self.generator, create=True)
             kb.close()
         return self.info(name)

@@ -64,6 +64,7 @@ class IngestOptions:
     commit_every: int = 2000  # chunks per atomic commit
     progress: bool = True
     force: frozenset[str] = frozenset()  # sources to re-chunk and re-embed even if unchanged (re-index)
+    skip_duplicates: bool = False  # a new file whose content another source already holds is reported unchanged
     on_file: Callable[[str, str, str], None] | None = None  # (source, stage, reason): parsing, embedding, then
     # committed, unchanged or failed; e.g. the server's per-file job progress
 
@@ -88,6 +89,7 @@ def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: Ing
     cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
     key = model_key(embedder)
     manifest = store.documents()
+    by_hash = {d.content_hash: s for s, d in manifest.items()}
     results: list[FileResult] = []
     pending: list[tuple[DocumentUpdate, str]] = []
     pending_chunks = 0
@@ -137,6 +139,11 @@ def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: Ing
             if old is not None and old.content_hash == digest and source not in options.force:
                 results.append(FileResult(source, "unchanged", old.n_chunks))
                 tell(source, "unchanged")
+                continue
+            twin = by_hash.get(digest) if options.skip_duplicates else None
+            if twin is not None and twin != source:
+                results.append(FileResult(source, "unchanged", reason=f"same content as {Path(twin).name}, already indexed"))
+                tell(source, "unchanged", results[-1].reason)
                 continue
             tell(source, "parsing")
             try:

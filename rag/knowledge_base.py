@@ -81,16 +81,17 @@ class KnowledgeBase:
 
     # -- ingestion ----------------------------------------------------------
     def ingest(self, paths: Sequence[str | Path], prune: bool = False, progress: bool = True, force: Sequence[str] = (),
-               on_file: Callable[[str, str, str], None] | None = None) -> IngestReport:
+               on_file: Callable[[str, str, str], None] | None = None, skip_duplicates: bool = False) -> IngestReport:
         """Add or update documents; ``force`` re-indexes those sources even if unchanged; ``on_file`` hears each
-        file's stages (see ``IngestOptions``)."""
+        file's stages; ``skip_duplicates`` reports a file unchanged whose content another source holds (see ``IngestOptions``)."""
         self._check_dim()
         c = self.config.ingest
         chunking = self.store.settings.ingest
         options = IngestOptions(include=c.include, exclude=c.exclude, prune=prune,
                                 chunk_tokens=int(chunking.get("chunk_tokens", c.chunk_tokens)),
                                 chunk_overlap=int(chunking.get("chunk_overlap", c.chunk_overlap)),
-                                commit_every=c.commit_every, progress=progress, force=frozenset(force), on_file=on_file)
+                                commit_every=c.commit_every, progress=progress, force=frozenset(force), on_file=on_file,
+                                skip_duplicates=skip_duplicates)
         return ingest(self.store, self.embedder, [Path(p) for p in paths], options)
 
     def remove(self, sources: Sequence[str]) -> int:

@@ -8,14 +8,12 @@ killed job leave the last committed state, and the server re-runs unfinished job
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ingest import chunking
 from ingest.embedders import Embedder
 
 Emit = Callable[[dict], None]
@@ -37,22 +35,18 @@ def run_job(spec: dict, emit: Emit, embedder: Embedder | None = None) -> dict:
                     Path(source).unlink(missing_ok=True)
                 emit({"source": source, "stage": "committed", "reason": "removed"})
             return {"removed": len(spec["sources"])}
-        paths = [Path(p) for p in spec.get("files", spec.get("sources", []))]
-        by_hash = {d.content_hash: s for s, d in kb.store.documents().items()}
         todo = []
-        for path in paths:
-            if not path.is_file():
+        for path in (Path(p) for p in spec.get("files", spec.get("sources", []))):
+            if path.is_file():
+                todo.append(path)
+            else:
                 emit({"source": str(path), "stage": "failed", "reason": "the uploaded file is gone"})
-                continue
-            twin = by_hash.get(f"{hashlib.sha256(path.read_bytes()).hexdigest()}/{chunking.CHUNKING_VERSION}")
-            if twin is not None and twin != str(path.resolve()) and spec["kind"] == "ingest":
-                emit({"source": str(path), "stage": "unchanged", "reason": f"same content as {Path(twin).name}, already indexed"})
-                path.unlink()
-                continue
-            todo.append(path)
         force = [str(p.resolve()) for p in todo] if spec["kind"] == "reindex" else []
-        report = kb.ingest(todo, progress=False, force=force,
+        report = kb.ingest(todo, progress=False, force=force, skip_duplicates=spec["kind"] == "ingest",
                            on_file=lambda source, stage, reason: emit({"source": source, "stage": stage, "reason": reason}))
+        for f in report.files:
+            if f.status == "unchanged" and f.reason:  # an upload of content already indexed: not kept
+                Path(f.source).unlink(missing_ok=True)
         return {"embedded": report.embedded, "from_cache": report.from_cache, "seconds": round(report.seconds, 2)}
     finally:
         kb.close()

@@ -15,8 +15,10 @@ from pathlib import Path
 from rag.generation import standalone_question
 from rag.knowledge_base import AnswerStream
 from rag.retrieval import Filters, rrf
-from rag.serve.deps import Services
-from rag.types import Answer, Hit
+from indexes.errors import NotFoundError
+from rag.serve.deps import Services, allow
+from rag.serve.keys import Principal
+from rag.types import Hit
 
 
 @dataclass
@@ -25,9 +27,30 @@ class PreparedAnswer:
     standalone: str
     stream: AnswerStream
     timings_ms: dict[str, float]
+    collection_of: dict[str, str]  # chunk id -> the collection it came from (a citation opens it there)
+
+    def source(self, hit: Hit, cited: bool) -> dict:
+        return source_dict(hit, cited) | {"collection": self.collection_of.get(hit.chunk.chunk_id)}
+
+    def sources(self) -> list[dict]:
+        """The passages the answer was given, each marked cited or not."""
+        answer = self.stream.answer
+        cited = {c.number for c in answer.citations}
+        return [self.source(h, h.rank in cited) for h in answer.hits]
 
 
 ALL = "all-collections"  # the model id that answers from every collection the caller may use
+
+
+def targets(s: Services, who: Principal, name: str) -> list[str]:
+    """The collections a model id or a chat's collection names: one, or with ``all-collections`` every one the key may use."""
+    if name == ALL and not (s.collections.root / name).exists():
+        names = [n for n in s.collections.names() if who.may_use(n)]
+        if not names:
+            raise NotFoundError("there are no collections yet: create one with POST /collections")
+        return names
+    s.collections.path(allow(who, name))  # 404 before anything else
+    return [name]
 
 
 def prepare(s: Services, collections: Sequence[str], history: Sequence[tuple[str, str]], question: str, k: int | None = None,
@@ -37,9 +60,11 @@ def prepare(s: Services, collections: Sequence[str], history: Sequence[tuple[str
     standalone = standalone_question(s.collections.generator, history, question)
     t1 = time.perf_counter()
     per_collection: list[list[Hit]] = []
+    collection_of: dict[str, str] = {}
     for name in collections:
         with s.collections.reading(name) as kb:
             per_collection.append(kb.context(standalone, k, filters))
+        collection_of.update((h.chunk.chunk_id, name) for h in per_collection[-1] if h.chunk.chunk_id not in collection_of)
     if len(per_collection) == 1:
         hits = per_collection[0]
     else:
@@ -50,7 +75,7 @@ def prepare(s: Services, collections: Sequence[str], history: Sequence[tuple[str
     t2 = time.perf_counter()
     timings = {"rewrite": round((t1 - t0) * 1000, 3), "retrieve": round((t2 - t1) * 1000, 3)}
     s.metrics.stages(timings)
-    return PreparedAnswer(question, standalone, stream, timings)
+    return PreparedAnswer(question, standalone, stream, timings, collection_of)
 
 
 def source_dict(hit: Hit, cited: bool) -> dict:
@@ -58,11 +83,6 @@ def source_dict(hit: Hit, cited: bool) -> dict:
     return {"n": hit.rank, "source": c.source, "name": Path(c.source).name, "page": c.page, "page_end": c.page_end,
             "pages": c.pages, "headings": list(c.headings), "chunk_id": c.chunk_id, "text": c.text,
             "score": round(hit.score, 6), "cited": cited}
-
-
-def sources_of(answer: Answer) -> list[dict]:
-    cited = {c.number for c in answer.citations}
-    return [source_dict(h, h.rank in cited) for h in answer.hits]
 
 
 def webui_source_event(hit: Hit) -> dict:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from indexes.errors import require
 from ingest.embedders import Embedder
@@ -83,25 +84,59 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"])
 
-    @app.middleware("http")
-    async def timing(request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        seconds = time.perf_counter() - started
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(seconds)
-        if access.isEnabledFor(logging.INFO):
-            access.info(json.dumps({"ts": round(time.time(), 3), "client": request.client.host if request.client else None,
-                                    "method": request.method, "path": request.url.path, "route": path,
-                                    "status": response.status_code, "ms": round(seconds * 1000, 1)}))
-        return response
+    app.add_middleware(_Timing, metrics=metrics)
 
     for module in (health, openai, collections, documents, search, chats):
         app.include_router(module.router)
     _offline_docs(app)
+    _web_page(app)
     return app
+
+
+class _Timing:
+    """Times each request to its first byte into the metrics and the access log. A plain ASGI middleware, not
+    ``@app.middleware``: that one hides a client's disconnect from a streamed answer, which then runs on to its end."""
+
+    def __init__(self, app, metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+
+        async def timed_send(message) -> None:
+            if message["type"] == "http.response.start":
+                route = getattr(scope.get("route"), "path", "unmatched")
+                seconds = time.perf_counter() - started
+                status = message["status"]
+                self.metrics.requests.labels(route, str(status)).inc()
+                self.metrics.latency.labels(route).observe(seconds)
+                if access.isEnabledFor(logging.INFO):
+                    client = scope.get("client")
+                    access.info(json.dumps({"ts": round(time.time(), 3), "client": client[0] if client else None,
+                                            "method": scope["method"], "path": scope["path"], "route": route,
+                                            "status": status, "ms": round(seconds * 1000, 1)}))
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
+
+
+STATIC = Path(__file__).parent / "static"
+# The page and everything it loads come from this server: a browser refuses anything else.
+PAGE_POLICY = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
+
+
+def _web_page(app) -> None:
+    """The chat page at ``/`` (plain HTML, CSS and JavaScript from ``static/``, no build step, nothing from outside)."""
+    from fastapi.responses import FileResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"})
 
 
 def _offline_docs(app) -> None:

@@ -77,3 +77,32 @@ class ReleasingIterator:
 
     def __del__(self) -> None:
         self.close()
+
+
+_END = object()
+
+
+def _next(iterator):
+    return next(iterator, _END)
+
+
+def answer_stream(request, events, release):
+    """A server-sent event response over ``events`` that frees the LLM slot as soon as the client goes away: the
+    next token is not generated once a stop button closed the connection (the ASGI server does not tell a
+    synchronous body iterator, so each token waits on a disconnect check first)."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import StreamingResponse
+
+    body = ReleasingIterator(events, release)
+
+    async def pull():
+        try:
+            while not await request.is_disconnected():
+                item = await run_in_threadpool(_next, body)
+                if item is _END:
+                    return
+                yield item
+        finally:
+            body.close()
+
+    return StreamingResponse(pull(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

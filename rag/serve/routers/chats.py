@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from indexes.errors import NotFoundError
 from rag.serve import answering
-from rag.serve.deps import Services, allow, need, services
-from rag.serve.gate import ReleasingIterator
+from rag.serve.deps import Services, need, services
+from rag.serve.gate import answer_stream
 from rag.serve.keys import Principal
 from rag.serve.routers.search import Query_, stream_answer
 
@@ -37,7 +36,7 @@ def _owned(s: Services, who: Principal, chat_id: str) -> dict:
 
 @router.post("", status_code=201)
 def create_chat(body: NewChat, s: Services = Depends(services), who: Principal = Depends(need("read"))) -> dict:
-    s.collections.path(allow(who, body.collection))
+    answering.targets(s, who, body.collection)
     return s.db.chat(s.db.add_chat(body.collection, body.title, who.key_id))
 
 
@@ -59,26 +58,24 @@ def delete_chat(chat_id: str, s: Services = Depends(services), who: Principal = 
 
 
 @router.post("/{chat_id}/messages")
-def send(chat_id: str, body: Message, s: Services = Depends(services), who: Principal = Depends(need("read"))):
+def send(chat_id: str, body: Message, request: Request, s: Services = Depends(services), who: Principal = Depends(need("read"))):
     """Ask the next question; it is rewritten with the chat's earlier turns before retrieval, and saved with its answer."""
     chat = _owned(s, who, chat_id)
-    collection = allow(who, chat["collection"])
-    s.collections.path(collection)
+    collections = answering.targets(s, who, chat["collection"])
     history = [(t["question"], t["answer"]) for t in chat["turns"]]
 
     def save(prepared: answering.PreparedAnswer) -> None:
         a = prepared.stream.answer
         if not chat["title"] and not chat["turns"]:
             s.db.set_title(chat_id, body.question[:80])
-        s.db.add_turn(chat_id, body.question, prepared.standalone, a.text, a.answered, answering.sources_of(a))
+        s.db.add_turn(chat_id, body.question, prepared.standalone, a.text, a.answered, prepared.sources())
 
     s.gate.acquire()
     if body.stream:
-        events = stream_answer(s, collection, history, body.question, body.k, body.filters, on_answer=save)
-        return StreamingResponse(ReleasingIterator(events, s.gate.release), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        events = stream_answer(s, collections, history, body.question, body.k, body.filters, on_answer=save)
+        return answer_stream(request, events, s.gate.release)
     try:
-        prepared = answering.prepare(s, [collection], history, body.question, body.k, body.filters)
+        prepared = answering.prepare(s, collections, history, body.question, body.k, body.filters)
         for _ in prepared.stream:
             pass
         save(prepared)

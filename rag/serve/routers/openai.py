@@ -7,13 +7,12 @@ import logging
 from collections.abc import Iterator
 
 import numpy as np
-from fastapi import APIRouter, Depends
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Request
 
 from indexes.errors import ConfigError, NotFoundError, RagError
 from rag.retrieval import Filters
 from rag.serve import answering
-from rag.serve.gate import ReleasingIterator
+from rag.serve.gate import answer_stream
 from rag.serve.deps import Services, allow, need, services
 from rag.serve.errors import error_body, status_of
 from rag.serve.keys import Principal
@@ -30,17 +29,6 @@ def models(s: Services = Depends(services), who: Principal = Depends(need("read"
     created = now()
     names = [name for name in s.collections.names() if who.may_use(name)]
     return ModelList(data=[Model(id=name, created=created) for name in names] + ([Model(id=answering.ALL, created=created)] if names else []))
-
-
-def _targets(s: Services, who: Principal, model: str) -> list[str]:
-    """The collections a model id names: one, or with ``all-collections`` every one the key may use."""
-    if model == answering.ALL and not (s.collections.root / model).exists():
-        names = [n for n in s.collections.names() if who.may_use(n)]
-        if not names:
-            raise NotFoundError("there are no collections yet: create one with POST /collections")
-        return names
-    s.collections.path(allow(who, model))  # 404 before anything else
-    return [model]
 
 
 def _conversation(req: ChatCompletionRequest) -> tuple[list[tuple[str, str]], str]:
@@ -70,8 +58,8 @@ def _sse(obj: dict | str) -> str:
 
 @router.post("/chat/completions", response_model=ChatCompletion,
              responses={200: {"content": {"text/event-stream": {}}, "description": "a completion, or a stream of chunks"}})
-def chat_completions(req: ChatCompletionRequest, s: Services = Depends(services), who: Principal = Depends(need("read"))):
-    targets = _targets(s, who, req.model)
+def chat_completions(req: ChatCompletionRequest, request: Request, s: Services = Depends(services), who: Principal = Depends(need("read"))):
+    targets = answering.targets(s, who, req.model)
     history, question = _conversation(req)
     max_tokens = req.max_completion_tokens or req.max_tokens
     s.gate.acquire()  # 429 when the LLM queue is full
@@ -87,9 +75,8 @@ def chat_completions(req: ChatCompletionRequest, s: Services = Depends(services)
         usage = _usage(gen, prepared, answer.text)
         return ChatCompletion(id=completion_id(), created=now(), model=req.model, usage=usage,
                               choices=[Choice(message=AssistantMessage(content=answer.text))],
-                              sources=answering.sources_of(answer), unsupported=list(answer.unsupported))
-    body = ReleasingIterator(_stream(s, req, targets, history, question, max_tokens), s.gate.release)
-    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                              sources=prepared.sources(), unsupported=list(answer.unsupported))
+    return answer_stream(request, _stream(s, req, targets, history, question, max_tokens), s.gate.release)
 
 
 def _usage(gen, prepared, text: str) -> Usage:
@@ -115,7 +102,7 @@ def _stream(s: Services, req: ChatCompletionRequest, targets: list[str], history
             if piece:
                 yield chunk(choices=[StreamChoice(delta=Delta(content=piece))])
         answer = prepared.stream.answer
-        yield chunk(choices=[StreamChoice(delta=Delta(), finish_reason="stop")], sources=answering.sources_of(answer),
+        yield chunk(choices=[StreamChoice(delta=Delta(), finish_reason="stop")], sources=prepared.sources(),
                     answer={"text": answer.text, "answered": answer.answered, "unsupported": list(answer.unsupported)})
         if req.stream_options and req.stream_options.include_usage:
             yield chunk(usage=_usage(s.collections.generator, prepared, answer.text))

@@ -6,8 +6,7 @@ import json
 import logging
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from indexes.errors import NotFoundError, RagError
@@ -15,7 +14,7 @@ from rag.retrieval import Filters
 from rag.serve import answering
 from rag.serve.deps import Services, allow, need, services
 from rag.serve.errors import error_body, status_of
-from rag.serve.gate import ReleasingIterator
+from rag.serve.gate import answer_stream
 from rag.serve.keys import Principal
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ def search(name: str, body: SearchRequest, s: Services = Depends(services), who:
 
 
 @router.post("/ask", responses={200: {"content": {"text/event-stream": {}}, "description": "the answer, or its stream"}})
-def ask(name: str, body: AskRequest, s: Services = Depends(services), who: Principal = Depends(need("read"))):
+def ask(name: str, body: AskRequest, request: Request, s: Services = Depends(services), who: Principal = Depends(need("read"))):
     """``stream: true`` sends server-sent events: ``sources`` (the passages), ``token`` pieces, then ``answer``."""
     allow(who, name)
     s.collections.path(name)
@@ -67,20 +66,19 @@ def ask(name: str, body: AskRequest, s: Services = Depends(services), who: Princ
         finally:
             s.gate.release()
         return prepared.stream.answer.to_dict() | {"timings_ms": prepared.timings_ms}
-    return StreamingResponse(ReleasingIterator(stream_answer(s, name, [], body.question, body.k, body.filters), s.gate.release),
-                             media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return answer_stream(request, stream_answer(s, [name], [], body.question, body.k, body.filters), s.gate.release)
 
 
 def _event(kind: str, data) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def stream_answer(s: Services, name: str, history, question: str, k, filters, on_answer=None):
+def stream_answer(s: Services, collections: list[str], history, question: str, k, filters, on_answer=None):
     """The event stream of one answer; ``on_answer(prepared)`` runs when it is complete (e.g. to save a chat turn)."""
     try:
-        prepared = answering.prepare(s, [name], history, question, k, filters)
+        prepared = answering.prepare(s, collections, history, question, k, filters)
         yield _event("sources", {"question": question, "standalone": prepared.standalone,
-                                 "sources": [answering.source_dict(h, False) for h in prepared.stream.hits]})
+                                 "sources": [prepared.source(h, False) for h in prepared.stream.hits]})
         for piece in prepared.stream:
             if piece:
                 yield _event("token", {"text": piece})

@@ -53,10 +53,11 @@ def language_of(text: str) -> str:
     return "Chinese" if is_chinese(text) else "English"
 
 
-def answer_messages(question: str, hits: Sequence[Hit]) -> list[Message]:
+def answer_messages(question: str, hits: Sequence[Hit], language: str | None = None) -> list[Message]:
     """The grounded prompt. The answer's language is named in both messages, in that language too for Chinese:
-    asked "保修期多久？" over Chinese passages with an English-only instruction, the 1.5B preset answered in English."""
-    language = language_of(question)
+    asked "保修期多久？" over Chinese passages with an English-only instruction, the 1.5B preset answered in English.
+    ``language`` (default: the question's) is the user's own question's, where ``question`` is a rewrite of it."""
+    language = language or language_of(question)
     native = "（请用中文回答）" if language == "Chinese" else ""
     system = f"{SYSTEM_PROMPT} The question is in {language}: write the answer in {language}{native}."
     user = (f"Context passages:\n\n{context_block(hits)}\n\nQuestion: {question}\n\n"
@@ -76,16 +77,16 @@ def cited_numbers(text: str) -> list[int]:
     return seen
 
 
-def no_answer_text(question: str) -> str:
-    return "文档中没有找到这个问题的答案。" if is_chinese(question) else "The documents do not contain the answer to this question."
+def no_answer_text(question: str, language: str | None = None) -> str:
+    return "文档中没有找到这个问题的答案。" if (language or language_of(question)) == "Chinese" else "The documents do not contain the answer to this question."
 
 
-def build_answer(question: str, reply: str, hits: Sequence[Hit], check: bool = True) -> Answer:
+def build_answer(question: str, reply: str, hits: Sequence[Hit], check: bool = True, language: str | None = None) -> Answer:
     """Map the [n] the model cited to sources; say plainly when there was no answer. With ``check`` each sentence's
     citation is verified against the passages first (see ``rag.citations``)."""
     reply = reply.strip()
     if not hits or not reply or NOT_FOUND in reply.upper().replace(" ", "_"):
-        return Answer(question, no_answer_text(question), (), tuple(hits), answered=False)
+        return Answer(question, no_answer_text(question, language), (), tuple(hits), answered=False)
     unsupported: tuple[str, ...] = ()
     if check:
         checked = check_citations(reply, hits)
@@ -98,13 +99,28 @@ def build_answer(question: str, reply: str, hits: Sequence[Hit], check: bool = T
     return Answer(question, reply, citations, tuple(hits), answered=True, unsupported=unsupported)
 
 
+_CONDENSE_EXAMPLES = {
+    "English": ("User: 路由器怎么重置？\nAssistant: 按住重置键十秒[1]。", "And the camera?", "How do I reset the camera?"),
+    "Chinese": ("User: How do I reset the router?\nAssistant: Hold the reset button for ten seconds [1].", "那摄像头呢？", "怎样重置摄像头？"),
+}
+
+
 def condense_messages(history: Sequence[tuple[str, str]], question: str) -> list[Message]:
-    """Ask the model to rewrite a follow-up question as a standalone one, in its own language."""
+    """Ask the model to rewrite a follow-up question as a standalone one in the follow-up's own language, with an
+    example across languages: told only "keep its language", the 1.5B preset rewrote "那压缩机呢？" after an English
+    turn in English (and the answer came in English); told the language alone, it kept "压缩机呢？" unchanged."""
     turns = "\n".join(f"User: {q}\nAssistant: {a}" for q, a in history[-4:])
+    language = language_of(question)
+    native = "（用中文写）" if language == "Chinese" else ""
+    ex_turns, ex_question, ex_answer = _CONDENSE_EXAMPLES[language]
     return [
-        {"role": "system", "content": "Rewrite the user's last question so it can be understood without the conversation. "
-                                      "Keep its language. Reply with the rewritten question only."},
-        {"role": "user", "content": f"Conversation:\n{turns}\n\nLast question: {question}\n\nStandalone question:"},
+        {"role": "system", "content": "Rewrite the user's last question as a complete question that can be understood "
+                                      "without the conversation: name what it refers to. "
+                                      f"The last question is in {language}: write the rewritten question in {language}{native}. "
+                                      "Reply with the rewritten question only."},
+        {"role": "user", "content": f"Conversation:\n{ex_turns}\n\nLast question: {ex_question}\n\nStandalone question:"},
+        {"role": "assistant", "content": ex_answer},
+        {"role": "user", "content": f"Conversation:\n{turns}\n\nLast question: {question}\n\nStandalone question in {language}{native}:"},
     ]
 
 

@@ -13,7 +13,7 @@ from indexes.versions import active_path
 from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
 from ingest.pipeline import IngestOptions, IngestReport, ingest
 from rag.config import Config
-from rag.generation import Generator, answer_messages, build_answer, standalone_question
+from rag.generation import Generator, answer_messages, build_answer, language_of, standalone_question
 from rag.context import drop_near_duplicates, widen
 from rag.rerank import load_reranker
 from rag.retrieval import Filters, RetrievalSettings, Retriever
@@ -144,15 +144,18 @@ class KnowledgeBase:
             pass
         return stream.answer
 
-    def ask_stream(self, question: str, k: int | None = None, filters: Filters = Filters()) -> "AnswerStream":
+    def ask_stream(self, question: str, k: int | None = None, filters: Filters = Filters(),
+                   language: str | None = None) -> "AnswerStream":
         """Iterate to receive the answer's text as it is generated; ``.answer`` holds the ``Answer`` afterwards."""
         hits = self.context(question, k, filters)
-        return self.answer_stream(question, hits)
+        return self.answer_stream(question, hits, language=language)
 
-    def answer_stream(self, question: str, hits: list[Hit], max_new_tokens: int | None = None) -> "AnswerStream":
-        """An answer to ``question`` from these passages (e.g. retrieved by ``context``), streamed."""
+    def answer_stream(self, question: str, hits: list[Hit], max_new_tokens: int | None = None,
+                      language: str | None = None) -> "AnswerStream":
+        """An answer to ``question`` from these passages (e.g. retrieved by ``context``), streamed, in ``language``
+        (default the question's; a rewritten follow-up passes the user's own, which the rewrite may have changed)."""
         llm = self.config.llm
-        return AnswerStream(question, hits, self.generator, max_new_tokens or llm.max_new_tokens, llm.check_citations)
+        return AnswerStream(question, hits, self.generator, max_new_tokens or llm.max_new_tokens, llm.check_citations, language)
 
     def chat(self) -> "Conversation":
         return Conversation(self)
@@ -170,23 +173,25 @@ class KnowledgeBase:
 class AnswerStream:
     """Iterable of text pieces; the ``Answer`` (with citations mapped to sources) is ready once exhausted."""
 
-    def __init__(self, question: str, hits: list[Hit], generator: Generator, max_new_tokens: int, check: bool = True) -> None:
+    def __init__(self, question: str, hits: list[Hit], generator: Generator, max_new_tokens: int, check: bool = True,
+                 language: str | None = None) -> None:
         self.question, self.hits, self._generator, self._max, self._check = question, hits, generator, max_new_tokens, check
+        self.language = language or language_of(question)
         self.answer: Answer | None = None
         self.on_done: Callable[[Answer], None] | None = None  # e.g. a conversation recording the turn
 
     def __iter__(self) -> Iterator[str]:
         if not self.hits:
-            self.answer = build_answer(self.question, "", self.hits)
+            self.answer = build_answer(self.question, "", self.hits, language=self.language)
             yield self.answer.text
             if self.on_done is not None:
                 self.on_done(self.answer)
             return
         parts: list[str] = []
-        for piece in self._generator.stream(answer_messages(self.question, self.hits), self._max):
+        for piece in self._generator.stream(answer_messages(self.question, self.hits, self.language), self._max):
             parts.append(piece)
             yield piece
-        self.answer = build_answer(self.question, "".join(parts), self.hits, self._check)
+        self.answer = build_answer(self.question, "".join(parts), self.hits, self._check, self.language)
         if self.on_done is not None:
             self.on_done(self.answer)
 
@@ -203,11 +208,14 @@ class Conversation:
 
     def ask_stream(self, question: str, k: int | None = None, filters: Filters = Filters()) -> "AnswerStream":
         """Stream one turn; the turn joins the history once the stream is exhausted."""
-        stream = self.kb.ask_stream(self.standalone(question), k, filters)
+        stream = self.kb.ask_stream(self.standalone(question), k, filters, language_of(question))
         stream.on_done = lambda answer: self.history.append((question, answer.text))
         return stream
 
     def ask(self, question: str, k: int | None = None, filters: Filters = Filters()) -> Answer:
-        answer = self.kb.ask(self.standalone(question), k, filters)
+        stream = self.kb.ask_stream(self.standalone(question), k, filters, language_of(question))
+        for _ in stream:
+            pass
+        answer = stream.answer
         self.history.append((question, answer.text))
         return answer

@@ -52,7 +52,7 @@ def test_chat_rewrites_follow_ups_with_history(kb):
     conv.ask("How long is the warranty?")
     kb._generator = EchoGenerator("How can the compressor warranty be extended?")
     conv.ask("and the compressor?")
-    rewrite = kb.generator.prompts[0][1]["content"]
+    rewrite = kb.generator.prompts[0][-1]["content"]
     assert "How long is the warranty?" in rewrite and "and the compressor?" in rewrite
     assert len(conv.history) == 2
 
@@ -64,7 +64,7 @@ def test_streamed_chat_turns_join_the_history_and_follow_ups_are_rewritten(kb):
     kb._generator = EchoGenerator("How can the compressor warranty be extended?")
     second = conv.ask_stream("and the compressor?")
     list(second)
-    rewrite = kb.generator.prompts[0][1]["content"]
+    rewrite = kb.generator.prompts[0][-1]["content"]
     assert "How long is the warranty?" in rewrite and "and the compressor?" in rewrite
     assert second.question == "How can the compressor warranty be extended?"
     assert [q for q, _ in conv.history] == ["How long is the warranty?", "and the compressor?"]
@@ -134,3 +134,21 @@ def test_chinese_prose_full_of_latex_commands_is_chinese_but_an_english_page_nam
     english = "Contributors: 吴凌云 wrote the first version of this guide, and many others sent fixes and new answers."
     assert not is_chinese(english)
     assert not is_chinese("no Chinese here at all")
+
+
+def test_a_follow_up_is_answered_in_its_own_language_even_when_the_rewrite_changed_it(kb):
+    """Asked "How often should the air filter be cleaned?" then "那压缩机呢？", the 1.5B preset rewrote the follow-up
+    in English, and the answer came in English."""
+    conv = kb.chat()
+    conv.ask("How often should the air filter be cleaned?")
+    kb._generator = EchoGenerator("How often should the compressor be cleaned?")  # the rewrite, in English
+    answer = conv.ask("那压缩机呢？")
+    rewrite = kb.generator.prompts[0]
+    assert "write the rewritten question in Chinese" in rewrite[0]["content"] and "那压缩机呢？" in rewrite[-1]["content"]
+    prompt = kb.generator.prompts[-1]
+    assert "Chinese" in prompt[0]["content"] and "中文" in prompt[1]["content"] and "English" not in prompt[1]["content"]
+    assert answer.question == "How often should the compressor be cleaned?"
+    kb._generator = EchoGenerator("NOT_FOUND")
+    stream = kb.answer_stream("Who painted the Mona Lisa?", answer.hits, language="Chinese")
+    list(stream)
+    assert not stream.answer.answered and "没有找到" in stream.answer.text

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.generation import standalone_question
+from rag.generation import language_of, standalone_question
 from rag.knowledge_base import AnswerStream
 from rag.retrieval import Filters, rrf
 from indexes.errors import NotFoundError
@@ -71,7 +71,7 @@ def prepare(s: Services, collections: Sequence[str], history: Sequence[tuple[str
         fused = rrf([[(h.chunk, h.score) for h in hs] for hs in per_collection])[: k or s.settings.config.retrieval.k]
         hits = [Hit(chunk, score, rank) for rank, (chunk, score) in enumerate(fused, start=1)]
     with s.collections.reading(collections[0]) as kb:
-        stream = kb.answer_stream(standalone, hits, max_tokens)
+        stream = kb.answer_stream(standalone, hits, max_tokens, language_of(question))  # the user's language, not the rewrite's
     t2 = time.perf_counter()
     timings = {"rewrite": round((t1 - t0) * 1000, 3), "retrieve": round((t2 - t1) * 1000, 3)}
     s.metrics.stages(timings)

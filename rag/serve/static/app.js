@@ -198,6 +198,9 @@ $("collection").addEventListener("change", (e) => pick(e.target.value));
 $("new-collection").addEventListener("submit", async (e) => {
   e.preventDefault();
   const input = $("new-collection-name");
+  const button = $("new-collection").querySelector("button");
+  button.disabled = true;
+  button.textContent = "Creating…"; // the first collection loads the embedding model: seconds
   try {
     const created = await api("/collections", { method: "POST", body: { name: input.value.trim() } });
     input.value = "";
@@ -206,7 +209,10 @@ $("new-collection").addEventListener("submit", async (e) => {
     localStorage.setItem(PICKED, created.name);
     await loadCollections();
     pick(created.name);
-  } catch (exc) { report(exc); }
+  } catch (exc) { report(exc); } finally {
+    button.disabled = false;
+    button.textContent = "Create";
+  }
 });
 
 // ---------- documents and uploads ----------

@@ -6,7 +6,8 @@ Each reply is cached in ``benchmarks/data/answers/`` (per set, prompt and LLM), 
 where it stopped and a finished one only prints its table.
 
     python benchmarks/fetch_data.py
-    python benchmarks/answer_bench.py [--sets python-faq,ctex-faq] [--limit 20] [--prompts before,now] [--llm PRESET]
+    python benchmarks/answer_bench.py [--sets python-faq,ctex-faq] [--limit 20] [--prompts before,now,compressed]
+                                      [--budget 400] [--llm PRESET]
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from indexes.text import normalize  # noqa: E402
 from rag.config import Config, IndexConfig, LLMConfig  # noqa: E402
-from rag.generation import SYSTEM_PROMPT, answer_messages, build_answer, context_block, is_chinese  # noqa: E402
+from rag.compress import compress  # noqa: E402
+from rag.generation import SYSTEM_PROMPT, answer_messages, build_answer, context_block, count_tokens, is_chinese  # noqa: E402
 from rag.knowledge_base import KnowledgeBase  # noqa: E402
 
 
@@ -43,12 +45,13 @@ def holds(text: str, gold: str) -> bool:
     return squash(gold) in squash(text)
 
 
-def run(set_name: str, prompt: str, llm: str, limit: int, k: int) -> list[dict]:
+def run(set_name: str, prompt: str, llm: str, limit: int, k: int, budget: int) -> list[dict]:
     store = HERE / "data" / "stores" / set_name
     kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False), llm=LLMConfig(name=llm)))
     kb.ingest([HERE / "data" / set_name], progress=False)
     questions = [json.loads(line) for line in (HERE / "questions" / f"{set_name}.jsonl").read_text().splitlines() if line.strip()][:limit]
-    cache = HERE / "data" / "answers" / f"{set_name}-{prompt}-{llm.replace('/', '_')}.jsonl"
+    label = f"compressed{budget}" if prompt == "compressed" else prompt
+    cache = HERE / "data" / "answers" / f"{set_name}-{label}-{llm.replace('/', '_')}.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)
     done = {r["question"]: r for r in map(json.loads, cache.read_text().splitlines())} if cache.exists() else {}
     rows = []
@@ -57,7 +60,11 @@ def run(set_name: str, prompt: str, llm: str, limit: int, k: int) -> list[dict]:
             rows.append(done[q["question"]])
             continue
         hits = kb.context(q["question"], k)
-        messages = PROMPTS[prompt](q["question"], hits)
+        if prompt == "compressed":  # the sentences that bear on the question, within the budget (rag.compress)
+            shown = compress(q["question"], hits, kb.embedder, budget, lambda t: count_tokens(kb.generator, t))
+            messages = answer_messages(q["question"], shown)
+        else:
+            messages = PROMPTS[prompt](q["question"], hits)
         start = time.perf_counter()
         first = None
         parts = []
@@ -101,13 +108,15 @@ def main() -> int:
     ap.add_argument("--llm", default="qwen2.5-coder-1.5b-instruct")
     ap.add_argument("--limit", type=int, default=51)
     ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("--budget", type=int, default=400, help="passage tokens of the compressed prompt")
     args = ap.parse_args()
     table = []
     for set_name in args.sets.split(","):
         for prompt in args.prompts.split(","):
-            rows = run(set_name, prompt, args.llm, args.limit, args.k)
-            for check in ((False, True) if prompt == "now" else (False,)):
-                label = f"{prompt} prompt, " + ("citations checked" if check else "model's citations")
+            rows = run(set_name, prompt, args.llm, args.limit, args.k, args.budget)
+            for check in ((False, True) if prompt in ("now", "compressed") else (False,)):
+                name = f"compressed {args.budget}" if prompt == "compressed" else prompt
+                label = f"{name} prompt, " + ("citations checked" if check else "model's citations")
                 table.append((set_name, label, score(rows, check), rows))
     print(f"\nLLM {args.llm}, k={args.k}, first {args.limit} questions per set; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -50,6 +50,8 @@ class LLMConfig:
     max_new_tokens: int = 384
     device: str | None = None
     check_citations: bool = True  # match each answer sentence to the passage that supports it (rag.citations)
+    compress: bool = True  # give the LLM only the sentences that bear on the question (rag.compress); false: whole passages
+    context_tokens: int = 400  # the passages' token budget in a compressed prompt
 
 
 @dataclass(frozen=True)

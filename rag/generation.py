@@ -48,6 +48,13 @@ def context_block(hits: Sequence[Hit]) -> str:
     return "\n\n".join(parts)
 
 
+def count_tokens(generator, text: str) -> int:
+    """Tokens by the LLM's own tokenizer where it has one; otherwise words and CJK characters (an estimate)."""
+    if hasattr(generator, "count_tokens"):
+        return generator.count_tokens(text)
+    return len(re.findall(r"[\u4e00-\u9fff]|\w+", text))
+
+
 def language_of(text: str) -> str:
     """"Chinese" or "English": the language an answer to ``text`` must be written in."""
     return "Chinese" if is_chinese(text) else "English"

@@ -13,7 +13,7 @@ from indexes.versions import active_path
 from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
 from ingest.pipeline import IngestOptions, IngestReport, ingest
 from rag.config import Config
-from rag.generation import Generator, answer_messages, build_answer, language_of, standalone_question
+from rag.generation import Generator, answer_messages, build_answer, count_tokens, language_of, standalone_question
 from rag.context import drop_near_duplicates, widen
 from rag.rerank import load_reranker
 from rag.retrieval import Filters, RetrievalSettings, Retriever
@@ -155,7 +155,14 @@ class KnowledgeBase:
         """An answer to ``question`` from these passages (e.g. retrieved by ``context``), streamed, in ``language``
         (default the question's; a rewritten follow-up passes the user's own, which the rewrite may have changed)."""
         llm = self.config.llm
-        return AnswerStream(question, hits, self.generator, max_new_tokens or llm.max_new_tokens, llm.check_citations, language)
+        shown = hits
+        if llm.compress and hits:
+            from rag.compress import compress
+
+            generator = self.generator
+            shown = compress(question, hits, self.embedder, llm.context_tokens, lambda text: count_tokens(generator, text))
+        return AnswerStream(question, hits, self.generator, max_new_tokens or llm.max_new_tokens, llm.check_citations, language,
+                            shown)
 
     def chat(self) -> "Conversation":
         return Conversation(self)
@@ -174,21 +181,26 @@ class AnswerStream:
     """Iterable of text pieces; the ``Answer`` (with citations mapped to sources) is ready once exhausted."""
 
     def __init__(self, question: str, hits: list[Hit], generator: Generator, max_new_tokens: int, check: bool = True,
-                 language: str | None = None) -> None:
+                 language: str | None = None, shown: list[Hit] | None = None) -> None:
+        """``shown``: the passages as the prompt gives them (compressed); citations still map to ``hits``."""
         self.question, self.hits, self._generator, self._max, self._check = question, hits, generator, max_new_tokens, check
         self.language = language or language_of(question)
+        self.shown = hits if shown is None else shown
         self.answer: Answer | None = None
         self.on_done: Callable[[Answer], None] | None = None  # e.g. a conversation recording the turn
 
+    def messages(self) -> list[dict]:
+        return answer_messages(self.question, self.shown, self.language)
+
     def __iter__(self) -> Iterator[str]:
-        if not self.hits:
+        if not self.hits or not self.shown:
             self.answer = build_answer(self.question, "", self.hits, language=self.language)
             yield self.answer.text
             if self.on_done is not None:
                 self.on_done(self.answer)
             return
         parts: list[str] = []
-        for piece in self._generator.stream(answer_messages(self.question, self.hits, self.language), self._max):
+        for piece in self._generator.stream(self.messages(), self._max):
             parts.append(piece)
             yield piece
         self.answer = build_answer(self.question, "".join(parts), self.hits, self._check, self.language)

@@ -272,6 +272,11 @@ def test_all_collections_answers_from_every_collection_the_key_may_use(loaded):
     names = {s["name"] for s in r["sources"]}
     assert "garden.md" in names and len(names) > 1 and r["model"] == "all-collections"
     assert any(s["cited"] and s["name"] == "garden.md" for s in r["sources"]), r
+    assert {s["collection"] for s in r["sources"]} == {"manuals", "notes"}  # a citation opens its passage there
+    chat = loaded.post("/chats", json={"collection": "all-collections"}).json()["id"]
+    turn = loaded.post(f"/chats/{chat}/messages", json={"question": "When should the tomato plants be watered?"}).json()
+    garden = [c for c in turn["citations"] if c["source"].endswith("garden.md")]
+    assert garden and loaded.get(f"/collections/notes/passages/{garden[0]['chunk_id']}").status_code == 200
 
 
 def test_serve_refuses_a_public_address_without_keys_and_keys_are_managed_from_the_cli(tmp_path, capsys):
@@ -308,3 +313,21 @@ def test_stores_made_before_are_collections_and_the_api_page_needs_no_network(tm
         assert "/docs-assets/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
         assert c.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
         assert "/v1/chat/completions" in c.get("/openapi.json").json()["paths"]
+
+
+def test_the_chat_page_and_its_files_come_from_the_server_only(client):
+    import re
+
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert "/static/app.js" in assets and "/static/style.css" in assets
+    for asset in assets:
+        assert asset.startswith(("/static/", "data:")), asset
+        if asset.startswith("/static/"):
+            assert client.get(asset).status_code == 200
+    for name in ("index.html", "app.js", "style.css"):  # no URL of another host anywhere in the page's files
+        text = client.get("/static/" + name).text
+        assert not re.search(r"https?://|//[a-z0-9-]+\.[a-z]", text, re.I), name
+    assert client.get("/static/../app.py").status_code == 404

@@ -6,7 +6,6 @@ collection's read lock, so searches go on while an answer is generated.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,10 +93,3 @@ def webui_source_event(hit: Hit) -> dict:
                                        "metadata": [{"source": name, "file": c.source, "page": c.page, "page_end": c.page_end,
                                                      "chunk_id": c.chunk_id, "headings": list(c.headings)}],
                                        "distances": [round(hit.score, 6)]}}
-
-
-def count_tokens(generator, text: str) -> int:
-    """Tokens by the LLM's own tokenizer where it has one; otherwise words and CJK characters (an estimate)."""
-    if hasattr(generator, "count_tokens"):
-        return generator.count_tokens(text)
-    return len(re.findall(r"[\u4e00-\u9fff]|\w+", text))

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 
-from indexes.errors import ConfigError, NotFoundError, RagError
+from indexes.errors import ConfigError, RagError
+from rag.generation import count_tokens
 from rag.retrieval import Filters
 from rag.serve import answering
 from rag.serve.gate import answer_stream
@@ -80,8 +81,8 @@ def chat_completions(req: ChatCompletionRequest, request: Request, s: Services =
 
 
 def _usage(gen, prepared, text: str) -> Usage:
-    prompt = answering.count_tokens(gen, prepared.standalone + " ".join(h.chunk.text for h in prepared.stream.hits))
-    completion = answering.count_tokens(gen, text)
+    prompt = sum(count_tokens(gen, m["content"]) for m in prepared.stream.messages())  # as the LLM read it (compressed)
+    completion = count_tokens(gen, text)
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from indexes.text import normalize  # noqa: E402
 from rag.config import Config, IndexConfig, LLMConfig  # noqa: E402
-from rag.compress import compress  # noqa: E402
+from rag.compress import WHOLE, compress  # noqa: E402
 from rag.generation import SYSTEM_PROMPT, answer_messages, build_answer, context_block, count_tokens, is_chinese  # noqa: E402
 from rag.knowledge_base import KnowledgeBase  # noqa: E402
 
@@ -50,7 +50,7 @@ def run(set_name: str, prompt: str, llm: str, limit: int, k: int, budget: int) -
     kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False), llm=LLMConfig(name=llm)))
     kb.ingest([HERE / "data" / set_name], progress=False)
     questions = [json.loads(line) for line in (HERE / "questions" / f"{set_name}.jsonl").read_text().splitlines() if line.strip()][:limit]
-    label = f"compressed{budget}" if prompt == "compressed" else prompt
+    label = f"compressed{budget}w{WHOLE}" if prompt == "compressed" else prompt
     cache = HERE / "data" / "answers" / f"{set_name}-{label}-{llm.replace('/', '_')}.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)
     done = {r["question"]: r for r in map(json.loads, cache.read_text().splitlines())} if cache.exists() else {}

@@ -444,7 +444,10 @@ def _cmd_keys(args) -> int:
 
 
 def _cmd_info(kb, args) -> int:
+    from rag.devices import devices
+
     info = kb.info()
+    info["devices"] = devices(kb.config, kb.store.settings.index, bool(kb.store.settings.index_options.get("gpu")))
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=2))
     else:

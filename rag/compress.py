@@ -4,7 +4,7 @@ On a CPU the first token of an answer waits for the whole prompt to be read (abo
 on 2 cores), so the retrieved passages are cut down before they reach the LLM: each passage is split into
 sentences (lines for code and lists), every sentence is scored by the embedder's similarity to the question, and
 the best ones are kept with a neighbour on each side for coherence, in the passage's own order, until a token
-budget is spent. A sentence almost identical to one already kept adds nothing and is skipped; a passage left with
+budget is spent; the first passage, the retriever's surest, is kept whole. A sentence almost identical to one already kept adds nothing and is skipped; a passage left with
 nothing is left out of the prompt. The citation numbers stay those of the retrieved passages, and a citation still
 opens the whole chunk: only the prompt changes.
 """
@@ -24,6 +24,9 @@ _LINE = re.compile(r"[^\n]+")
 _SENTENCE = re.compile(r".+?(?:[.!?](?=\s|$)|[。！？；]|$)")
 DUPLICATE = 0.97  # cosine above which a sentence repeats one already kept
 GAP = " … "
+# The retriever's first passage goes in whole: on the development sets it held the gold phrase for 31 of 41
+# questions, and keeping it whole kept the gold in the prompt for 39/41 at 400 tokens, against 36/41 without.
+WHOLE = 1
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,17 @@ def units(text: str, passage: int) -> list[Unit]:
 
 
 def compress(question: str, hits: Sequence[Hit], embedder: Embedder, budget: int,
-             count: Callable[[str], int], neighbours: int = 1) -> list[Hit]:
+             count: Callable[[str], int], neighbours: int = 1, whole: int = WHOLE) -> list[Hit]:
     """The hits with their text cut to what bears on ``question``, within ``budget`` tokens in all (``count``
-    counts a text's tokens); hits that keep nothing are dropped, the others keep their rank."""
+    counts a text's tokens); hits that keep nothing are dropped, the others keep their rank. The first ``whole``
+    hits (the retriever's surest) are given whole and their tokens count against the budget."""
     if not hits:
         return []
+    if whole:
+        head = list(hits[:whole])
+        spent = sum(count(h.chunk.text) for h in head)
+        return head + compress(question, hits[whole:], embedder, max(0, budget - spent), count, neighbours, whole=0) \
+            if budget > spent else head
     all_units = [u for i, h in enumerate(hits) for u in units(h.chunk.text, i)]
     if not all_units:
         return list(hits)

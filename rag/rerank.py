@@ -95,16 +95,69 @@ class LLMJudgeReranker:
         return out
 
 
+# Question first, so that every passage of a question shares the evaluated prefix (system message and question).
+JUDGE_USER_QUESTION_FIRST = "Question: {question}\n\nPassage:\n{passage}\n\nDoes this passage answer the question? Answer yes or no."
+_SLOT = "\u0000PASSAGE\u0000"
+
+
+class LlamaCppJudgeReranker:
+    """The LLM judge on llama.cpp: P(yes) from the logits after one evaluation of each passage, no decoding. The
+    system message and the question are evaluated once per question; each passage then only evaluates its own
+    tokens and the closing instruction on top of that prefix (the KV cache is cut back to it between passages)."""
+
+    def __init__(self, generator, max_passage_tokens: int = 320) -> None:
+        self.generator, self.max_tokens = generator, max_passage_tokens
+        self.name = f"llm-judge({generator.name}, llama.cpp)"
+        self._yes_no: tuple[list[int], list[int]] | None = None
+
+    def _template(self, llm, question: str) -> tuple[str, str]:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        meta = llm.metadata
+        vocab = lambda key: llm.detokenize([int(meta[key])], special=True).decode("utf-8", "ignore") if key in meta else ""  # noqa: E731
+        formatter = Jinja2ChatFormatter(meta["tokenizer.chat_template"], eos_token=vocab("tokenizer.ggml.eos_token_id"),
+                                        bos_token=vocab("tokenizer.ggml.bos_token_id"))
+        text = formatter(messages=[{"role": "system", "content": JUDGE_SYSTEM},
+                                   {"role": "user", "content": JUDGE_USER_QUESTION_FIRST.format(question=question, passage=_SLOT)}]).prompt
+        prefix, suffix = text.split(_SLOT)
+        return prefix, suffix
+
+    def scores(self, question: str, passages: Sequence[str]) -> list[float]:
+        import numpy as np
+
+        gen = self.generator
+        llm = gen._load()
+        tokenize = lambda text, special=False: llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)  # noqa: E731
+        if self._yes_no is None:
+            first = lambda words: sorted({tokenize(w)[0] for w in words})  # noqa: E731
+            self._yes_no = first(["yes", "Yes", " yes", " Yes"]), first(["no", "No", " no", " No"])
+        yes, no = self._yes_no
+        prefix_text, suffix_text = self._template(llm, question)
+        prefix, suffix = tokenize(prefix_text, True), tokenize(suffix_text, True)
+        out: list[float] = []
+        with gen._lock:  # one llama context: the judge and the answers take turns
+            llm.reset()
+            llm.eval(prefix)
+            for passage in passages:
+                llm.n_tokens = len(prefix)  # eval() drops the cache past this point
+                llm.eval(tokenize(passage)[: self.max_tokens] + suffix)
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+                pair = np.array([np.logaddexp.reduce(logits[yes]), np.logaddexp.reduce(logits[no])])
+                out.append(float(np.exp(pair[0] - np.logaddexp(pair[0], pair[1]))))
+            llm.reset()  # the next answer starts from a clean cache
+        return out
+
+
 def load_reranker(spec: str, generator_factory, device: str | None = None) -> Reranker | None:
     """``none``, ``llm`` (the answer LLM as judge), ``llm:MODEL`` (another local LLM), or a cross-encoder path/id."""
     if spec in ("", "none"):
         return None
     if spec == "llm" or spec.startswith("llm:"):
-        from rag.llm import LlamaCppGenerator, TransformersGenerator
+        from rag.llm import LlamaCppGenerator, load_generator
 
-        generator = generator_factory() if spec == "llm" else TransformersGenerator(spec[4:], device=device)
-        if isinstance(generator, LlamaCppGenerator):  # the judge reads logits through transformers
-            generator = TransformersGenerator(generator.name, device=device)
+        generator = generator_factory() if spec == "llm" else load_generator(spec[4:], device=device)
+        if isinstance(generator, LlamaCppGenerator):
+            return LlamaCppJudgeReranker(generator)
         if not hasattr(generator, "model_and_tokenizer"):
             raise ConfigError(f"the LLM judge needs a local transformers model; {generator.name!r} is not one")
         return LLMJudgeReranker(generator)

@@ -37,20 +37,20 @@ def test_units_are_sentences_and_lines_with_their_spans():
 
 def test_the_budget_keeps_the_relevant_sentences_with_their_neighbours_and_drops_passages_that_add_nothing():
     hits = [hit(1, FILTER), hit(2, NOISE), hit(3, WARRANTY)]
-    out = compress("How often should the air filter be cleaned?", hits, HashEmbedder(), budget=30, count=words)
+    out = compress("How often should the air filter be cleaned?", hits, HashEmbedder(), budget=30, count=words, whole=0)
     assert [h.rank for h in out][0] == 1 and 2 not in [h.rank for h in out]
     kept = out[0].chunk.text
     assert "Clean the air filter every three months." in kept and "every month" in kept
     assert "The feet are rubber." not in kept and " … " not in kept.split("every month")[0]
     assert sum(words(h.chunk.text) for h in out) <= 30
     assert out[0].chunk.chunk_id == hits[0].chunk.chunk_id  # the citation still opens the whole chunk
-    whole = compress("How often should the air filter be cleaned?", hits, HashEmbedder(), budget=10_000, count=words)
-    assert [h.chunk.text for h in whole] == [FILTER, NOISE, WARRANTY]  # a budget that fits all changes nothing
+    everything = compress("How often should the air filter be cleaned?", hits, HashEmbedder(), budget=10_000, count=words)
+    assert [h.chunk.text for h in everything] == [FILTER, NOISE, WARRANTY]  # a budget that fits all changes nothing
 
 
 def test_a_repeated_sentence_is_kept_once():
     twice = "Clean the air filter every three months."
-    out = compress("air filter", [hit(1, twice), hit(2, twice + " Use lukewarm water.")], HashEmbedder(), budget=100, count=words)
+    out = compress("air filter", [hit(1, twice), hit(2, twice + " Use lukewarm water.")], HashEmbedder(), budget=100, count=words, whole=0)
     assert sum(h.chunk.text.count(twice) for h in out) == 1
 
 
@@ -69,3 +69,11 @@ def test_the_answer_prompt_is_compressed_and_citations_map_to_the_retrieved_pass
     assert len(short) < len(full) / 2 and "three months" in short
     assert answer.citations and answer.citations[0].text == answer.hits[0].chunk.text  # the whole chunk
     assert len(answer.hits) == 5
+
+
+def test_the_first_passage_goes_in_whole_and_counts_against_the_budget():
+    hits = [hit(1, NOISE), hit(2, FILTER), hit(3, WARRANTY)]
+    out = compress("How often should the air filter be cleaned?", hits, HashEmbedder(), budget=words(NOISE) + 12, count=words)
+    assert out[0].chunk.text == NOISE and len(out) >= 2 and "three months" in out[1].chunk.text
+    assert sum(words(h.chunk.text) for h in out) <= words(NOISE) + 12
+    assert compress("air filter", hits, HashEmbedder(), budget=3, count=words) == hits[:1]  # the first alone overflows it

@@ -37,3 +37,18 @@ def test_ask_with_the_light_preset_on_llama_cpp_answers_and_cites(corpus, tmp_pa
     assert answer.answered and "three months" in answer.text.lower(), answer.text
     assert answer.citations and answer.citations[0].source.endswith("aurora-manual.md")
     kb.close()
+
+
+def test_the_llm_judge_on_llama_cpp_scores_the_answering_passage_highest(light):
+    from rag.rerank import LlamaCppJudgeReranker, load_reranker
+
+    judge = load_reranker("llm", lambda: light)
+    assert isinstance(judge, LlamaCppJudgeReranker)  # no transformers copy of the model
+    passages = ["The office canteen serves lunch from noon until two.",
+                "Clean the air filter of the outdoor unit every three months; in dusty areas, every month.",
+                "The warranty lasts five years and covers parts and labour."]
+    scores = judge.scores("How often should the air filter be cleaned?", passages)
+    assert all(0.0 <= s <= 1.0 for s in scores) and max(range(3), key=scores.__getitem__) == 1, scores
+    assert judge.scores("How often should the air filter be cleaned?", passages) == scores  # the cut-back cache leaks nothing
+    answer = "".join(light.stream([{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}], 24))
+    assert "Paris" in answer  # the generator still answers after the judge used its context

@@ -50,6 +50,12 @@ def test_cli_ingest_search_ask_json(backend, corpus, tmp_path, capsys, e5):
     assert answer["answered"] and "three months" in answer["answer"]
     assert answer["citations"] and answer["citations"][0]["source"].endswith("aurora-manual.md")
 
+    assert main(["info", "--store", store, "--llm", "extractive", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    devices = info["devices"]  # where each part runs, found without loading a model
+    assert info["documents"] == 5 and devices["llm"] == "none (extractive)" and devices["index"].startswith(f"{backend} on ")
+    assert devices["embedder"] == "cpu" or devices["embedder"].startswith("cuda")
+
     assert main(["ingest", str(corpus), "--store", store, "--json"]) == 1  # the corrupt file is still reported
     again = json.loads(capsys.readouterr().out)
     assert again["embedded"] == 0 and sum(f["status"] == "unchanged" for f in again["files"]) == 5

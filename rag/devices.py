@@ -1,0 +1,47 @@
+"""Which device each part runs on (``rag info``): the embedder (torch), the FAISS index and the LLM (llama.cpp
+offload or torch), found without loading any model."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from rag.config import Config
+
+
+def _torch_device(configured: str | None) -> str:
+    if configured:
+        return configured
+    if importlib.util.find_spec("torch") is None:
+        return "cpu"
+    import torch
+
+    return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+
+
+def devices(config: Config, index_backend: str, index_gpu: bool) -> dict[str, str]:
+    from rag.llm import LLM_PRESETS, physical_cores
+
+    out = {"embedder": _torch_device(config.device)}
+    if index_backend == "faiss":
+        gpus = 0
+        if index_gpu and importlib.util.find_spec("faiss") is not None:
+            import faiss
+
+            gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+        out["index"] = f"faiss on {gpus} GPU(s)" if gpus else "faiss on cpu" + ("" if index_gpu else " (index.gpu=false)")
+    else:
+        out["index"] = f"{index_backend} on cpu"
+    llm = config.llm
+    name = llm.name.lower()
+    if name in ("extractive", "none"):
+        out["llm"] = "none (extractive)"
+    elif name.startswith(("http://", "https://")):
+        out["llm"] = f"remote server {llm.name}"
+    elif (name in LLM_PRESETS or name.endswith(".gguf")) and llm.backend != "transformers" and importlib.util.find_spec("llama_cpp"):
+        import llama_cpp
+
+        gpu = bool(getattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)())
+        out["llm"] = "llama.cpp, all layers on the GPU" if gpu else f"llama.cpp on cpu ({physical_cores()} threads)"
+    else:
+        out["llm"] = f"transformers on {_torch_device(llm.device or config.device)}"
+    return out

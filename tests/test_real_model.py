@@ -50,7 +50,7 @@ def test_cli_ingest_search_ask_json(backend, corpus, tmp_path, capsys, e5):
     assert answer["answered"] and "three months" in answer["answer"]
     assert answer["citations"] and answer["citations"][0]["source"].endswith("aurora-manual.md")
 
-    assert main(["info", "--store", store, "--llm", "extractive", "--json"]) == 0
+    assert main(["info", "--store", store, "--set", "llm.name=extractive", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     devices = info["devices"]  # where each part runs, found without loading a model
     assert info["documents"] == 5 and devices["llm"] == "none (extractive)" and devices["index"].startswith(f"{backend} on ")

@@ -25,8 +25,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from indexes.text import normalize  # noqa: E402
 from rag.config import Config, IndexConfig, LLMConfig  # noqa: E402
-from rag.compress import WHOLE, compress  # noqa: E402
-from rag.generation import SYSTEM_PROMPT, answer_messages, build_answer, context_block, count_tokens, is_chinese  # noqa: E402
+from rag.compress import WHOLE  # noqa: E402
+from rag.generation import SYSTEM_PROMPT, answer_messages, build_answer, context_block, is_chinese  # noqa: E402
 from rag.knowledge_base import KnowledgeBase  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def holds(text: str, gold: str) -> bool:
 
 def run(set_name: str, prompt: str, llm: str, limit: int, k: int, budget: int) -> list[dict]:
     store = HERE / "data" / "stores" / set_name
-    kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False), llm=LLMConfig(name=llm)))
+    kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False), llm=LLMConfig(name=llm, context_tokens=budget)))
     kb.ingest([HERE / "data" / set_name], progress=False)
     questions = [json.loads(line) for line in (HERE / "questions" / f"{set_name}.jsonl").read_text().splitlines() if line.strip()][:limit]
     label = f"compressed{budget}w{WHOLE}" if prompt == "compressed" else prompt
@@ -60,9 +60,8 @@ def run(set_name: str, prompt: str, llm: str, limit: int, k: int, budget: int) -
             rows.append(done[q["question"]])
             continue
         hits = kb.context(q["question"], k)
-        if prompt == "compressed":  # the sentences that bear on the question, within the budget (rag.compress)
-            shown = compress(q["question"], hits, kb.embedder, budget, lambda t: count_tokens(kb.generator, t))
-            messages = answer_messages(q["question"], shown)
+        if prompt == "compressed":  # the prompt `rag ask` gives the LLM (rag.compress), at this budget
+            messages = kb.answer_stream(q["question"], hits).messages()
         else:
             messages = PROMPTS[prompt](q["question"], hits)
         start = time.perf_counter()

@@ -54,16 +54,11 @@ def compress(question: str, hits: Sequence[Hit], embedder: Embedder, budget: int
     """The hits with their text cut to what bears on ``question``, within ``budget`` tokens in all (``count``
     counts a text's tokens); hits that keep nothing are dropped, the others keep their rank. The first ``whole``
     hits (the retriever's surest) are given whole and their tokens count against the budget."""
-    if not hits:
-        return []
-    if whole:
-        head = list(hits[:whole])
-        spent = sum(count(h.chunk.text) for h in head)
-        return head + compress(question, hits[whole:], embedder, max(0, budget - spent), count, neighbours, whole=0) \
-            if budget > spent else head
+    head, hits = list(hits[:whole]), list(hits[whole:])
+    budget -= sum(count(h.chunk.text) for h in head)
     all_units = [u for i, h in enumerate(hits) for u in units(h.chunk.text, i)]
-    if not all_units:
-        return list(hits)
+    if budget <= 0 or not all_units:
+        return head if budget <= 0 else head + hits
     vectors = embedder.embed_documents([u.text for u in all_units])
     scores = vectors @ embedder.embed_query(question)
     tokens = [count(u.text) for u in all_units]
@@ -88,7 +83,7 @@ def compress(question: str, hits: Sequence[Hit], embedder: Embedder, budget: int
         for j in range(i - neighbours, i + neighbours + 1):
             if j != i and 0 <= j < len(all_units) and all_units[j].passage == all_units[i].passage:
                 take(j)
-    out: list[Hit] = []
+    out = head
     for p, hit in enumerate(hits):
         chosen = [all_units[i] for i in sorted(kept) if all_units[i].passage == p]
         if chosen:

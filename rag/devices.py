@@ -19,7 +19,7 @@ def _torch_device(configured: str | None) -> str:
 
 
 def devices(config: Config, index_backend: str, index_gpu: bool) -> dict[str, str]:
-    from rag.llm import LLM_PRESETS, physical_cores
+    from rag.llm import physical_cores, runs_on_llama_cpp
 
     out = {"embedder": _torch_device(config.device)}
     if index_backend == "faiss":
@@ -37,7 +37,7 @@ def devices(config: Config, index_backend: str, index_gpu: bool) -> dict[str, st
         out["llm"] = "none (extractive)"
     elif name.startswith(("http://", "https://")):
         out["llm"] = f"remote server {llm.name}"
-    elif (name in LLM_PRESETS or name.endswith(".gguf")) and llm.backend != "transformers" and importlib.util.find_spec("llama_cpp"):
+    elif runs_on_llama_cpp(llm.name, llm.backend):
         import llama_cpp
 
         gpu = bool(getattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)())

@@ -138,8 +138,8 @@ class KnowledgeBase:
             hits = drop_near_duplicates(hits, r.dedupe)[:k]
         return widen(hits, self.store.chunks, r.neighbours)
 
-    def ask(self, question: str, k: int | None = None, filters: Filters = Filters()) -> Answer:
-        stream = self.ask_stream(question, k, filters)
+    def ask(self, question: str, k: int | None = None, filters: Filters = Filters(), language: str | None = None) -> Answer:
+        stream = self.ask_stream(question, k, filters, language)
         for _ in stream:
             pass
         return stream.answer
@@ -225,9 +225,6 @@ class Conversation:
         return stream
 
     def ask(self, question: str, k: int | None = None, filters: Filters = Filters()) -> Answer:
-        stream = self.kb.ask_stream(self.standalone(question), k, filters, language_of(question))
-        for _ in stream:
-            pass
-        answer = stream.answer
+        answer = self.kb.ask(self.standalone(question), k, filters, language_of(question))
         self.history.append((question, answer.text))
         return answer

@@ -23,6 +23,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from indexes.errors import ConfigError, RagError, require
 from ingest.cache import build_once, cache_dir
 from rag.generation import ExtractiveGenerator, Generator, Message
@@ -262,8 +264,37 @@ class LlamaCppGenerator:
             self._llm.close()
             self._llm = None
 
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        return self._load().tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
     def count_tokens(self, text: str) -> int:
-        return len(self._load().tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return len(self.tokenize(text))
+
+    def chat_prompt(self, messages: Sequence[Message]) -> str:
+        """The messages as the model reads them, through the chat template in the GGUF file."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llm = self._load()
+        meta = llm.metadata
+        token = lambda key: llm.detokenize([int(meta[key])], special=True).decode("utf-8", "ignore") if key in meta else ""  # noqa: E731
+        formatter = Jinja2ChatFormatter(meta["tokenizer.chat_template"], eos_token=token("tokenizer.ggml.eos_token_id"),
+                                        bos_token=token("tokenizer.ggml.bos_token_id"))
+        return formatter(messages=list(messages)).prompt
+
+    def next_token_logits(self, prefix: list[int], continuations: Sequence[list[int]]) -> list[np.ndarray]:
+        """The logits of the token after ``prefix + c`` for each continuation, no decoding: the prefix is evaluated
+        once and the KV cache is cut back to it between continuations."""
+        llm = self._load()
+        out = []
+        with self._lock:  # one llama context: these passes and the answers take turns
+            llm.reset()
+            llm.eval(prefix)
+            for tokens in continuations:
+                llm.n_tokens = len(prefix)  # eval() drops the cache past this point
+                llm.eval(tokens)
+                out.append(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64))
+            llm.reset()  # the next answer starts from a clean cache
+        return out
 
     def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
         llm = self._load()
@@ -317,6 +348,17 @@ class OpenAICompatibleGenerator:
 BACKENDS = ("auto", "llama.cpp", "transformers")
 
 
+def is_gguf(spec: str) -> bool:
+    return spec.lower() in LLM_PRESETS or spec.lower().endswith(".gguf")
+
+
+def runs_on_llama_cpp(spec: str, backend: str = "auto") -> bool:
+    """Whether ``load_generator`` runs this ``llm`` setting on llama.cpp (a GGUF, and llama-cpp-python installed or asked for)."""
+    import importlib.util
+
+    return is_gguf(spec) and backend != "transformers" and (backend == "llama.cpp" or importlib.util.find_spec("llama_cpp") is not None)
+
+
 def load_generator(spec: str, model: str = "default", device: str | None = None, backend: str = "auto") -> Generator:
     """The generator one ``llm`` setting names (see the module docstring). A preset or ``.gguf`` runs on llama.cpp
     when ``llama-cpp-python`` is installed (``backend`` auto) and on transformers otherwise; adapters, model folders
@@ -327,12 +369,9 @@ def load_generator(spec: str, model: str = "default", device: str | None = None,
         return ExtractiveGenerator()
     if spec.startswith(("http://", "https://")):
         return OpenAICompatibleGenerator(spec, model=model)
-    is_gguf = spec.lower() in LLM_PRESETS or spec.lower().endswith(".gguf")
-    if is_gguf and backend != "transformers":
-        import importlib.util
-
-        if importlib.util.find_spec("llama_cpp") is not None or backend == "llama.cpp":
-            return LlamaCppGenerator(spec)
+    if runs_on_llama_cpp(spec, backend):
+        return LlamaCppGenerator(spec)
+    if is_gguf(spec) and backend != "transformers":
         log.warning("llama-cpp-python is not installed: running %s on transformers, several times slower "
                     "(`pip install llama-cpp-python`)", spec)
     return TransformersGenerator(spec, device=device)

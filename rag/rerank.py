@@ -110,41 +110,21 @@ class LlamaCppJudgeReranker:
         self.name = f"llm-judge({generator.name}, llama.cpp)"
         self._yes_no: tuple[list[int], list[int]] | None = None
 
-    def _template(self, llm, question: str) -> tuple[str, str]:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        meta = llm.metadata
-        vocab = lambda key: llm.detokenize([int(meta[key])], special=True).decode("utf-8", "ignore") if key in meta else ""  # noqa: E731
-        formatter = Jinja2ChatFormatter(meta["tokenizer.chat_template"], eos_token=vocab("tokenizer.ggml.eos_token_id"),
-                                        bos_token=vocab("tokenizer.ggml.bos_token_id"))
-        text = formatter(messages=[{"role": "system", "content": JUDGE_SYSTEM},
-                                   {"role": "user", "content": JUDGE_USER_QUESTION_FIRST.format(question=question, passage=_SLOT)}]).prompt
-        prefix, suffix = text.split(_SLOT)
-        return prefix, suffix
-
     def scores(self, question: str, passages: Sequence[str]) -> list[float]:
         import numpy as np
 
         gen = self.generator
-        llm = gen._load()
-        tokenize = lambda text, special=False: llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)  # noqa: E731
         if self._yes_no is None:
-            first = lambda words: sorted({tokenize(w)[0] for w in words})  # noqa: E731
+            first = lambda words: sorted({gen.tokenize(w)[0] for w in words})  # noqa: E731
             self._yes_no = first(["yes", "Yes", " yes", " Yes"]), first(["no", "No", " no", " No"])
         yes, no = self._yes_no
-        prefix_text, suffix_text = self._template(llm, question)
-        prefix, suffix = tokenize(prefix_text, True), tokenize(suffix_text, True)
+        prompt = gen.chat_prompt([{"role": "system", "content": JUDGE_SYSTEM},
+                                  {"role": "user", "content": JUDGE_USER_QUESTION_FIRST.format(question=question, passage=_SLOT)}])
+        prefix, suffix = (gen.tokenize(part, special=True) for part in prompt.split(_SLOT))
         out: list[float] = []
-        with gen._lock:  # one llama context: the judge and the answers take turns
-            llm.reset()
-            llm.eval(prefix)
-            for passage in passages:
-                llm.n_tokens = len(prefix)  # eval() drops the cache past this point
-                llm.eval(tokenize(passage)[: self.max_tokens] + suffix)
-                logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
-                pair = np.array([np.logaddexp.reduce(logits[yes]), np.logaddexp.reduce(logits[no])])
-                out.append(float(np.exp(pair[0] - np.logaddexp(pair[0], pair[1]))))
-            llm.reset()  # the next answer starts from a clean cache
+        for logits in gen.next_token_logits(prefix, [gen.tokenize(p)[: self.max_tokens] + suffix for p in passages]):
+            pair = np.array([np.logaddexp.reduce(logits[yes]), np.logaddexp.reduce(logits[no])])
+            out.append(float(np.exp(pair[0] - np.logaddexp(pair[0], pair[1]))))
         return out
 
 

@@ -10,7 +10,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +38,14 @@ CREATE TABLE IF NOT EXISTS documents (
     size INTEGER NOT NULL,
     n_chunks INTEGER NOT NULL,
     ingested_at TEXT NOT NULL,
-    warnings TEXT NOT NULL DEFAULT '[]'
+    warnings TEXT NOT NULL DEFAULT '[]',
+    metadata TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (id INTEGER NOT NULL, op TEXT NOT NULL);
 """
 _COLUMNS = "id, source, text, start, end, page, headings, page_end"
+_DOCUMENT_COLUMNS = "source, content_hash, size, n_chunks, ingested_at, warnings, metadata"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class DocumentRecord:
     n_chunks: int
     ingested_at: str
     warnings: tuple[str, ...] = ()
+    metadata: dict = field(default_factory=dict)  # what a caller attached to a text it added (JSON); {} for files
 
 
 class ChunkStore:
@@ -69,6 +72,8 @@ class ChunkStore:
             if "page_end" not in {r[1] for r in self._db.execute("PRAGMA table_info(chunks)")}:
                 # stores from before chunks could cross a page break; their chunks each lie on one page
                 self._db.execute("ALTER TABLE chunks ADD COLUMN page_end INTEGER")
+            if "metadata" not in {r[1] for r in self._db.execute("PRAGMA table_info(documents)")}:
+                self._db.execute("ALTER TABLE documents ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'")  # stores before add_texts
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open chunk store {self.path}: {exc}") from exc
 
@@ -166,14 +171,25 @@ class ChunkStore:
 
     # -- manifest ---------------------------------------------------------
     def documents(self) -> dict[str, DocumentRecord]:
-        rows = self._db.execute("SELECT source, content_hash, size, n_chunks, ingested_at, warnings FROM documents")
-        return {r[0]: DocumentRecord(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5]))) for r in rows}
+        rows = self._db.execute(f"SELECT {_DOCUMENT_COLUMNS} FROM documents")
+        return {r[0]: _row_to_document(r) for r in rows}
+
+    def documents_of(self, sources: Sequence[str]) -> dict[str, DocumentRecord]:
+        """The manifest records of these sources (those that are indexed)."""
+        out: dict[str, DocumentRecord] = {}
+        sources = list(sources)
+        for s in range(0, len(sources), 900):
+            part = sources[s : s + 900]
+            rows = self._db.execute(f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE source IN ({','.join('?' * len(part))})", part)
+            out.update((r[0], _row_to_document(r)) for r in rows)
+        return out
 
     @staticmethod
     def upsert_document(db: sqlite3.Connection, doc: DocumentRecord) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO documents(source, content_hash, size, n_chunks, ingested_at, warnings) VALUES (?,?,?,?,?,?)",
-            (doc.source, doc.content_hash, doc.size, doc.n_chunks, doc.ingested_at, json.dumps(list(doc.warnings), ensure_ascii=False)),
+            f"INSERT OR REPLACE INTO documents({_DOCUMENT_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+            (doc.source, doc.content_hash, doc.size, doc.n_chunks, doc.ingested_at, json.dumps(list(doc.warnings), ensure_ascii=False),
+             json.dumps(doc.metadata, ensure_ascii=False)),
         )
 
     # -- pending backend operations (crash recovery) ----------------------
@@ -184,3 +200,7 @@ class ChunkStore:
 def _row_to_chunk(row) -> Chunk:
     return Chunk(id=row[0], source=row[1], text=row[2], start=row[3], end=row[4], page=row[5], headings=tuple(json.loads(row[6])),
                  page_end=row[5] if row[7] is None else row[7])  # rows from before page ranges lie on one page
+
+
+def _row_to_document(row) -> DocumentRecord:
+    return DocumentRecord(row[0], row[1], row[2], row[3], row[4], tuple(json.loads(row[5])), json.loads(row[6]))

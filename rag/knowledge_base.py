@@ -12,6 +12,7 @@ from indexes.store import Store, StoreSettings
 from indexes.versions import active_path
 from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
 from ingest.pipeline import IngestOptions, IngestReport, ingest
+from ingest.texts import Text, add_texts
 from rag.config import Config
 from rag.generation import Generator, answer_messages, build_answer, count_tokens, language_of, standalone_question
 from rag.context import drop_near_duplicates, widen
@@ -94,6 +95,12 @@ class KnowledgeBase:
                                 skip_duplicates=skip_duplicates)
         return ingest(self.store, self.embedder, [Path(p) for p in paths], options)
 
+    def add_texts(self, texts: Sequence[Text]) -> int:
+        """Index texts as they are, one chunk each under its own source, beside the files (see ``ingest.texts``);
+        returns how many were embedded (unchanged ones are not)."""
+        self._check_dim()
+        return add_texts(self.store, self.embedder, texts)
+
     def remove(self, sources: Sequence[str]) -> int:
         """Delete documents (by source) in one atomic commit; returns how many were indexed."""
         known = self.store.documents()
@@ -129,11 +136,11 @@ class KnowledgeBase:
                                              backend=llm.backend)
         return self._generator
 
-    def context(self, question: str, k: int | None = None, filters: Filters = Filters()) -> list[Hit]:
+    def context(self, question: str, k: int | None = None, filters: Filters = Filters(), mode: str | None = None) -> list[Hit]:
         """The passages the LLM sees: retrieved, near-duplicates dropped, widened to neighbours if configured."""
         r = self.config.retrieval
         k = k or r.k
-        hits = self.search(question, 2 * k if r.dedupe < 1 else k, filters)
+        hits = self.search(question, 2 * k if r.dedupe < 1 else k, filters, mode)
         if r.dedupe < 1:
             hits = drop_near_duplicates(hits, r.dedupe)[:k]
         return widen(hits, self.store.chunks, r.neighbours)

@@ -116,7 +116,7 @@ def test_pdf_pages_and_filters(corpus, tmp_path, hash_embedder):
     kb.close()
 
 
-def test_chunks_store_their_page_range_and_a_store_from_before_page_ranges_opens(tmp_path):
+def test_chunks_store_their_page_range_and_a_store_from_before_page_ranges_and_metadata_opens(tmp_path):
     import sqlite3
 
     from indexes.chunk_store import ChunkStore
@@ -127,10 +127,14 @@ def test_chunks_store_their_page_range_and_a_store_from_before_page_ranges_opens
     old.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY, source TEXT NOT NULL, ordinal INTEGER NOT NULL, text TEXT NOT NULL,"
                 " start INTEGER NOT NULL, end INTEGER NOT NULL, page INTEGER, headings TEXT NOT NULL DEFAULT '[]')")
     old.execute("INSERT INTO chunks VALUES (1, 'a.pdf', 0, 'old text', 0, 8, 1, '[]')")
+    old.execute("CREATE TABLE documents (source TEXT PRIMARY KEY, content_hash TEXT NOT NULL, size INTEGER NOT NULL,"
+                " n_chunks INTEGER NOT NULL, ingested_at TEXT NOT NULL, warnings TEXT NOT NULL DEFAULT '[]')")
+    old.execute("INSERT INTO documents VALUES ('a.pdf', 'h', 8, 1, 'then', '[]')")
     old.commit()
     old.close()
     store = ChunkStore(path)
     assert store.get([1])[1] == Chunk(1, "a.pdf", "old text", 0, 8, 1, page_end=1)
+    assert store.documents()["a.pdf"].metadata == {} and store.documents_of(["a.pdf", "b.pdf"])["a.pdf"].n_chunks == 1
     with store.transaction() as db:
         ChunkStore.insert_chunks(db, [(1, Chunk(2, "a.pdf", "runs on", 8, 15, 2, page_end=3))])
     assert store.get([2])[2].pages == "2-3"

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
-from indexes.errors import StoreError, require
+from indexes.errors import ConfigError, StoreError, require
 from indexes.types import ScoredId
 from indexes.vector import as_ids, as_vectors
 
@@ -29,22 +30,34 @@ def _key(i: int) -> str:
 class ChromaIndex:
     writes_immediately = True
 
-    def __init__(self, directory: Path, dim: int, collection: str = "chunks") -> None:
+    def __init__(self, directory: Path, dim: int, collection: str = "chunks", uri: str | None = None) -> None:
+        """``uri`` None: a persistent client in ``directory/chroma``; ``http://host:port``: a Chroma server
+        (``chroma run``), dense only, since Chroma's local server has no sparse index."""
         chromadb = require("chromadb", "chroma")
         from chromadb.config import Settings
 
         self.dim = dim
-        self.directory = Path(directory) / "chroma"
-        self.directory.mkdir(parents=True, exist_ok=True)
+        settings = Settings(anonymized_telemetry=False, allow_reset=False)
+        if uri is None:
+            self.directory = Path(directory) / "chroma"
+            self.directory.mkdir(parents=True, exist_ok=True)
+            where = str(self.directory)
+        else:
+            url = urlparse(uri)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise ConfigError(f"a Chroma URI is http://host:port, got {uri!r}")
+            where = uri
         try:
-            self._client = chromadb.PersistentClient(
-                path=str(self.directory), settings=Settings(anonymized_telemetry=False, allow_reset=False)
-            )
+            if uri is None:
+                self._client = chromadb.PersistentClient(path=where, settings=settings)
+            else:
+                self._client = chromadb.HttpClient(host=url.hostname, port=url.port or (443 if url.scheme == "https" else 8000),
+                                                   ssl=url.scheme == "https", settings=settings)
             self._col = self._client.get_or_create_collection(
                 collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
             )
         except Exception as exc:  # chromadb raises many types; translate at the boundary
-            raise StoreError(f"cannot open Chroma collection in {self.directory}: {exc}") from exc
+            raise StoreError(f"cannot open Chroma collection {collection!r} at {where}: {exc}") from exc
 
     def add(self, ids, vectors) -> None:
         ids, vectors = as_ids(ids), as_vectors(vectors, self.dim)

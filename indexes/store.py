@@ -110,6 +110,9 @@ class Store:
 
     def close(self) -> None:
         self.chunks.close()
+        close = getattr(self.index, "close", None)  # a client of a database (Milvus) lets go of its file or connection
+        if close is not None:
+            close()
 
     @property
     def lexical_ready(self) -> bool:

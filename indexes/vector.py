@@ -41,7 +41,7 @@ class VectorIndex(Protocol):
         """Delete what only other generations needed (called after a commit)."""
 
 
-INDEX_KINDS = ("faiss", "chroma", "numpy")
+INDEX_KINDS = ("faiss", "chroma", "milvus", "numpy")
 
 
 def open_index(kind: str, directory: Path, dim: int, generation: int, options: dict | None = None) -> VectorIndex:
@@ -55,6 +55,10 @@ def open_index(kind: str, directory: Path, dim: int, generation: int, options: d
         from indexes.chroma_index import ChromaIndex
 
         return ChromaIndex(directory, dim, **options)
+    if kind == "milvus":
+        from indexes.milvus_index import MilvusIndex
+
+        return MilvusIndex(directory, dim, **options)
     if kind == "numpy":
         from indexes.numpy_index import NumpyIndex
 

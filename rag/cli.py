@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("ingest", help="add documents (files or folders) to a store, incrementally")
     sp.add_argument("paths", nargs="+", type=Path)
     common(sp)
-    sp.add_argument("--index", choices=["faiss", "chroma", "numpy"], help="vector backend for a new store (default faiss)")
+    sp.add_argument("--index", choices=["faiss", "chroma", "milvus", "numpy"], help="vector backend for a new store (default faiss)")
+    sp.add_argument("--uri", help="chroma or milvus: the server holding a new store's vectors (http://host:port)")
     sp.add_argument("--faiss-type", choices=["flat", "hnsw", "ivf"], help="FAISS index type for a new store (default flat)")
     sp.add_argument("--include", action="append", help="glob of files to take (repeatable; default: pdf, md, txt, rst, html)")
     sp.add_argument("--exclude", action="append", help="glob of files to skip (repeatable)")
@@ -131,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args) -> Config:
     sets = list(args.overrides)
     for attr, key in (("embedder", "embedder"), ("device", "device"), ("llm", "llm.name"), ("k", "retrieval.k"), ("mode", "retrieval.mode"),
-                      ("index", "index.backend"), ("faiss_type", "index.faiss_type"), ("chunk_tokens", "ingest.chunk_tokens")):
+                      ("index", "index.backend"), ("uri", "index.uri"), ("faiss_type", "index.faiss_type"), ("chunk_tokens", "ingest.chunk_tokens")):
         value = getattr(args, attr, None)
         if value is not None:
             sets.append(f"{key}={value}")

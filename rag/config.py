@@ -23,9 +23,11 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    backend: str = "faiss"  # faiss | chroma | numpy
+    backend: str = "faiss"  # faiss | chroma | milvus | numpy
     faiss_type: str = "flat"  # flat | hnsw | ivf
     gpu: bool = True
+    uri: str | None = None  # chroma, milvus: a server (http://host:port); None keeps the vectors in the store directory
+    collection: str | None = None  # the server-side collection of a new store (default: a fresh unique name)
 
 
 @dataclass(frozen=True)

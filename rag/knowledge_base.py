@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexes.errors import StoreError
+from indexes.errors import ConfigError, StoreError
 from indexes.store import Store, StoreSettings
 from indexes.versions import active_path
 from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
 from ingest.pipeline import IngestOptions, IngestReport, ingest
 from ingest.texts import Text, add_texts
-from rag.config import Config
+from rag.config import Config, IndexConfig
 from rag.generation import Generator, answer_messages, build_answer, count_tokens, language_of, standalone_question
 from rag.context import drop_near_duplicates, widen
 from rag.rerank import load_reranker
@@ -65,7 +66,7 @@ class KnowledgeBase:
             if not create:
                 raise StoreError(f"no store at {path}: create one with `rag ingest DOCS --store {path}`")
             embedder = embedder or SentenceTransformerEmbedder(wanted or DEFAULT_EMBEDDER, device=config.device)
-            options = {} if config.index.backend != "faiss" else {"type": config.index.faiss_type, "gpu": config.index.gpu}
+            options = _index_options(config.index)
             settings = StoreSettings(embedder=embedder.name, dim=embedder.dim, index=config.index.backend, index_options=options,
                                      ingest={"chunk_tokens": config.ingest.chunk_tokens, "chunk_overlap": config.ingest.chunk_overlap})
             store = Store.create(path, settings)
@@ -182,6 +183,19 @@ class KnowledgeBase:
                 "chunks": self.store.chunks.count(), "vectors": len(self.store.index),
                 "generation": self.store.chunks.generation, "bytes_on_disk": self.store.size_on_disk(),
                 "warnings": {d.source: list(d.warnings) for d in docs.values() if d.warnings}}
+
+
+def _index_options(index: IndexConfig) -> dict:
+    """What a new store records about its vector backend: FAISS's type, or where a database keeps the vectors."""
+    if index.backend == "faiss":
+        return {"type": index.faiss_type, "gpu": index.gpu}
+    if index.uri is None:
+        if index.collection is not None:
+            raise ConfigError("index.collection names a collection on a server: give the server with --uri too")
+        return {}
+    if index.backend not in ("chroma", "milvus"):
+        raise ConfigError(f"--uri is for the chroma and milvus backends, not {index.backend!r}")
+    return {"uri": index.uri, "collection": index.collection or f"rag_{uuid.uuid4().hex[:16]}"}
 
 
 class AnswerStream:

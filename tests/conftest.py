@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -105,3 +106,25 @@ def e5():
     emb = SentenceTransformerEmbedder("multilingual-e5-small")
     emb.model  # load now, once
     return emb
+
+
+def _server_fixture(module: str, command):
+    """A session-wide server for the backend tests; skipped when its package is not installed."""
+
+    @pytest.fixture(scope="session")
+    def fixture(tmp_path_factory):
+        pytest.importorskip(module)
+        from tests.servers import free_port, server
+
+        root, port = tmp_path_factory.mktemp(module), free_port()
+        with server(command(root, port), port, root / "server.log"):
+            yield f"http://127.0.0.1:{port}"
+
+    return fixture
+
+
+_BIN = Path(sys.executable).parent
+chroma_server = _server_fixture("chromadb", lambda root, port: [
+    str(_BIN / "chroma"), "run", "--path", str(root / "data"), "--host", "127.0.0.1", "--port", str(port)])
+milvus_server = _server_fixture("milvus_lite", lambda root, port: [
+    str(_BIN / "milvus-lite"), "server", "--data-dir", str(root / "data"), "--host", "127.0.0.1", "--port", str(port)])

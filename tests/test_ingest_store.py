@@ -17,20 +17,27 @@ from rag.cli import main
 from rag.config import Config, IndexConfig, apply_overrides
 from rag.knowledge_base import KnowledgeBase
 from rag.retrieval import Filters
+from tests.conftest import ROOT
 from tests.pdfgen import write_pdf
 
-BACKENDS = ["faiss", "chroma", "numpy"]
+BACKENDS = ["faiss", "chroma", "milvus", "numpy", "chroma-server", "milvus-server"]
+_NEEDS = {"chroma": "chromadb", "milvus": "milvus_lite"}
 
 
-def _kb(path, embedder, backend="faiss"):
-    return KnowledgeBase.open(path, Config(index=IndexConfig(backend=backend, gpu=False)), embedder=embedder)
+def _needs(backend: str) -> None:
+    if backend.removesuffix("-server") in _NEEDS:
+        pytest.importorskip(_NEEDS[backend.removesuffix("-server")])
+
+
+def _kb(path, embedder, backend="faiss", uri=None):
+    return KnowledgeBase.open(path, Config(index=IndexConfig(backend=backend, gpu=False, uri=uri)), embedder=embedder)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_reingest_skips_unchanged_replaces_changed_and_prunes(backend, corpus, tmp_path, hash_embedder):
-    if backend == "chroma":
-        pytest.importorskip("chromadb")
-    kb = _kb(tmp_path / "store", hash_embedder, backend)
+def test_reingest_skips_unchanged_replaces_changed_and_prunes(backend, corpus, tmp_path, hash_embedder, request):
+    _needs(backend)
+    uri = request.getfixturevalue(backend.replace("-", "_")) if backend.endswith("-server") else None
+    kb = _kb(tmp_path / "store", hash_embedder, backend.removesuffix("-server"), uri)
     first = kb.ingest([corpus], progress=False)
     assert first.count("added") == 5 and not first.failed
     n_chunks = kb.store.chunks.count()
@@ -173,10 +180,9 @@ _KILL_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("backend", ["faiss", "chroma"])
+@pytest.mark.parametrize("backend", ["faiss", "chroma", "milvus"])
 def test_kill_minus_nine_during_ingest_leaves_a_working_store(backend, corpus, tmp_path, hash_embedder):
-    if backend == "chroma":
-        pytest.importorskip("chromadb")
+    _needs(backend)
     store = tmp_path / "store"
     kb = _kb(store, hash_embedder, backend)
     kb.ingest([corpus / "aurora-manual.md"], progress=False)
@@ -186,7 +192,6 @@ def test_kill_minus_nine_during_ingest_leaves_a_working_store(backend, corpus, t
     many.mkdir()
     for i in range(40):
         (many / f"doc{i}.md").write_text(f"# Doc {i}\n\nUnique topic number {i} about gearbox model G{i}.\n")
-    from tests.conftest import ROOT
 
     script = _KILL_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), backend=backend, store=str(store), docs=str(many))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -269,3 +274,21 @@ def test_output_cut_short_by_the_reader_is_not_an_error(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", ClosedPipe())  # as in `rag cache | head -0`
     assert main(["cache"]) == 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_milvus_file_held_by_another_process_and_a_misplaced_uri_are_clear_errors(corpus, tmp_path, hash_embedder):
+    pytest.importorskip("milvus_lite")
+    from indexes.errors import ConfigError
+
+    kb = _kb(tmp_path / "store", hash_embedder, "milvus")
+    kb.ingest([corpus / "aurora-manual.md"], progress=False)
+    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+              "from indexes.store import Store\n"
+              f"Store.open({str(tmp_path / 'store')!r}, read_only=True)\n")
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert other.returncode != 0 and "open in another process" in other.stderr and "milvus-lite server" in other.stderr
+    kb.close()
+    with pytest.raises(ConfigError, match="--uri is for the chroma and milvus"):
+        _kb(tmp_path / "numpy-store", hash_embedder, "numpy", uri="http://127.0.0.1:1")
+    with pytest.raises(ConfigError, match="a Milvus URI is http"):
+        _kb(tmp_path / "bad-uri", hash_embedder, "milvus", uri="milvus.example:19530")

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 
 from indexes.vector import open_index
 
-BACKENDS = ["numpy", "faiss", "chroma", "faiss-hnsw", "faiss-ivf"]
+BACKENDS = ["numpy", "faiss", "chroma", "milvus", "faiss-hnsw", "faiss-ivf", "chroma-server", "milvus-server"]
+_NEEDS = {"chroma": "chromadb", "milvus": "milvus_lite"}
 
 
-def _open(kind: str, directory, dim: int, generation: int):
-    if kind.startswith("faiss-"):
-        return open_index("faiss", directory, dim, generation, {"type": kind.split("-")[1], "gpu": False})
-    if kind == "chroma":
-        pytest.importorskip("chromadb")
-    return open_index(kind, directory, dim, generation)
+@pytest.fixture
+def _open(request):
+    """Open an index of a backend kind; ``-server`` kinds keep their vectors on a live server, one collection per test."""
+    collection = f"t{uuid.uuid4().hex[:12]}"
+
+    def open_kind(kind: str, directory, dim: int, generation: int):
+        if kind.startswith("faiss-"):
+            return open_index("faiss", directory, dim, generation, {"type": kind.split("-")[1], "gpu": False})
+        base = kind.removesuffix("-server")
+        if base in _NEEDS:
+            pytest.importorskip(_NEEDS[base])
+        if kind.endswith("-server"):
+            uri = request.getfixturevalue(f"{base}_server")
+            return open_index(base, directory, dim, generation, {"uri": uri, "collection": collection})
+        return open_index(kind, directory, dim, generation)
+
+    return open_kind
 
 
 def _data(n=300, dim=16, seed=0):
@@ -27,7 +41,7 @@ def _data(n=300, dim=16, seed=0):
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
-def test_search_matches_exact_and_survives_reopen(kind, tmp_path):
+def test_search_matches_exact_and_survives_reopen(kind, tmp_path, _open):
     ids, v = _data()
     index = _open(kind, tmp_path, 16, 0)
     index.add(ids, v)
@@ -46,7 +60,7 @@ def test_search_matches_exact_and_survives_reopen(kind, tmp_path):
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
-def test_remove_and_replace(kind, tmp_path):
+def test_remove_and_replace(kind, tmp_path, _open):
     ids, v = _data()
     index = _open(kind, tmp_path, 16, 0)
     index.add(ids, v)
@@ -61,7 +75,7 @@ def test_remove_and_replace(kind, tmp_path):
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
-def test_allowed_ids_filter(kind, tmp_path):
+def test_allowed_ids_filter(kind, tmp_path, _open):
     ids, v = _data()
     index = _open(kind, tmp_path, 16, 0)
     index.add(ids, v)
@@ -72,6 +86,6 @@ def test_allowed_ids_filter(kind, tmp_path):
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
-def test_empty_index_returns_nothing(kind, tmp_path):
+def test_empty_index_returns_nothing(kind, tmp_path, _open):
     index = _open(kind, tmp_path, 16, 0)
     assert index.search(np.ones((2, 16), np.float32), 3) == [[], []]

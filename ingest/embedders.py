@@ -106,6 +106,10 @@ class SentenceTransformerEmbedder:
         self._query_prompt, self._document_prompt = query_prompt, document_prompt
         self._model = None
 
+    def __getstate__(self) -> dict:
+        """Pickled without the loaded model (e.g. sent to Ray workers, which load their own)."""
+        return {**self.__dict__, "_model": None}
+
     @property
     def model(self):
         if self._model is None:

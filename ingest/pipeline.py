@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +19,7 @@ from pathlib import Path
 from indexes.chunk_store import DocumentRecord
 from indexes.errors import ConfigError
 from indexes.store import DocumentUpdate, Store
+from indexes.types import Chunk
 from ingest.cache import cache_dir
 from ingest import chunking
 from ingest.chunking import Chunker
@@ -78,24 +79,94 @@ def model_key(embedder: Embedder) -> str:
     return embedder.name
 
 
-def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: IngestOptions = IngestOptions()) -> IngestReport:
+@dataclass(frozen=True)
+class FileWork:
+    """A file the manifest says must be (re)indexed: new, changed, or forced."""
+
+    path: Path
+    source: str
+    digest: str
+    status: str  # added | updated
+    data: bytes | None = None  # the bytes read for hashing, when the runner loads in this process
+
+
+def scan(manifest: dict[str, DocumentRecord], paths: Sequence[Path], options: IngestOptions,
+         keep_data: bool = True) -> Iterator[FileWork | FileResult]:
+    """Walk and hash: a ``FileResult`` for each file that needs no work (unchanged, a duplicate, unreadable),
+    a ``FileWork`` for each one to load. Unchanged files are read once, to hash them, and never parsed."""
     from tqdm.auto import tqdm
 
+    by_hash = {d.content_hash: s for s, d in manifest.items()}
+    files = list(walk([Path(p).resolve() for p in paths], options.include, options.exclude))
+    for path in tqdm(files, desc="scan" if not keep_data else "ingest", unit="file", disable=not options.progress):
+        source = str(path.resolve())
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            yield FileResult(source, "failed", reason=f"cannot read: {exc.strerror}")
+            continue
+        digest = f"{hashlib.sha256(data).hexdigest()}/{chunking.CHUNKING_VERSION}"
+        old = manifest.get(source)
+        if old is not None and old.content_hash == digest and source not in options.force:
+            yield FileResult(source, "unchanged", old.n_chunks)
+            continue
+        twin = by_hash.get(digest) if options.skip_duplicates else None
+        if twin is not None and twin != source:
+            yield FileResult(source, "unchanged", reason=f"same content as {Path(twin).name}, already indexed")
+            continue
+        yield FileWork(path, source, digest, "updated" if old else "added", data if keep_data else None)
+
+
+def load_document(work: FileWork, chunker: Chunker) -> DocumentUpdate:
+    """Load and chunk one file (``work.data`` or read now); the update has no vectors yet. Raises ``LoadError``."""
+    data = work.data if work.data is not None else work.path.read_bytes()
+    if work.data is None and f"{hashlib.sha256(data).hexdigest()}/{chunking.CHUNKING_VERSION}" != work.digest:
+        raise LoadError("the file changed while it was being ingested; ingest again")
+    doc = load(work.path, data, work.source)
+    chunks = chunker.chunk(doc, work.digest)
+    record = DocumentRecord(work.source, work.digest, len(data), len(chunks), datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            doc.warnings)
+    return DocumentUpdate(record, chunks, None)
+
+
+def embedded_text(chunk: Chunk) -> str:
+    """What is embedded for a chunk: its heading path and normalised text (the stored text stays as it was)."""
+    return search_text(chunk.headings, chunk.text)
+
+
+def finish(store: Store, manifest: dict[str, DocumentRecord], seen: set[str], paths: Sequence[Path], options: IngestOptions,
+           results: list[FileResult]) -> None:
+    """The last steps of a run: with ``prune``, remove indexed sources under the given folders that the walk did not
+    see; then rebuild the lexical index if anything changed."""
+    if options.prune:
+        roots = [Path(p).resolve() for p in paths]
+        gone = [s for s in manifest if s not in seen and any(_under(Path(s), r) for r in roots)]
+        if gone:
+            store.commit([], removed_sources=gone)
+            results.extend(FileResult(s, "removed", manifest[s].n_chunks) for s in gone)
+    if any(r.status in ("added", "updated", "removed") for r in results):
+        store.refresh_lexical()
+
+
+def check_chunking(embedder: Embedder, options: IngestOptions) -> Chunker:
     if options.chunk_tokens > embedder.max_tokens:
         raise ConfigError(f"chunk size {options.chunk_tokens} tokens exceeds what {embedder.name} reads "
                           f"({embedder.max_tokens}); lower it with --chunk-tokens")
+    return Chunker(embedder.count_tokens, options.chunk_tokens, options.chunk_overlap)
+
+
+def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: IngestOptions = IngestOptions()) -> IngestReport:
+    """The local runner: scan, load and chunk, embed (through the embedding cache) and commit, in this process."""
     started = time.perf_counter()
-    chunker = Chunker(embedder.count_tokens, options.chunk_tokens, options.chunk_overlap)
+    chunker = check_chunking(embedder, options)
     cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
     key = model_key(embedder)
     manifest = store.documents()
-    by_hash = {d.content_hash: s for s, d in manifest.items()}
     results: list[FileResult] = []
     pending: list[tuple[DocumentUpdate, str]] = []
     pending_chunks = 0
     embedded = cached = 0
     seen: set[str] = set()
-    roots = [Path(p).resolve() for p in paths]
 
     def tell(source: str, stage: str, reason: str = "") -> None:
         if options.on_file is not None:
@@ -108,7 +179,7 @@ def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: Ing
         for u, _ in pending:
             tell(u.record.source, "embedding")
         chunks = [c for u, _ in pending for c in u.chunks]
-        texts = [search_text(c.headings, c.text) for c in chunks]
+        texts = [embedded_text(c) for c in chunks]
         vectors, computed = cache.embed(key, texts, lambda t: embedder.embed_documents(t, progress=options.progress))
         embedded += computed
         cached += len(texts) - computed
@@ -124,53 +195,30 @@ def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: Ing
         pending, pending_chunks = [], 0
 
     with store.writer():
-        files = list(walk(roots, options.include, options.exclude))
-        for path in tqdm(files, desc="ingest", unit="file", disable=not options.progress):
-            source = str(path.resolve())
-            seen.add(source)
+        for item in scan(manifest, paths, options):
+            seen.add(item.source)
+            if isinstance(item, FileResult):
+                results.append(item)
+                tell(item.source, item.status, item.reason)
+                continue
+            tell(item.source, "parsing")
             try:
-                data = path.read_bytes()
-            except OSError as exc:
-                results.append(FileResult(source, "failed", reason=f"cannot read: {exc.strerror}"))
-                tell(source, "failed", results[-1].reason)
-                continue
-            digest = f"{hashlib.sha256(data).hexdigest()}/{chunking.CHUNKING_VERSION}"
-            old = manifest.get(source)
-            if old is not None and old.content_hash == digest and source not in options.force:
-                results.append(FileResult(source, "unchanged", old.n_chunks))
-                tell(source, "unchanged")
-                continue
-            twin = by_hash.get(digest) if options.skip_duplicates else None
-            if twin is not None and twin != source:
-                results.append(FileResult(source, "unchanged", reason=f"same content as {Path(twin).name}, already indexed"))
-                tell(source, "unchanged", results[-1].reason)
-                continue
-            tell(source, "parsing")
-            try:
-                doc = load(path, data, source)
-                chunks = chunker.chunk(doc, digest)
+                update = load_document(item, chunker)
             except LoadError as exc:
-                results.append(FileResult(source, "failed", reason=str(exc)))
-                tell(source, "failed", str(exc))
+                results.append(FileResult(item.source, "failed", reason=str(exc)))
+                tell(item.source, "failed", str(exc))
                 continue
             except Exception as exc:  # a loader bug must not stop the other files
-                log.exception("unexpected error loading %s", source)
-                results.append(FileResult(source, "failed", reason=f"unexpected error: {exc}"))
-                tell(source, "failed", results[-1].reason)
+                log.exception("unexpected error loading %s", item.source)
+                results.append(FileResult(item.source, "failed", reason=f"unexpected error: {exc}"))
+                tell(item.source, "failed", results[-1].reason)
                 continue
-            record = DocumentRecord(source, digest, len(data), len(chunks), datetime.now(timezone.utc).isoformat(timespec="seconds"), doc.warnings)
-            pending.append((DocumentUpdate(record, chunks, None), "updated" if old else "added"))
-            pending_chunks += len(chunks)
+            pending.append((update, item.status))
+            pending_chunks += len(update.chunks)
             if pending_chunks >= options.commit_every:
                 flush()
         flush()
-        if options.prune:
-            gone = [s for s in manifest if s not in seen and any(_under(Path(s), r) for r in roots)]
-            if gone:
-                store.commit([], removed_sources=gone)
-                results.extend(FileResult(s, "removed", manifest[s].n_chunks) for s in gone)
-        if any(r.status in ("added", "updated", "removed") for r in results):
-            store.refresh_lexical()
+        finish(store, manifest, seen, paths, options, results)
     cache.close()
     return IngestReport(tuple(results), embedded, cached, time.perf_counter() - started)
 

@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--index", choices=["faiss", "chroma", "milvus", "numpy"], help="vector backend for a new store (default faiss)")
     sp.add_argument("--uri", help="chroma or milvus: the server holding a new store's vectors (http://host:port)")
+    sp.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                    help="read, chunk and embed on the Ray cluster at ADDRESS (host:port); alone: a local one")
     sp.add_argument("--faiss-type", choices=["flat", "hnsw", "ivf"], help="FAISS index type for a new store (default flat)")
     sp.add_argument("--include", action="append", help="glob of files to take (repeatable; default: pdf, md, txt, rst, html)")
     sp.add_argument("--exclude", action="append", help="glob of files to skip (repeatable)")
@@ -157,7 +159,8 @@ def _cmd_ingest(kb, args) -> int:
     for p in args.paths:
         if not p.exists():
             raise RagError(f"{p} does not exist")
-    report = kb.ingest(args.paths, prune=args.prune, progress=sys.stderr.isatty() and not args.json)
+    report = kb.ingest(args.paths, prune=args.prune, progress=sys.stderr.isatty() and not args.json,
+                       ray=True if args.ray == "local" else args.ray)
     if args.json:
         print(json.dumps({"files": [f.__dict__ | {"warnings": list(f.warnings)} for f in report.files],
                           "embedded": report.embedded, "from_cache": report.from_cache, "seconds": round(report.seconds, 2)},

@@ -83,9 +83,11 @@ class KnowledgeBase:
 
     # -- ingestion ----------------------------------------------------------
     def ingest(self, paths: Sequence[str | Path], prune: bool = False, progress: bool = True, force: Sequence[str] = (),
-               on_file: Callable[[str, str, str], None] | None = None, skip_duplicates: bool = False) -> IngestReport:
+               on_file: Callable[[str, str, str], None] | None = None, skip_duplicates: bool = False,
+               ray: str | bool | None = None) -> IngestReport:
         """Add or update documents; ``force`` re-indexes those sources even if unchanged; ``on_file`` hears each
-        file's stages; ``skip_duplicates`` reports a file unchanged whose content another source holds (see ``IngestOptions``)."""
+        file's stages; ``skip_duplicates`` reports a file unchanged whose content another source holds (see ``IngestOptions``).
+        ``ray``: read, chunk and embed on the Ray cluster at this address (``True``: a new local one); see ``ingest.ray_runner``."""
         self._check_dim()
         c = self.config.ingest
         chunking = self.store.settings.ingest
@@ -94,6 +96,10 @@ class KnowledgeBase:
                                 chunk_overlap=int(chunking.get("chunk_overlap", c.chunk_overlap)),
                                 commit_every=c.commit_every, progress=progress, force=frozenset(force), on_file=on_file,
                                 skip_duplicates=skip_duplicates)
+        if ray is not None and ray is not False:
+            from ingest.ray_runner import ingest_on_ray
+
+            return ingest_on_ray(self.store, self.embedder, [Path(p) for p in paths], options, None if ray is True else str(ray))
         return ingest(self.store, self.embedder, [Path(p) for p in paths], options)
 
     def add_texts(self, texts: Sequence[Text]) -> int:

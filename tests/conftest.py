@@ -55,6 +55,16 @@ class HashEmbedder:
         return self._vec(text)
 
 
+class SlowHashEmbedder(HashEmbedder):
+    """The hash embedder at 0.3 s a call, to kill an ingest in the middle."""
+
+    def embed_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        import time
+
+        time.sleep(0.3)
+        return super().embed_documents(texts, progress)
+
+
 class EchoGenerator:
     """Replies with a fixed text, and records the prompts it was given."""
 
@@ -128,3 +138,20 @@ chroma_server = _server_fixture("chromadb", lambda root, port: [
     str(_BIN / "chroma"), "run", "--path", str(root / "data"), "--host", "127.0.0.1", "--port", str(port)])
 milvus_server = _server_fixture("milvus_lite", lambda root, port: [
     str(_BIN / "milvus-lite"), "server", "--data-dir", str(root / "data"), "--host", "127.0.0.1", "--port", str(port)])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A one-node Ray cluster whose every listener is on 127.0.0.1 (checked), stopped by its process group id."""
+    pytest.importorskip("ray")
+    from tests.servers import free_port, server
+
+    root, port = tmp_path_factory.mktemp("ray"), free_port()
+    command = [str(_BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+               "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={root / 't'}"]
+    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(ROOT)}  # loopback only; workers import tests.conftest
+    try:
+        with server(command, port, root / "server.log", env):
+            yield f"127.0.0.1:{port}"
+    finally:
+        Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)  # else a later local ray.init() tries to join it

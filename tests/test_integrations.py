@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 

@@ -1,0 +1,234 @@
+"""The Ray runner: the same ingestion steps as ``ingest.pipeline.ingest``, on a Ray cluster.
+
+The driver scans (walk and hash against the manifest: unchanged files are never read again); Ray Data reads and
+chunks the files that changed in tasks and embeds their chunks in an actor pool (one model load per actor, a GPU
+each where the cluster has them); the vectors stream back to the driver, which commits each document once all of
+its chunks are in, in batches of ``commit_every`` chunks, exactly as the local runner does. The store is therefore
+the same as a local run's (same chunk ids and texts; vectors equal to float tolerance), and a driver killed at
+any moment leaves the last committed batch, with the next run doing only what is left. Workers read files by path,
+so every node must see the folder at the same path (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from indexes.chunk_store import DocumentRecord
+from indexes.errors import ConfigError, require
+from indexes.store import DocumentUpdate, Store
+from indexes.types import Chunk
+from ingest.chunking import Chunker
+from ingest.embedders import Embedder
+from ingest.loaders import LoadError
+from ingest.pipeline import (FileResult, FileWork, IngestOptions, IngestReport, check_chunking, embedded_text, finish,
+                             load_document, scan)
+
+log = logging.getLogger(__name__)
+
+_READ_CPUS = 0.5  # per read-and-chunk task: fractional, so embedding actors never starve the readers
+
+
+@dataclass(frozen=True)
+class RayPlan:
+    """How the job is spread: ``actors`` embedding actors with ``actor_cpus`` and ``actor_gpus`` each."""
+
+    actors: int
+    actor_cpus: float
+    actor_gpus: float
+    batch_size: int = 64
+
+    @classmethod
+    def for_cluster(cls, resources: dict, actors: int | None = None) -> "RayPlan":
+        """One actor per GPU; on CPUs, one actor per 4 CPUs (at least one), leaving a CPU for the readers."""
+        cpus, gpus = float(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+        if gpus:
+            return cls(actors or gpus, 1.0, 1.0)
+        n = actors or max(1, int((cpus - 1) // 4))
+        return cls(n, max(0.25, min(4.0, (cpus - 1) / n)), 0.0)
+
+
+# One embedder per worker process: Ray reuses workers across tasks, so a read task loads its tokenizer once.
+_WORKER_EMBEDDER: dict[str, Embedder] = {}
+
+
+def _worker_embedder(embedder: Embedder) -> Embedder:
+    return _WORKER_EMBEDDER.setdefault(f"{type(embedder).__qualname__}:{embedder.name}", embedder)
+
+
+class _ReadAndChunk:
+    """A Ray Data ``flat_map`` step: one file in, its chunks out (or one row saying why it failed)."""
+
+    def __init__(self, embedder: Embedder, chunk_tokens: int, chunk_overlap: int) -> None:
+        self.embedder, self.chunk_tokens, self.chunk_overlap = embedder, chunk_tokens, chunk_overlap
+
+    def __call__(self, row: dict) -> list[dict]:
+        embedder = _worker_embedder(self.embedder)
+        work = FileWork(Path(row["path"]), row["source"], row["digest"], row["status"])
+        base = {"source": work.source, "status": work.status, "digest": work.digest}
+        try:
+            update = load_document(work, Chunker(embedder.count_tokens, self.chunk_tokens, self.chunk_overlap))
+        except LoadError as exc:
+            return [{**base, **_EMPTY, "failed": str(exc)}]
+        except Exception as exc:  # a loader bug must not stop the other files
+            return [{**base, **_EMPTY, "failed": f"unexpected error: {exc}"}]
+        r = update.record
+        doc = {**base, "size": r.size, "n_chunks": r.n_chunks, "ingested_at": r.ingested_at,
+               "warnings": json.dumps(list(r.warnings), ensure_ascii=False), "failed": ""}
+        if not update.chunks:
+            return [{**_EMPTY, **doc}]
+        return [{**doc, "ordinal": i, "id": c.id, "text": c.text, "start": c.start, "end": c.end, "page": _page(c.page),
+                 "page_end": _page(c.page_end), "headings": json.dumps(list(c.headings), ensure_ascii=False),
+                 "embed": embedded_text(c)}
+                for i, c in enumerate(update.chunks)]
+
+
+_EMPTY = {"size": 0, "n_chunks": 0, "ingested_at": "", "warnings": "[]", "ordinal": -1, "id": 0, "text": "", "start": 0,
+          "end": 0, "page": -1, "page_end": -1, "headings": "[]", "embed": ""}
+
+
+def _page(page: int | None) -> int:
+    return -1 if page is None else page  # Arrow columns of one type: -1 stands for "no page"
+
+
+class _Embed:
+    """The actor of the embedding pool: loads the model once, embeds batch after batch."""
+
+    def __init__(self, embedder: Embedder, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.embedder = embedder
+
+    def __call__(self, batch: dict) -> dict:
+        texts = [str(t) for t, o in zip(batch["embed"], batch["ordinal"]) if o >= 0]
+        vectors = self.embedder.embed_documents(texts) if texts else np.zeros((0, self.embedder.dim), np.float32)
+        out = np.zeros((len(batch["embed"]), self.embedder.dim), np.float32)
+        out[np.asarray(batch["ordinal"]) >= 0] = vectors
+        batch = dict(batch)
+        batch["vector"] = out
+        del batch["embed"]
+        return batch
+
+
+def ingest_on_ray(store: Store, embedder: Embedder, paths: Sequence[Path], options: IngestOptions, address: str | None,
+                  actors: int | None = None) -> IngestReport:
+    """``ingest`` with reading, chunking and embedding on the Ray cluster at ``address`` (None: start one here)."""
+    if address is not None:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # `ray start` writes a token that a driver given an address must use
+    if address is None or _is_loopback(address):
+        # a cluster of this machine alone: with multi-node clusters off, Ray listens on and dials 127.0.0.1 only
+        # (measured; otherwise it swaps 127.0.0.1 for the machine's routable address). Read when ray is imported.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray = require("ray", "ray", "ray[data]")
+    started = time.perf_counter()
+    check_chunking(embedder, options)
+    manifest = store.documents()
+    results: list[FileResult] = []
+    embedded = 0
+
+    def tell(source: str, stage: str, reason: str = "") -> None:
+        if options.on_file is not None:
+            options.on_file(source, stage, reason)
+
+    with store.writer():
+        work: list[FileWork] = []
+        seen: set[str] = set()
+        for item in scan(manifest, paths, options, keep_data=False):
+            seen.add(item.source)
+            if isinstance(item, FileResult):
+                results.append(item)
+                tell(item.source, item.status, item.reason)
+            else:
+                work.append(item)
+        if work:
+            embedded = _run(ray, store, embedder, work, options, address, actors, results, tell)
+        finish(store, manifest, seen, paths, options, results)
+    return IngestReport(tuple(results), embedded, 0, time.perf_counter() - started)
+
+
+def _run(ray, store: Store, embedder: Embedder, work: list[FileWork], options: IngestOptions, address: str | None,
+         actors: int | None, results: list[FileResult], tell) -> int:
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+        except Exception as exc:  # ray raises ConnectionError, RuntimeError, ...: translate at the boundary
+            raise ConfigError(f"cannot reach the Ray cluster at {address or 'a new local cluster'}: {exc}") from exc
+    try:
+        plan = RayPlan.for_cluster(ray.cluster_resources(), actors)
+        log.info("ray: %d files, %d embedding actors (%.2f CPU, %.0f GPU each)", len(work), plan.actors, plan.actor_cpus,
+                 plan.actor_gpus)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = options.progress
+        rows = [{"path": str(w.path), "source": w.source, "digest": w.digest, "status": w.status} for w in work]
+        ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 200))
+        ds = ds.flat_map(_ReadAndChunk(embedder, options.chunk_tokens, options.chunk_overlap), num_cpus=_READ_CPUS)
+        ds = ds.map_batches(_Embed, fn_constructor_kwargs={"embedder": embedder, "threads": int(plan.actor_cpus)},
+                            compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.actor_cpus,
+                            num_gpus=plan.actor_gpus, batch_size=plan.batch_size, batch_format="numpy")
+        return _commit_as_they_come(store, ds.iter_batches(batch_size=plan.batch_size, batch_format="numpy"), options,
+                                    results, tell)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
+def _commit_as_they_come(store: Store, batches, options: IngestOptions, results: list[FileResult], tell) -> int:
+    """Group rows by document; commit documents whose chunks are all in, ``commit_every`` chunks at a time."""
+    partial: dict[str, list[tuple[int, Chunk, np.ndarray]]] = {}
+    ready: list[tuple[DocumentUpdate, str]] = []
+    ready_chunks = embedded = 0
+
+    def flush() -> None:
+        nonlocal ready, ready_chunks
+        if ready:
+            store.commit([u for u, _ in ready])
+            for u, status in ready:
+                results.append(FileResult(u.record.source, status, len(u.chunks), warnings=u.record.warnings))
+                tell(u.record.source, "committed", status)
+            ready, ready_chunks = [], 0
+
+    for batch in batches:
+        for i in range(len(batch["source"])):
+            source = str(batch["source"][i])
+            if batch["failed"][i]:
+                results.append(FileResult(source, "failed", reason=str(batch["failed"][i])))
+                tell(source, "failed", results[-1].reason)
+                continue
+            n = int(batch["n_chunks"][i])
+            got = partial.setdefault(source, [])
+            if int(batch["ordinal"][i]) >= 0:
+                got.append((int(batch["ordinal"][i]), _chunk(batch, i), batch["vector"][i]))
+                embedded += 1
+            if len(got) < n:
+                continue
+            got = sorted(partial.pop(source), key=lambda item: item[0])
+            record = DocumentRecord(source, str(batch["digest"][i]), int(batch["size"][i]), n, str(batch["ingested_at"][i]),
+                                    tuple(json.loads(str(batch["warnings"][i]))))
+            vectors = np.vstack([v for _, _, v in got]) if got else np.zeros((0, store.settings.dim), np.float32)
+            ready.append((DocumentUpdate(record, [c for _, c, _ in got], vectors), str(batch["status"][i])))
+            ready_chunks += n
+            if ready_chunks >= options.commit_every:
+                flush()
+    flush()
+    return embedded
+
+
+def _chunk(batch: dict, i: int) -> Chunk:
+    page, page_end = int(batch["page"][i]), int(batch["page_end"][i])
+    return Chunk(id=int(batch["id"][i]), source=str(batch["source"][i]), text=str(batch["text"][i]), start=int(batch["start"][i]),
+                 end=int(batch["end"][i]), page=None if page < 0 else page, headings=tuple(json.loads(str(batch["headings"][i]))),
+                 page_end=None if page_end < 0 else page_end)

@@ -1,0 +1,136 @@
+"""Past one machine, for real on this one: ingestion on a Ray cluster, vectors on Milvus and Chroma servers.
+
+Every server listens on 127.0.0.1 (checked with ``ss -ltn`` when it starts and after each run) and is stopped by
+its process group id. Ray drivers run as subprocesses (``tests/ray_driver.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray")
+
+from rag.config import Config, IndexConfig  # noqa: E402
+from rag.knowledge_base import KnowledgeBase  # noqa: E402
+from tests.conftest import ROOT, HashEmbedder  # noqa: E402
+from tests.servers import assert_loopback_only, listeners  # noqa: E402
+
+DRIVER = [sys.executable, str(ROOT / "tests" / "ray_driver.py")]
+
+
+def _drive(store, docs, address, *extra: str) -> dict:
+    before = listeners()
+    run = subprocess.run([*DRIVER, str(store), str(docs), address, *extra], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert_loopback_only(before)  # the driver's own listeners too
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def _contents(kb: KnowledgeBase) -> dict[int, tuple]:
+    out = {}
+    for source in kb.store.documents():
+        for c in kb.store.chunks.chunks_of(source):
+            out[c.id] = (c.source, c.text, c.start, c.end, c.page, c.page_end, c.headings)
+    return out
+
+
+def _vectors(kb: KnowledgeBase, ids) -> np.ndarray:
+    return np.vstack([kb.store.index.search(kb.embedder.embed_documents([kb.store.chunks.get([i])[i].text]), 1)[0][0].score
+                      for i in ids])
+
+
+@pytest.mark.parametrize("backend", ["faiss", "milvus-server"])
+def test_ray_ingest_builds_the_same_store_as_a_local_run_and_stays_incremental(backend, ray_cluster, corpus, tmp_path, request):
+    extra = []
+    if backend == "milvus-server":
+        pytest.importorskip("milvus_lite")
+        extra = ["--backend", "milvus", "--uri", request.getfixturevalue("milvus_server")]
+    report = _drive(tmp_path / "ray", corpus, ray_cluster, *extra)
+    assert sorted(status for _, status, _, _ in report["files"]) == ["added"] * 5
+
+    local = KnowledgeBase.open(tmp_path / "local", Config(index=IndexConfig(gpu=False)), embedder=HashEmbedder())
+    local.ingest([corpus], progress=False)
+    distributed = KnowledgeBase.open(tmp_path / "ray", embedder=HashEmbedder())
+    assert _contents(distributed) == _contents(local) and report["embedded"] == local.store.chunks.count()
+    question = local.embedder.embed_query("How often should the air filter be cleaned?")[None]
+    ours, theirs = distributed.store.search(question, 10)[0], local.store.search(question, 10)[0]
+    assert [c.id for c, _ in ours] == [c.id for c, _ in theirs]
+    assert np.allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-5)  # the same vectors, to float tolerance
+    assert [h.chunk.id for h in distributed.search("保修期多久", k=3)] == [h.chunk.id for h in local.search("保修期多久", k=3)]
+    distributed.close()
+
+    again = _drive(tmp_path / "ray", corpus, ray_cluster, *extra)
+    assert again["embedded"] == 0 and {s for _, s, _, _ in again["files"]} == {"unchanged"}
+
+    manual = corpus / "aurora-manual.md"
+    manual.write_text(manual.read_text().replace("every three months", "every six weeks"))
+    (corpus / "quick-start.txt").unlink()
+    changed = _drive(tmp_path / "ray", corpus, ray_cluster, *extra, "--prune")
+    statuses = {os.path.basename(src): status for src, status, _, _ in changed["files"]}
+    assert statuses["aurora-manual.md"] == "updated" and statuses["quick-start.txt"] == "removed"
+    assert list(statuses.values()).count("unchanged") == 3
+    distributed = KnowledgeBase.open(tmp_path / "ray", embedder=HashEmbedder())
+    new_chunks = distributed.store.chunks.chunks_of(str(manual.resolve()))
+    assert changed["embedded"] == len(new_chunks)  # only the changed file's chunks went through the actors
+    assert any("every six weeks" in c.text for c in new_chunks)
+    assert set(distributed.store.index.ids().tolist()) == set(_contents(distributed))
+    distributed.close()
+    local.close()
+
+
+def test_killing_the_ray_driver_leaves_a_consistent_store_that_the_next_run_finishes(ray_cluster, tmp_path):
+    docs = tmp_path / "many"
+    docs.mkdir()
+    for i in range(30):
+        (docs / f"doc{i}.md").write_text(f"# Doc {i}\n\nUnique topic number {i} about gearbox model G{i}.\n")
+    store = tmp_path / "store"
+    proc = subprocess.Popen([*DRIVER, str(store), str(docs), ray_cluster, "--slow", "--commit-every", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    committed = 0
+    for line in proc.stdout:
+        committed += line.startswith("COMMITTED")
+        if committed >= 3:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+    kb = KnowledgeBase.open(store, embedder=HashEmbedder())
+    held = kb.store.documents()
+    assert 3 <= len(held) < 30
+    assert set(kb.store.index.ids().tolist()) == set(_contents(kb))  # every committed chunk has its vector, nothing more
+    kb.close()
+    report = _drive(store, docs, ray_cluster)
+    statuses = [status for _, status, _, _ in report["files"]]
+    assert statuses.count("unchanged") == len(held) and statuses.count("added") == 30 - len(held)
+    kb = KnowledgeBase.open(store, embedder=HashEmbedder())
+    assert len(kb.store.documents()) == 30 and kb.search("gearbox model G17", k=1)[0].chunk.source.endswith("doc17.md")
+    kb.close()
+
+
+def test_rag_ingest_on_ray_into_milvus_then_search_matches_the_embedded_default(ray_cluster, milvus_server, corpus, tmp_path, e5):
+    """The command a user runs, with the real default embedder: Ray for ingestion, a Milvus server for the vectors."""
+    cli = [sys.executable, "-m", "rag.cli"]
+    before = listeners()
+    run = subprocess.run([*cli, "ingest", str(corpus), "--store", str(tmp_path / "cluster"), "--ray", ray_cluster,
+                          "--index", "milvus", "--uri", milvus_server, "--json"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert_loopback_only(before)
+    assert json.loads(run.stdout)["embedded"] == 14
+    local = subprocess.run([*cli, "ingest", str(corpus), "--store", str(tmp_path / "local"), "--json"], capture_output=True,
+                           text=True, timeout=300)
+    assert local.returncode == 0, local.stderr[-3000:]
+    for question in ("How often should the air filter be cleaned?", "保修期多久？", "What changed in release 2?"):
+        found = [subprocess.run([*cli, "search", question, "--store", str(tmp_path / store), "--json"], capture_output=True,
+                                text=True, timeout=120) for store in ("cluster", "local")]
+        assert all(f.returncode == 0 for f in found), found[0].stderr[-2000:]
+        ours, theirs = (json.loads(f.stdout) for f in found)
+        assert [h["chunk_id"] for h in ours] == [h["chunk_id"] for h in theirs]
+        assert np.allclose([h["score"] for h in ours], [h["score"] for h in theirs], atol=1e-4)

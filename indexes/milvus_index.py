@@ -27,7 +27,7 @@ _ID_FILTER = 4096  # most ids put in one search filter; a larger allowed set is 
 class MilvusIndex:
     writes_immediately = True
 
-    def __init__(self, directory: Path, dim: int, uri: str | None = None, collection: str = "chunks") -> None:
+    def __init__(self, directory: Path, dim: int, uri: str | None = None, collection: str = "chunks", new: bool = False) -> None:
         pymilvus = require("pymilvus", "milvus", "pymilvus")
         self.dim, self.collection = dim, collection
         if uri is None:
@@ -40,6 +40,10 @@ class MilvusIndex:
             self._client = pymilvus.MilvusClient(uri)
             if not self._client.has_collection(collection):
                 self._create(pymilvus)
+            elif new:
+                raise StoreError(f"the collection {collection!r} already exists at {uri}: another store keeps its vectors there, and two "
+                                 "stores writing one collection would corrupt each other. Open that store's directory, "
+                                 "or choose another --set index.collection=NAME")
             else:
                 self._check_dim()
             self._client.load_collection(collection)

@@ -77,7 +77,7 @@ class Store:
         if path.exists() and not path.is_dir():
             raise StoreError(f"{path} exists and is not a directory; choose another --store path")
         path.mkdir(parents=True, exist_ok=True)
-        open_index(settings.index, path, settings.dim, 0, settings.index_options)  # fail early on a bad backend
+        open_index(settings.index, path, settings.dim, 0, settings.index_options, new=True)  # fail early on a bad backend
         atomic_write(path / _SETTINGS, lambda tmp: tmp.write_text(json.dumps(asdict(settings), indent=2)))
         return cls.open(path)
 

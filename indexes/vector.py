@@ -44,9 +44,13 @@ class VectorIndex(Protocol):
 INDEX_KINDS = ("faiss", "chroma", "milvus", "numpy")
 
 
-def open_index(kind: str, directory: Path, dim: int, generation: int, options: dict | None = None) -> VectorIndex:
-    """Open (or create) the index of backend ``kind`` in ``directory`` at ``generation``."""
+def open_index(kind: str, directory: Path, dim: int, generation: int, options: dict | None = None,
+               new: bool = False) -> VectorIndex:
+    """Open (or create) the index of backend ``kind`` in ``directory`` at ``generation``. ``new``: for a new store, so a
+    collection on a server that already exists (another store's) is refused rather than shared by two writers."""
     options = dict(options or {})
+    if kind in ("chroma", "milvus") and options.get("uri"):
+        options["new"] = new
     if kind == "faiss":
         from indexes.faiss_index import FaissIndex
 

@@ -292,3 +292,18 @@ def test_a_milvus_file_held_by_another_process_and_a_misplaced_uri_are_clear_err
         _kb(tmp_path / "numpy-store", hash_embedder, "numpy", uri="http://127.0.0.1:1")
     with pytest.raises(ConfigError, match="a Milvus URI is http"):
         _kb(tmp_path / "bad-uri", hash_embedder, "milvus", uri="milvus.example:19530")
+
+
+@pytest.mark.parametrize("backend", ["chroma-server", "milvus-server"])
+def test_a_second_store_cannot_take_over_another_stores_server_collection(backend, corpus, tmp_path, hash_embedder, request):
+    _needs(backend)
+    uri = request.getfixturevalue(backend.replace("-", "_"))
+    config = Config(index=IndexConfig(backend=backend.removesuffix("-server"), uri=uri, collection=f"shared_{tmp_path.name[-8:]}"))
+    first = KnowledgeBase.open(tmp_path / "first", config, embedder=hash_embedder)
+    first.ingest([corpus], progress=False)
+    with pytest.raises(StoreError, match="already exists"):
+        KnowledgeBase.open(tmp_path / "second", config, embedder=hash_embedder)
+    first.close()
+    again = KnowledgeBase.open(tmp_path / "first", embedder=hash_embedder)  # its own store opens it, settings from store.json
+    assert len(again.store.index) == again.store.chunks.count() > 5
+    again.close()

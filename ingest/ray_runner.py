@@ -168,6 +168,7 @@ def _run(ray, store: Store, embedder: Embedder, work: list[FileWork], options: I
                  plan.actor_gpus)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = options.progress
+        logging.getLogger("ray.data").setLevel(logging.WARNING if options.progress else logging.ERROR)  # its INFO is per-run noise
         rows = [{"path": str(w.path), "source": w.source, "digest": w.digest, "status": w.status} for w in work]
         ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 200))
         ds = ds.flat_map(_ReadAndChunk(embedder, options.chunk_tokens, options.chunk_overlap), num_cpus=_READ_CPUS)

@@ -129,3 +129,13 @@ def test_rag_ingest_on_ray_into_milvus_then_search_matches_the_embedded_default(
         assert np.allclose([h.score for h in ours], [h.score for h in theirs], atol=1e-4)
     cluster.close()
     local.close()
+
+
+def test_the_ray_plan_gives_an_actor_per_gpu_or_per_four_cpus_and_always_leaves_cpu_for_the_readers():
+    from ingest.ray_runner import RayPlan
+
+    assert RayPlan.for_cluster({"CPU": 2}) == RayPlan(1, 1.0, 0.0)  # a 2-core machine: one actor, a core for reads
+    big = RayPlan.for_cluster({"CPU": 64})
+    assert big.actors == 15 and big.actors * big.actor_cpus <= 63
+    assert RayPlan.for_cluster({"CPU": 64, "GPU": 4}) == RayPlan(4, 1.0, 1.0)
+    assert RayPlan.for_cluster({"CPU": 1}).actor_cpus < 1  # fractional: one core still leaves room for a read task

@@ -73,6 +73,18 @@ def known_model(name: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4)
+def _load_tokenizer(name: str):
+    """The tokenizer of a sentence-transformers folder or hub id (kept at its root), without the model."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the tokenizer of embedder {name!r} from {path}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=4)
 def _load_model(name: str, device: str | None):
     """Loaded once per process, however many stores use it."""
     st = require("sentence_transformers", None, "sentence-transformers")
@@ -129,10 +141,15 @@ class SentenceTransformerEmbedder:
         specials = len(self.model.tokenizer("", add_special_tokens=True)["input_ids"])
         return int(self.model.max_seq_length) - prompt - specials
 
+    @property
+    def tokenizer(self):
+        """The model's tokenizer; loaded alone (no weights) while the model is not, e.g. in a worker that only chunks."""
+        return self._model.tokenizer if self._model is not None else _load_tokenizer(self.name)
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        enc = self.model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in enc]
 
     def embed_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:

@@ -83,3 +83,12 @@ def test_cli_eval_prints_metrics_for_each_configuration(corpus, tmp_path, capsys
     for r in reports.values():
         assert 0 <= r["metrics"]["ndcg@10"] <= 1 and r["metrics"]["questions"] == 3
     assert reports["hybrid"]["metrics"]["recall@5"] == 1.0
+
+
+def test_counting_tokens_needs_only_the_tokenizer_and_agrees_with_the_model(e5):
+    from ingest.embedders import SentenceTransformerEmbedder
+
+    texts = ["How often should the air filter be cleaned?", "保修期为五年，包括零件和人工。", "amsmath, 6, 18–21"]
+    light = SentenceTransformerEmbedder("multilingual-e5-small")
+    assert light.count_tokens(texts) == e5.count_tokens(texts)
+    assert light._model is None  # a Ray read-and-chunk worker never loads the weights

@@ -10,7 +10,10 @@ interrupted commit is finished or undone on the next open (see ``indexes.store``
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -20,7 +23,24 @@ from indexes.vector import as_ids, as_vectors
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 _BATCH = 2048
+# no keepalive pings on an idle connection: milvus-lite's server answers them with GOAWAY "too many pings"
+_GRPC_OPTIONS = {"grpc.keepalive_permit_without_calls": 0}
+_DROPPED = ("UNAVAILABLE", "Too many pings", "Fail connecting")
+
+
+def _once_more(call: Callable[[], T]) -> T:
+    """Run ``call``, and once more after a second if the server dropped the connection (every call here is
+    idempotent: upserts and deletes by id, reads)."""
+    try:
+        return call()
+    except Exception as exc:
+        if not any(mark in str(exc) for mark in _DROPPED):
+            raise
+        log.info("the Milvus connection dropped (%s); trying once more", exc)
+        time.sleep(1.0)
+        return call()
 _ID_FILTER = 4096  # most ids put in one search filter; a larger allowed set is searched wider and filtered here
 
 
@@ -37,8 +57,8 @@ class MilvusIndex:
             raise ConfigError(f"a Milvus URI is http://host:port (a server) or nothing (a file in the store), got {uri!r}")
         self.uri, self._embedded = uri, not uri.startswith(("http://", "https://", "tcp://"))
         try:
-            self._client = pymilvus.MilvusClient(uri)
-            if not self._client.has_collection(collection):
+            self._client = _once_more(lambda: pymilvus.MilvusClient(uri, grpc_options=_GRPC_OPTIONS))
+            if not _once_more(lambda: self._client.has_collection(collection)):
                 self._create(pymilvus)
             elif new:
                 raise StoreError(f"the collection {collection!r} already exists at {uri}: another store keeps its vectors there, and two "
@@ -46,7 +66,7 @@ class MilvusIndex:
                                  "or choose another --set index.collection=NAME")
             else:
                 self._check_dim()
-            self._client.load_collection(collection)
+            _once_more(lambda: self._client.load_collection(collection))
         except StoreError:
             raise
         except Exception as exc:  # pymilvus and milvus-lite raise many types; translate at the boundary
@@ -77,12 +97,13 @@ class MilvusIndex:
         ids, vectors = as_ids(ids), as_vectors(vectors, self.dim)
         for s in range(0, len(ids), _BATCH):
             rows = [{"id": int(i), "vector": v.tolist()} for i, v in zip(ids[s : s + _BATCH], vectors[s : s + _BATCH])]
-            self._client.upsert(self.collection, rows)
+            _once_more(lambda: self._client.upsert(self.collection, rows))
 
     def remove(self, ids) -> None:
         ids = as_ids(ids)
         for s in range(0, len(ids), _BATCH):
-            self._client.delete(self.collection, ids=[int(i) for i in ids[s : s + _BATCH]])
+            part = [int(i) for i in ids[s : s + _BATCH]]
+            _once_more(lambda: self._client.delete(self.collection, ids=part))
 
     def search(self, queries, k: int, allowed=None) -> list[list[ScoredId]]:
         queries = as_vectors(queries, self.dim)
@@ -97,7 +118,8 @@ class MilvusIndex:
                 expr = f"id in [{','.join(str(int(i)) for i in allowed)}]"
             else:
                 wanted, limit = set(allowed.tolist()), min(16384, k * 20)
-        res = self._client.search(self.collection, data=queries.tolist(), limit=limit, filter=expr, output_fields=["id"])
+        res = _once_more(lambda: self._client.search(self.collection, data=queries.tolist(), limit=limit, filter=expr,
+                                                     output_fields=["id"]))
         out = []
         for row in res:
             hits = [ScoredId(int(h["id"]), float(h["distance"])) for h in row if wanted is None or int(h["id"]) in wanted]
@@ -115,7 +137,8 @@ class MilvusIndex:
         return np.array(out, dtype=np.int64)
 
     def __len__(self) -> int:
-        return int(self._client.query(self.collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+        rows = _once_more(lambda: self._client.query(self.collection, filter="", output_fields=["count(*)"]))
+        return int(rows[0]["count(*)"])
 
     def save(self, generation: int) -> None:
         """Nothing to do: Milvus persisted each write as it happened."""

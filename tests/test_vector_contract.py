@@ -17,8 +17,14 @@ _NEEDS = {"chroma": "chromadb", "milvus": "milvus_lite"}
 def _open(request):
     """Open an index of a backend kind; ``-server`` kinds keep their vectors on a live server, one collection per test."""
     collection = f"t{uuid.uuid4().hex[:12]}"
+    opened = []
 
     def open_kind(kind: str, directory, dim: int, generation: int):
+        index = _open_index(kind, directory, dim, generation)
+        opened.append(index)
+        return index
+
+    def _open_index(kind: str, directory, dim: int, generation: int):
         if kind.startswith("faiss-"):
             return open_index("faiss", directory, dim, generation, {"type": kind.split("-")[1], "gpu": False})
         base = kind.removesuffix("-server")
@@ -29,7 +35,10 @@ def _open(request):
             return open_index(base, directory, dim, generation, {"uri": uri, "collection": collection})
         return open_index(kind, directory, dim, generation)
 
-    return open_kind
+    yield open_kind
+    for index in opened:  # a database client lets go of its connection (or milvus-lite's file)
+        if hasattr(index, "close"):
+            index.close()
 
 
 def _data(n=300, dim=16, seed=0):

@@ -56,6 +56,12 @@ class KnowledgeBase:
         wanted = embedder.name if embedder is not None else config.embedder
         if Store.exists(path):
             store = Store.open(path, read_only=read_only)
+            kept_at = store.settings.index_options.get("uri")
+            if config.index.uri is not None and config.index.uri != kept_at:
+                store.close()
+                raise StoreError(f"store {path} keeps its vectors {f'at {kept_at}' if kept_at else 'in its own directory'}, "
+                                 f"not at {config.index.uri}: a store's place is fixed when it is created; drop --uri, or "
+                                 "ingest into a new --store to use that server")
             built_with = store.settings.embedder
             if wanted is not None and wanted != built_with:
                 store.close()

@@ -307,3 +307,6 @@ def test_a_second_store_cannot_take_over_another_stores_server_collection(backen
     again = KnowledgeBase.open(tmp_path / "first", embedder=hash_embedder)  # its own store opens it, settings from store.json
     assert len(again.store.index) == again.store.chunks.count() > 5
     again.close()
+    moved = Config(index=IndexConfig(backend=backend.removesuffix("-server"), uri="http://127.0.0.1:1"))
+    with pytest.raises(StoreError, match="keeps its vectors at http://127.0.0.1:"):
+        KnowledgeBase.open(tmp_path / "first", moved, embedder=hash_embedder)

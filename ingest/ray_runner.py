@@ -128,6 +128,8 @@ def ingest_on_ray(store: Store, embedder: Embedder, paths: Sequence[Path], optio
         # (measured; otherwise it swaps 127.0.0.1 for the machine's routable address). Read when ray is imported.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = require("ray", "ray", "ray[data]")
+    if address is not None:
+        _check_reachable(address)
     started = time.perf_counter()
     check_chunking(embedder, options)
     manifest = store.documents()
@@ -180,6 +182,20 @@ def _run(ray, store: Store, embedder: Embedder, work: list[FileWork], options: I
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes, on a wrong address: Ray itself waits for a cluster that is not there."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit():
+        raise ConfigError(f"a Ray address is HOST:PORT (the head's GCS port, 6379 by default), got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"nothing answers at the Ray address {address} ({exc.strerror or exc}): start a head there with "
+                          "`ray start --head --port PORT`, or run `rag ingest --ray` alone for a cluster of this machine") from exc
 
 
 def _is_loopback(address: str) -> bool:

@@ -139,3 +139,18 @@ def test_the_ray_plan_gives_an_actor_per_gpu_or_per_four_cpus_and_always_leaves_
     assert big.actors == 15 and big.actors * big.actor_cpus <= 63
     assert RayPlan.for_cluster({"CPU": 64, "GPU": 4}) == RayPlan(4, 1.0, 1.0)
     assert RayPlan.for_cluster({"CPU": 1}).actor_cpus < 1  # fractional: one core still leaves room for a read task
+
+
+def test_a_ray_address_where_nothing_listens_fails_at_once_with_what_to_do(tmp_path, corpus, monkeypatch):
+    from indexes.errors import ConfigError
+    from tests.servers import free_port
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # what the runner sets, restored after the test
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    kb = KnowledgeBase.open(tmp_path / "store", Config(index=IndexConfig(gpu=False)), embedder=HashEmbedder())
+    with pytest.raises(ConfigError, match="nothing answers at the Ray address 127.0.0.1:.*ray start --head"):
+        kb.ingest([corpus], progress=False, ray=f"127.0.0.1:{free_port()}")
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        kb.ingest([corpus], progress=False, ray="head-node")
+    assert kb.store.documents() == {}  # nothing was written
+    kb.close()

@@ -6,7 +6,8 @@ each where the cluster has them); the vectors stream back to the driver, which c
 its chunks are in, in batches of ``commit_every`` chunks, exactly as the local runner does. The store is therefore
 the same as a local run's (same chunk ids and texts; vectors equal to float tolerance), and a driver killed at
 any moment leaves the last committed batch, with the next run doing only what is left. Workers read files by path,
-so every node must see the folder at the same path (a shared filesystem).
+so every node must see the folder at the same path (a shared filesystem). The actors cannot read the driver's
+embedding cache, but the driver writes what they computed into it, so a later local run reuses those vectors.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +26,13 @@ from indexes.chunk_store import DocumentRecord
 from indexes.errors import ConfigError, require
 from indexes.store import DocumentUpdate, Store
 from indexes.types import Chunk
+from ingest.cache import cache_dir
 from ingest.chunking import Chunker
+from ingest.embed_cache import EmbeddingCache
 from ingest.embedders import Embedder
 from ingest.loaders import LoadError
 from ingest.pipeline import (FileResult, FileWork, IngestOptions, IngestReport, check_chunking, embedded_text, finish,
-                             load_document, scan)
+                             load_document, model_key, scan)
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +180,12 @@ def _run(ray, store: Store, embedder: Embedder, work: list[FileWork], options: I
         ds = ds.map_batches(_Embed, fn_constructor_kwargs={"embedder": embedder, "threads": int(plan.actor_cpus)},
                             compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.actor_cpus,
                             num_gpus=plan.actor_gpus, batch_size=plan.batch_size, batch_format="numpy")
-        return _commit_as_they_come(store, ds.iter_batches(batch_size=plan.batch_size, batch_format="numpy"), options,
-                                    results, tell)
+        cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
+        try:
+            return _commit_as_they_come(store, ds.iter_batches(batch_size=plan.batch_size, batch_format="numpy"), options,
+                                        results, tell, lambda updates: _remember(cache, model_key(embedder), updates))
+        finally:
+            cache.close()
     finally:
         if started_here:
             ray.shutdown()
@@ -203,8 +210,19 @@ def _is_loopback(address: str) -> bool:
     return host in ("localhost", "127.0.0.1", "::1")
 
 
-def _commit_as_they_come(store: Store, batches, options: IngestOptions, results: list[FileResult], tell) -> int:
-    """Group rows by document; commit documents whose chunks are all in, ``commit_every`` chunks at a time."""
+def _remember(cache: EmbeddingCache, key: str, updates: list[DocumentUpdate]) -> None:
+    """Put the vectors the actors computed into the driver's embedding cache, so a later local run (or a changed
+    file's unchanged chunks there) does not embed them again."""
+    texts = [embedded_text(c) for u in updates for c in u.chunks]
+    if texts:
+        by_text = dict(zip(texts, np.vstack([u.vectors for u in updates if len(u.chunks)])))
+        cache.embed(key, texts, lambda todo: np.vstack([by_text[t] for t in todo]))
+
+
+def _commit_as_they_come(store: Store, batches, options: IngestOptions, results: list[FileResult], tell,
+                         committed: Callable[[list[DocumentUpdate]], None]) -> int:
+    """Group rows by document; commit documents whose chunks are all in, ``commit_every`` chunks at a time, and
+    hand each committed batch to ``committed``."""
     partial: dict[str, list[tuple[int, Chunk, np.ndarray]]] = {}
     ready: list[tuple[DocumentUpdate, str]] = []
     ready_chunks = embedded = 0
@@ -213,6 +231,7 @@ def _commit_as_they_come(store: Store, batches, options: IngestOptions, results:
         nonlocal ready, ready_chunks
         if ready:
             store.commit([u for u, _ in ready])
+            committed([u for u, _ in ready])
             for u, status in ready:
                 results.append(FileResult(u.record.source, status, len(u.chunks), warnings=u.record.warnings))
                 tell(u.record.source, "committed", status)

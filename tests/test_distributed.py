@@ -51,7 +51,8 @@ def test_ray_ingest_builds_the_same_store_as_a_local_run_and_stays_incremental(b
     assert sorted(status for _, status, _, _ in report["files"]) == ["added"] * 5
 
     local = KnowledgeBase.open(tmp_path / "local", Config(index=IndexConfig(gpu=False)), embedder=HashEmbedder())
-    local.ingest([corpus], progress=False)
+    from_local = local.ingest([corpus], progress=False)
+    assert from_local.embedded == 0 and from_local.from_cache == report["embedded"]  # the Ray run filled the cache
     distributed = KnowledgeBase.open(tmp_path / "ray", embedder=HashEmbedder())
     assert _contents(distributed) == _contents(local) and report["embedded"] == local.store.chunks.count()
     question = local.embedder.embed_query("How often should the air filter be cleaned?")[None]

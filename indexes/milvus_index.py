@@ -28,6 +28,7 @@ _BATCH = 2048
 # no keepalive pings on an idle connection: milvus-lite's server answers them with GOAWAY "too many pings"
 _GRPC_OPTIONS = {"grpc.keepalive_permit_without_calls": 0}
 _DROPPED = ("UNAVAILABLE", "Too many pings", "Fail connecting")
+_ID_FILTER = 4096  # most ids put in one search filter; a larger allowed set is searched wider and filtered here
 
 
 def _once_more(call: Callable[[], T]) -> T:
@@ -41,7 +42,6 @@ def _once_more(call: Callable[[], T]) -> T:
         log.info("the Milvus connection dropped (%s); trying once more", exc)
         time.sleep(1.0)
         return call()
-_ID_FILTER = 4096  # most ids put in one search filter; a larger allowed set is searched wider and filtered here
 
 
 class MilvusIndex:
@@ -49,13 +49,13 @@ class MilvusIndex:
 
     def __init__(self, directory: Path, dim: int, uri: str | None = None, collection: str = "chunks", new: bool = False) -> None:
         pymilvus = require("pymilvus", "milvus", "pymilvus")
-        self.dim, self.collection = dim, collection
+        self.dim, self.collection, self._embedded = dim, collection, uri is None
         if uri is None:
             require("milvus_lite", "milvus", "milvus-lite")
             uri = str(Path(directory) / "milvus.db")
         elif not uri.startswith(("http://", "https://", "tcp://")):
             raise ConfigError(f"a Milvus URI is http://host:port (a server) or nothing (a file in the store), got {uri!r}")
-        self.uri, self._embedded = uri, not uri.startswith(("http://", "https://", "tcp://"))
+        self.uri = uri
         try:
             self._client = _once_more(lambda: pymilvus.MilvusClient(uri, grpc_options=_GRPC_OPTIONS))
             if not _once_more(lambda: self._client.has_collection(collection)):

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +183,7 @@ def _run(ray, store: Store, embedder: Embedder, work: list[FileWork], options: I
         cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
         try:
             return _commit_as_they_come(store, ds.iter_batches(batch_size=plan.batch_size, batch_format="numpy"), options,
-                                        results, tell, lambda updates: _remember(cache, model_key(embedder), updates))
+                                        results, tell, cache, model_key(embedder))
         finally:
             cache.close()
     finally:
@@ -220,9 +220,9 @@ def _remember(cache: EmbeddingCache, key: str, updates: list[DocumentUpdate]) ->
 
 
 def _commit_as_they_come(store: Store, batches, options: IngestOptions, results: list[FileResult], tell,
-                         committed: Callable[[list[DocumentUpdate]], None]) -> int:
+                         cache: EmbeddingCache, key: str) -> int:
     """Group rows by document; commit documents whose chunks are all in, ``commit_every`` chunks at a time, and
-    hand each committed batch to ``committed``."""
+    remember their vectors in the embedding cache under the model ``key``."""
     partial: dict[str, list[tuple[int, Chunk, np.ndarray]]] = {}
     ready: list[tuple[DocumentUpdate, str]] = []
     ready_chunks = embedded = 0
@@ -231,7 +231,7 @@ def _commit_as_they_come(store: Store, batches, options: IngestOptions, results:
         nonlocal ready, ready_chunks
         if ready:
             store.commit([u for u, _ in ready])
-            committed([u for u, _ in ready])
+            _remember(cache, key, [u for u, _ in ready])
             for u, status in ready:
                 results.append(FileResult(u.record.source, status, len(u.chunks), warnings=u.record.warnings))
                 tell(u.record.source, "committed", status)

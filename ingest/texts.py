@@ -29,32 +29,31 @@ class Text:
 
 def add_texts(store: Store, embedder: Embedder, texts: Sequence[Text]) -> int:
     """Index ``texts`` (the last one wins where a source repeats); returns how many were embedded."""
-    latest: dict[str, tuple[Text, str]] = {}
+    latest: dict[str, tuple[Text, str, dict]] = {}  # source -> (text, content hash, metadata as JSON will give it back)
     for t in texts:
         if not isinstance(t.text, str):
             raise ConfigError(f"the text for {t.source!r} is a {type(t.text).__name__}, not a str")
         try:
-            encoded = json.dumps(dict(t.metadata), sort_keys=True, ensure_ascii=False)
+            metadata = json.loads(json.dumps(dict(t.metadata)))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"the metadata of {t.source!r} cannot be stored as JSON ({exc}); "
                               "keep to strings, numbers, booleans, None, lists and dicts") from exc
-        latest[t.source] = (t, hashlib.sha256(f"{t.text}\0{encoded}".encode()).hexdigest())
-    known = store.chunks.documents_of(list(latest))
-    changed = [(t, h) for s, (t, h) in latest.items() if s not in known or known[s].content_hash != h]
-    if not changed:
-        return 0
-    if embedder.dim != store.settings.dim:
-        raise ConfigError(f"the embedder {embedder.name!r} gives {embedder.dim}-d vectors but the store holds {store.settings.dim}-d ones")
-    # no embedding cache: the manifest already skips unchanged texts, and another framework's embedder has no
-    # name that pins its weights, so a cache keyed by name could hand back another model's vectors
-    vectors = embedder.embed_documents([t.text for t, _ in changed])
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    updates = [
-        DocumentUpdate(DocumentRecord(t.source, h, len(t.text.encode()), 1, now, (), json.loads(json.dumps(dict(t.metadata)))),
-                       [Chunk(make_chunk_id(t.source, h, 0), t.source, t.text, 0, len(t.text))], vectors[i : i + 1])
-        for i, (t, h) in enumerate(changed)
-    ]
+        encoded = json.dumps(metadata, sort_keys=True, ensure_ascii=False)
+        latest[t.source] = (t, hashlib.sha256(f"{t.text}\0{encoded}".encode()).hexdigest(), metadata)
     with store.writer():
+        known = store.chunks.documents_of(list(latest))
+        changed = [(t, h, m) for s, (t, h, m) in latest.items() if s not in known or known[s].content_hash != h]
+        if not changed:
+            return 0
+        # no embedding cache: the manifest already skips unchanged texts, and another framework's embedder has no
+        # name that pins its weights, so a cache keyed by name could hand back another model's vectors
+        vectors = embedder.embed_documents([t.text for t, _, _ in changed])
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        updates = [
+            DocumentUpdate(DocumentRecord(t.source, h, len(t.text.encode()), 1, now, (), m),
+                           [Chunk(make_chunk_id(t.source, h, 0), t.source, t.text, 0, len(t.text))], vectors[i : i + 1])
+            for i, (t, h, m) in enumerate(changed)
+        ]
         store.commit(updates)
         store.refresh_lexical()
     return len(changed)

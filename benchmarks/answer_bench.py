@@ -7,7 +7,7 @@ where it stopped and a finished one only prints its table.
 
     python benchmarks/fetch_data.py
     python benchmarks/answer_bench.py [--sets python-faq,ctex-faq] [--limit 20] [--prompts before,now,compressed]
-                                      [--budget 400] [--llm PRESET]
+                                      [--budget 400] [--llm PRESET] [--tag NEW_RUN]
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ def holds(text: str, gold: str) -> bool:
     return squash(gold) in squash(text)
 
 
-def run(set_name: str, prompt: str, llm: str, limit: int, k: int, budget: int) -> list[dict]:
+def run(set_name: str, prompt: str, llm: str, limit: int, k: int, budget: int, tag: str = "") -> list[dict]:
     store = HERE / "data" / "stores" / set_name
     kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False), llm=LLMConfig(name=llm, context_tokens=budget)))
     kb.ingest([HERE / "data" / set_name], progress=False)
     questions = [json.loads(line) for line in (HERE / "questions" / f"{set_name}.jsonl").read_text().splitlines() if line.strip()][:limit]
-    label = f"compressed{budget}w{WHOLE}" if prompt == "compressed" else prompt
+    label = (f"compressed{budget}w{WHOLE}" if prompt == "compressed" else prompt) + (f"-{tag}" if tag else "")
     cache = HERE / "data" / "answers" / f"{set_name}-{label}-{llm.replace('/', '_')}.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)
     done = {r["question"]: r for r in map(json.loads, cache.read_text().splitlines())} if cache.exists() else {}
@@ -108,11 +108,12 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=51)
     ap.add_argument("-k", type=int, default=5)
     ap.add_argument("--budget", type=int, default=400, help="passage tokens of the compressed prompt")
+    ap.add_argument("--tag", default="", help="a name for a new run: its replies are cached apart from earlier runs'")
     args = ap.parse_args()
     table = []
     for set_name in args.sets.split(","):
         for prompt in args.prompts.split(","):
-            rows = run(set_name, prompt, args.llm, args.limit, args.k, args.budget)
+            rows = run(set_name, prompt, args.llm, args.limit, args.k, args.budget, args.tag)
             for check in ((False, True) if prompt in ("now", "compressed") else (False,)):
                 name = f"compressed {args.budget}" if prompt == "compressed" else prompt
                 label = f"{name} prompt, " + ("citations checked" if check else "model's citations")

@@ -7,7 +7,7 @@ and once more with the e5 query/passage prompts set, so the model is used as int
 
     pip install -e '.[bench]'
     python benchmarks/fetch_data.py
-    python benchmarks/retrieval_bench.py [--sets python-faq,ctex-faq] [--configs dense,bm25,hybrid,...] [--json]
+    python benchmarks/retrieval_bench.py [--sets python-faq,ctex-faq] [--configs dense,bm25,hybrid,...] [--embedder-dtype float32] [--json]
 """
 
 from __future__ import annotations
@@ -62,11 +62,19 @@ def main() -> None:
     ap.add_argument("--configs", default="dense,bm25,hybrid,hybrid-weighted")
     ap.add_argument("--embedder", default="multilingual-e5-small")
     ap.add_argument("--judge", default="qwen2.5-coder-1.5b-instruct", help="LLM used by the +rerank configuration")
+    ap.add_argument("--embedder-dtype", default="auto", help="auto | float32 | bfloat16 (the embedder_dtype setting)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
+    import os
 
-    from ingest.embedders import resolve_model_path
+    from ingest.cache import cache_dir
+
+    fresh = Path(tempfile.mkdtemp())  # a fresh embedding cache: every vector is computed by this run's embedder
+    (fresh / "models").symlink_to(cache_dir() / "models")
+    os.environ["RAG_CACHE_DIR"] = str(fresh)
+
+    from ingest.embedders import inference_dtype, resolve_model_path
     from rag.cli import eval_retriever
     from rag.config import Config, IndexConfig, LLMConfig
     from rag.knowledge_base import KnowledgeBase
@@ -79,7 +87,8 @@ def main() -> None:
         questions = load_questions(HERE / "questions" / f"{name}.jsonl")
         reports = []
         with tempfile.TemporaryDirectory() as tmp:
-            config = Config(embedder=args.embedder, index=IndexConfig(gpu=False), llm=LLMConfig(name=args.judge))
+            config = Config(embedder=args.embedder, index=IndexConfig(gpu=False), llm=LLMConfig(name=args.judge),
+                            embedder_dtype=args.embedder_dtype)
             kb = KnowledgeBase.open(Path(tmp) / "store", config)
             kb.ingest([folder], progress=False)
             for config in args.configs.split(","):
@@ -91,7 +100,7 @@ def main() -> None:
         reports.append(evaluate("LangChain + e5 prompts", langchain_search(folder, model_path, True), questions))
         out[name] = reports
         if not args.json:
-            print(f"\n## {name}: {len(questions)} questions, embedder {args.embedder}\n")
+            print(f"\n## {name}: {len(questions)} questions, embedder {args.embedder} ({inference_dtype(args.embedder_dtype, 'cpu')})\n")
             print(format_table(reports))
     if args.json:
         print(json.dumps({n: [r.to_dict() for r in rs] for n, rs in out.items()}, ensure_ascii=False, indent=2))

@@ -67,11 +67,12 @@ class KnowledgeBase:
                 store.close()
                 raise StoreError(f"store {path} was built with the embedder {built_with!r} (dimension {store.settings.dim}); "
                                  f"you asked for {wanted!r}. Use --embedder {built_with}, or ingest into a new --store")
-            embedder = embedder or SentenceTransformerEmbedder(built_with, device=config.device)
+            embedder = embedder or SentenceTransformerEmbedder(built_with, device=config.device, dtype=config.embedder_dtype)
         else:
             if not create:
                 raise StoreError(f"no store at {path}: create one with `rag ingest DOCS --store {path}`")
-            embedder = embedder or SentenceTransformerEmbedder(wanted or DEFAULT_EMBEDDER, device=config.device)
+            embedder = embedder or SentenceTransformerEmbedder(wanted or DEFAULT_EMBEDDER, device=config.device,
+                                                              dtype=config.embedder_dtype)
             options = _index_options(config.index)
             settings = StoreSettings(embedder=embedder.name, dim=embedder.dim, index=config.index.backend, index_options=options,
                                      ingest={"chunk_tokens": config.ingest.chunk_tokens, "chunk_overlap": config.ingest.chunk_overlap})

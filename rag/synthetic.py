@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from indexes.errors import ConfigError
 from indexes.store import Store
 from indexes.text import search_text, words
 from indexes.types import Chunk
@@ -197,12 +198,16 @@ def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size:
 
 
 def question_writer(spec: str, device: str | None = None):
-    """``ict`` for the inverse cloze task (no LLM), anything else names the LLM that writes questions."""
+    """``ict`` for the inverse cloze task (no LLM), anything else names the LLM that writes questions: a GGUF
+    preset runs on llama.cpp like the answering LLM, a folder or hub id on transformers."""
     if spec == "ict":
         return InverseClozeWriter()
-    from rag.llm import TransformersGenerator
+    from rag.llm import load_generator
 
-    return LLMQuestionWriter(TransformersGenerator(spec, device=device))
+    generator = load_generator(spec, device=device)
+    if not hasattr(generator, "generate_batch"):
+        raise ConfigError(f"{spec!r} cannot write questions: use a preset, a .gguf file, a model folder or hub id, or ict")
+    return LLMQuestionWriter(generator)
 
 
 def split_by_source(questions: Sequence[SyntheticQuestion], fraction: float = 0.2,

@@ -52,3 +52,32 @@ def test_the_llm_judge_on_llama_cpp_scores_the_answering_passage_highest(light):
     assert judge.scores("How often should the air filter be cleaned?", passages) == scores  # the cut-back cache leaks nothing
     answer = "".join(light.stream([{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}], 24))
     assert "Paris" in answer  # the generator still answers after the judge used its context
+
+
+def test_the_context_grows_to_fit_a_long_prompt_and_still_answers():
+    gen = LlamaCppGenerator(LIGHT, n_ctx=512)
+    short = [{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]
+    assert "Paris" in "".join(gen.stream(short, 24)) and gen.n_ctx == 512
+    filler = "The office canteen serves lunch from noon until two. " * 60  # about 700 tokens
+    long = [{"role": "user", "content": filler + "What is the capital of France? Answer in one short sentence."}]
+    assert "Paris" in "".join(gen.stream(long, 24))
+    assert gen.n_ctx == 1024  # rounded up to the next step, not the model's 32k
+    with pytest.raises(Exception, match="does not fit the model's"):
+        list(gen.stream([{"role": "user", "content": filler * 60}], 24))
+    gen.close()
+
+
+def test_questions_for_fine_tuning_are_written_on_llama_cpp(tmp_path):
+    from indexes.types import Chunk
+    from rag.synthetic import generate_questions, question_writer
+
+    writer = question_writer(LIGHT)
+    assert isinstance(writer.generator, LlamaCppGenerator)  # no transformers copy of the preset
+    chunks = [Chunk(1, "/d/manual.md", "Clean the air filter of the outdoor unit every three months; in dusty areas, "
+                    "every month. Replace it when it is torn.", 0, 1),
+              Chunk(2, "/d/保修.md", "保修期为五年，包括零件和人工。在购买后三十天内完成线上注册，压缩机保修期延长至十年。", 0, 1)]
+    questions = generate_questions(chunks, writer, tmp_path / "q.jsonl", progress=False)
+    assert len(questions) == 2 and all(q.ok for q in questions), questions
+    assert any(w in questions[0].question.lower() for w in ("filter", "clean")), questions[0]
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in questions[1].question), questions[1]  # asked in the chunk's language
+    writer.generator.close()

@@ -54,7 +54,8 @@ def test_cli_ingest_search_ask_json(backend, corpus, tmp_path, capsys, e5):
     info = json.loads(capsys.readouterr().out)
     devices = info["devices"]  # where each part runs, found without loading a model
     assert info["documents"] == 5 and devices["llm"] == "none (extractive)" and devices["index"].startswith(f"{backend} on ")
-    assert devices["embedder"] == "cpu" or devices["embedder"].startswith("cuda")
+    assert devices["embedder"].split(", ")[0] == "cpu" or devices["embedder"].startswith("cuda")
+    assert devices["embedder"].split(", ")[1] in ("float32", "bfloat16")
 
     assert main(["ingest", str(corpus), "--store", store, "--json"]) == 1  # the corrupt file is still reported
     again = json.loads(capsys.readouterr().out)
@@ -92,3 +93,34 @@ def test_counting_tokens_needs_only_the_tokenizer_and_agrees_with_the_model(e5):
     light = SentenceTransformerEmbedder("multilingual-e5-small")
     assert light.count_tokens(texts) == e5.count_tokens(texts)
     assert light._model is None  # a Ray read-and-chunk worker never loads the weights
+
+
+def test_embedder_dtype_auto_is_bf16_only_on_a_cpu_that_has_it(monkeypatch):
+    from indexes.errors import ConfigError
+    from ingest import embedders
+
+    monkeypatch.setattr(embedders, "native_bf16", lambda: True)
+    assert embedders.inference_dtype("auto", "cpu") == "bfloat16"
+    assert embedders.inference_dtype("auto", "cuda:0") == "float32"
+    assert embedders.inference_dtype("float32", "cpu") == "float32"
+    monkeypatch.setattr(embedders, "native_bf16", lambda: False)
+    assert embedders.inference_dtype("auto", "cpu") == "float32"
+    with pytest.raises(ConfigError, match="embedder_dtype must be one of"):
+        embedders.SentenceTransformerEmbedder("multilingual-e5-small", dtype="int4")
+
+
+def test_bf16_and_fp32_e5_give_the_same_unit_vectors_and_ranking():
+    from ingest.embedders import SentenceTransformerEmbedder
+
+    passages = ["Clean the air filter of the outdoor unit every three months.", "保修期为五年，包括零件和人工。",
+                "The office canteen serves lunch from noon until two."]
+    vecs = {}
+    for dtype in ("float32", "bfloat16"):
+        emb = SentenceTransformerEmbedder("multilingual-e5-small", dtype=dtype)
+        assert next(emb.model.parameters()).dtype == __import__("torch").float32  # bf16 is autocast: the weights stay as read
+        docs, query = emb.embed_documents(passages), emb.embed_query("保修多久？")
+        assert docs.dtype == np.float32 and np.allclose(np.linalg.norm(docs, axis=1), 1, atol=1e-6)
+        vecs[dtype] = (docs, query)
+    assert not np.array_equal(vecs["float32"][0], vecs["bfloat16"][0])  # the bf16 products did run
+    assert np.min(np.sum(vecs["float32"][0] * vecs["bfloat16"][0], 1)) > 0.9999
+    assert np.argmax(vecs["float32"][0] @ vecs["float32"][1]) == np.argmax(vecs["bfloat16"][0] @ vecs["bfloat16"][1]) == 1

@@ -45,7 +45,8 @@ class Collections:
     def __init__(self, root: Path, config: Config, generator: Generator,
                  embedder_factory: Callable[[str], Embedder] | None = None) -> None:
         self.root, self.config, self.generator = Path(root), config, generator
-        self._factory = embedder_factory or (lambda name: SentenceTransformerEmbedder(name, device=config.device))
+        self._factory = embedder_factory or (
+            lambda name: SentenceTransformerEmbedder(name, device=config.device, dtype=config.embedder_dtype))
         self._embedders: dict[str, Embedder] = {}
         self._readers: dict[str, _Reader] = {}
         self._lock = threading.RLock()

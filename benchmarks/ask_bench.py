@@ -1,0 +1,65 @@
+"""`rag ask` as a user runs it: one new process per question, timed from the command's start to the first byte of
+the answer on stdout and to the command's exit, with the command's peak memory (its own rusage, from wait4).
+The first questions of each development set; the process loads both models every time, as a one-off command does.
+
+    python benchmarks/fetch_data.py && python benchmarks/retrieval_bench.py   # builds the stores
+    python benchmarks/ask_bench.py [--sets python-faq,ctex-faq] [--limit 5] [-- --set llm.compress=false ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def ask(question: str, store: Path, extra: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "rag.cli", "ask", question, "--store", str(store), *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=HERE.parent)
+    first, out = None, b""
+    while chunk := os.read(proc.stdout.fileno(), 4096):
+        if first is None and chunk.strip():
+            first = time.perf_counter() - start
+        out += chunk
+    _, status, usage = os.wait4(proc.pid, 0)
+    total = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"rag ask failed for {question!r} (exit {os.waitstatus_to_exitcode(status)})")
+    return {"question": question, "first_output_s": first or total, "total_s": total,
+            "peak_rss_mb": usage.ru_maxrss / 1024, "answer": out.decode("utf-8", "replace").split("\nSources:")[0].strip()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default="python-faq,ctex-faq")
+    ap.add_argument("--limit", type=int, default=5)
+    ap.add_argument("extra", nargs="*", help="more `rag ask` options, after --")
+    args = ap.parse_args()
+    rows = []
+    for set_name in args.sets.split(","):
+        questions = [json.loads(line)["question"] for line in (HERE / "questions" / f"{set_name}.jsonl").read_text().splitlines()
+                     if line.strip()][:args.limit]
+        for q in questions:
+            row = ask(q, HERE / "data" / "stores" / set_name, args.extra)
+            rows.append(row)
+            print(f"  {set_name}: first output {row['first_output_s']:.1f} s, done {row['total_s']:.1f} s, "
+                  f"peak {row['peak_rss_mb']:.0f} MB: {row['answer'][:70]!r}", file=sys.stderr, flush=True)
+    med = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731
+    print(f"`rag ask {' '.join(args.extra)}`, {len(rows)} questions ({args.sets}, first {args.limit} each), "
+          f"{os.cpu_count()} CPU cores, a new process per question:")
+    print(f"median first answer byte {med('first_output_s'):.1f} s, median whole command {med('total_s'):.1f} s, "
+          f"peak memory median {med('peak_rss_mb'):.0f} MB, max {max(r['peak_rss_mb'] for r in rows):.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,5 @@
-"""`rag ask` as a user runs it: one new process per question, timed from the command's start to the first byte of
-the answer on stdout and to the command's exit, with the command's peak memory (its own rusage, from wait4).
+"""`rag ask` as a user runs it: one new process per question, on a terminal (where it streams), timed from the
+command's start to the first byte of the answer and to the command's exit, with the command's peak memory (its own rusage, from wait4).
 The first questions of each development set; the process loads both models every time, as a one-off command does.
 
     python benchmarks/fetch_data.py && python benchmarks/retrieval_bench.py   # builds the stores
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pty
 import statistics
 import subprocess
 import sys
@@ -22,20 +23,28 @@ HERE = Path(__file__).resolve().parent
 
 def ask(question: str, store: Path, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "rag.cli", "ask", question, "--store", str(store), *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    reader, terminal = pty.openpty()  # a terminal, as a user has: `rag ask` streams the answer only to one
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=HERE.parent)
+    proc = subprocess.Popen(cmd, stdout=terminal, stderr=subprocess.DEVNULL, cwd=HERE.parent)
+    os.close(terminal)
     first, out = None, b""
-    while chunk := os.read(proc.stdout.fileno(), 4096):
+    while True:
+        try:
+            chunk = os.read(reader, 4096)
+        except OSError:  # the command closed its terminal
+            break
+        if not chunk:
+            break
         if first is None and chunk.strip():
             first = time.perf_counter() - start
         out += chunk
+    os.close(reader)
     _, status, usage = os.wait4(proc.pid, 0)
     total = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"rag ask failed for {question!r} (exit {os.waitstatus_to_exitcode(status)})")
     return {"question": question, "first_output_s": first or total, "total_s": total,
-            "peak_rss_mb": usage.ru_maxrss / 1024, "answer": out.decode("utf-8", "replace").split("\nSources:")[0].strip()}
+            "peak_rss_mb": usage.ru_maxrss / 1024, "answer": out.decode("utf-8", "replace").replace("\r", "").split("\nSources:")[0].strip()}
 
 
 def main() -> int:

@@ -197,7 +197,19 @@ def _print_sources(answer) -> None:
             print(f"  [{c.number}] {_where(c.source, c.pages)}")
 
 
+def _load_llm_meanwhile(kb) -> None:
+    """A llama.cpp LLM loads in a thread while the question is embedded and its passages found: its load is native
+    code that leaves the interpreter free (a transformers load would only contend for it)."""
+    import threading
+
+    from rag.llm import LlamaCppGenerator
+
+    if isinstance(kb.generator, LlamaCppGenerator):
+        threading.Thread(target=kb.generator.load, name="load-llm", daemon=True).start()
+
+
 def _cmd_ask(kb, args) -> int:
+    _load_llm_meanwhile(kb)
     stream = kb.ask_stream(args.question, args.k, _filters(args))
     if args.json:
         for _ in stream:
@@ -214,6 +226,7 @@ def _cmd_ask(kb, args) -> int:
 
 
 def _cmd_chat(kb, args) -> int:
+    _load_llm_meanwhile(kb)
     conv = kb.chat()
     print("Ask a question (empty line or Ctrl-D to quit).")
     while True:

@@ -246,7 +246,7 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     if len(chunks) < 20:
         raise ConfigError(f"only {len(chunks)} usable chunks: fine-tuning needs a corpus of at least a few dozen passages")
     by_id = {c.id: c for c in chunks}
-    writer = question_writer(options.llm, kb.config.device)
+    writer = question_writer(options.llm, kb.config.device, kb.config.llm.backend)
     questions = generate_questions(chunks, writer, work / f"questions-{options.llm.replace('/', '_')[-40:]}-{writer.key}.jsonl",
                                    batch_size=options.generation_batch, progress=options.progress)
     seconds["questions"] = time.perf_counter() - t

@@ -186,6 +186,10 @@ class TransformersGenerator:
         self._load()
         return self._model, self._tokenizer
 
+    def load(self) -> None:
+        """Load now rather than at the first reply (a server's warm-up)."""
+        self._load()
+
     def count_tokens(self, text: str) -> int:
         self._load()
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -253,8 +257,17 @@ class LlamaCppGenerator:
         self._llm = None
         self._lock = threading.RLock()  # one llama context: one generation at a time
 
+    def load(self) -> None:
+        """Load now rather than at the first reply: a server's warm-up, or a thread while `rag ask` retrieves (the
+        load is native code that leaves the interpreter free, so the two overlap)."""
+        self._load()
+
     def _load(self, n_ctx: int | None = None):
         """The model with a context of at least ``n_ctx`` tokens (rebuilt if the current one is smaller)."""
+        with self._lock:  # a load in another thread finishes before this one looks
+            return self._load_locked(n_ctx)
+
+    def _load_locked(self, n_ctx: int | None):
         if n_ctx is not None and n_ctx > self.n_ctx:
             train = self.trained_context()
             if n_ctx > train:

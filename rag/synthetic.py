@@ -197,14 +197,22 @@ def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size:
     return [judged(done[c.id, part], c) for c, part, _ in wanted if (c.id, part) in done]
 
 
-def question_writer(spec: str, device: str | None = None):
-    """``ict`` for the inverse cloze task (no LLM), anything else names the LLM that writes questions: a GGUF
-    preset runs on llama.cpp like the answering LLM, a folder or hub id on transformers."""
+def question_writer(spec: str, device: str | None = None, backend: str = "auto"):
+    """``ict`` for the inverse cloze task (no LLM), anything else names the LLM that writes questions.
+
+    ``backend`` auto picks by hardware: transformers' batched generation on the bf16 copy where bf16 products run in
+    hardware (0.70 s a question against 1.98 s on llama.cpp, 0.5B preset, 2 cores with AMX, benchmarks/question_bench.py)
+    or on a GPU; llama.cpp on other CPUs, where bf16 products are emulated and several times slower."""
     if spec == "ict":
         return InverseClozeWriter()
-    from rag.llm import load_generator
+    from ingest.embedders import native_bf16
+    from rag.llm import is_gguf, load_generator
 
-    generator = load_generator(spec, device=device)
+    if backend == "auto" and is_gguf(spec):
+        import torch
+
+        backend = "transformers" if (device or "").startswith("cuda") or torch.cuda.is_available() or native_bf16() else "auto"
+    generator = load_generator(spec, device=device, backend=backend)
     if not hasattr(generator, "generate_batch"):
         raise ConfigError(f"{spec!r} cannot write questions: use a preset, a .gguf file, a model folder or hub id, or ict")
     return LLMQuestionWriter(generator)

@@ -71,8 +71,8 @@ def test_questions_for_fine_tuning_are_written_on_llama_cpp(tmp_path):
     from indexes.types import Chunk
     from rag.synthetic import generate_questions, question_writer
 
-    writer = question_writer(LIGHT)
-    assert isinstance(writer.generator, LlamaCppGenerator)  # no transformers copy of the preset
+    writer = question_writer(LIGHT, backend="llama.cpp")  # auto picks transformers on a CPU with native bf16
+    assert isinstance(writer.generator, LlamaCppGenerator)
     chunks = [Chunk(1, "/d/manual.md", "Clean the air filter of the outdoor unit every three months; in dusty areas, "
                     "every month. Replace it when it is torn.", 0, 1),
               Chunk(2, "/d/保修.md", "保修期为五年，包括零件和人工。在购买后三十天内完成线上注册，压缩机保修期延长至十年。", 0, 1)]
@@ -81,3 +81,35 @@ def test_questions_for_fine_tuning_are_written_on_llama_cpp(tmp_path):
     assert any(w in questions[0].question.lower() for w in ("filter", "clean")), questions[0]
     assert any("\u4e00" <= ch <= "\u9fff" for ch in questions[1].question), questions[1]  # asked in the chunk's language
     writer.generator.close()
+
+
+def test_the_question_writer_backend_follows_the_hardware(monkeypatch):
+    import torch
+
+    from ingest import embedders
+    from rag.llm import TransformersGenerator
+    from rag.synthetic import question_writer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(embedders, "native_bf16", lambda: False)
+    assert isinstance(question_writer(LIGHT).generator, LlamaCppGenerator)  # emulated bf16: the 4-bit model
+    monkeypatch.setattr(embedders, "native_bf16", lambda: True)
+    assert isinstance(question_writer(LIGHT).generator, TransformersGenerator)  # batched bf16 in hardware
+    assert isinstance(question_writer(LIGHT, backend="llama.cpp").generator, LlamaCppGenerator)
+
+
+def test_a_load_in_another_thread_is_waited_for_not_repeated(monkeypatch):
+    import threading
+
+    import llama_cpp
+
+    made = []
+    real = llama_cpp.Llama
+    monkeypatch.setattr(llama_cpp, "Llama", lambda *a, **kw: made.append(1) or real(*a, **kw))
+    gen = LlamaCppGenerator(LIGHT)
+    loader = threading.Thread(target=gen.load)  # what `rag ask` does while it retrieves
+    loader.start()
+    answer = "".join(gen.stream([{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}], 24))
+    loader.join()
+    assert "Paris" in answer and len(made) == 1
+    gen.close()

@@ -58,8 +58,8 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
             for name in cols.names():
                 with cols.reading(name) as kb:
                     getattr(kb.embedder, "model", None)
-            if hasattr(generator, "model_and_tokenizer"):
-                generator.model_and_tokenizer()
+            if hasattr(generator, "load"):
+                generator.load()
             services.ready = True
         except Exception:
             log.exception("loading the models failed; /readyz stays false")

@@ -216,13 +216,30 @@ def _cmd_ask(kb, args) -> int:
             pass
         print(json.dumps(stream.answer.to_dict(), ensure_ascii=False, indent=2))
         return 0
-    live = sys.stdout.isatty()
-    for piece in stream:
-        if live:
-            print(piece, end="", flush=True)
-    print("" if live else stream.answer.text)
+    if sys.stdout.isatty():
+        _stream_to_terminal(stream)
+    else:
+        for _ in stream:
+            pass
+        print(stream.answer.text)
     _print_sources(stream.answer)
     return 0
+
+
+def _stream_to_terminal(stream) -> None:
+    """The model's words as they come; when the citation check then cited other passages than the model did (a
+    number fixed, added or dropped) or said NOT_FOUND in words, the checked answer follows, so the numbers shown last
+    are the ones the sources list."""
+    from rag.generation import NOT_FOUND, cited_numbers
+
+    raw = []
+    for piece in stream:
+        raw.append(piece)
+        print(piece, end="", flush=True)
+    print()
+    text = "".join(raw)
+    if sorted(cited_numbers(text)) != sorted(cited_numbers(stream.answer.text)) or NOT_FOUND in text:
+        print(f"Checked: {stream.answer.text}")
 
 
 def _cmd_chat(kb, args) -> int:
@@ -237,9 +254,7 @@ def _cmd_chat(kb, args) -> int:
         if not question:
             break
         stream = conv.ask_stream(question, args.k, _filters(args))
-        for piece in stream:
-            print(piece, end="", flush=True)
-        print()
+        _stream_to_terminal(stream)
         _print_sources(stream.answer)
     return 0
 

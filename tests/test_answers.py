@@ -152,3 +152,16 @@ def test_a_follow_up_is_answered_in_its_own_language_even_when_the_rewrite_chang
     stream = kb.answer_stream("Who painted the Mona Lisa?", answer.hits, language="Chinese")
     list(stream)
     assert not stream.answer.answered and "没有找到" in stream.answer.text
+
+
+def test_the_terminal_shows_the_checked_answer_when_the_check_changed_the_markers(kb, capsys):
+    from rag.cli import _stream_to_terminal
+
+    _stream_to_terminal(kb.ask_stream("warranty length", k=2))  # the echo's [1] is unsupported: the check drops it
+    out = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    assert out == ["The answer is in the first passage [1].", "Checked: The answer is in the first passage."]
+    kb._generator = EchoGenerator("The warranty lasts five years. [1]")  # the check cites the same passage: said once
+    _stream_to_terminal(kb.ask_stream("warranty length", k=2))
+    kb.config = dataclasses.replace(kb.config, llm=dataclasses.replace(kb.config.llm, check_citations=False))
+    _stream_to_terminal(kb.ask_stream("warranty length", k=2))
+    assert [line.rstrip() for line in capsys.readouterr().out.splitlines()] == ["The warranty lasts five years. [1]"] * 2

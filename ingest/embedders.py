@@ -6,6 +6,7 @@ any other name is passed to sentence-transformers as a local folder or hub id.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -87,6 +88,7 @@ def _load_tokenizer(name: str):
         raise ConfigError(f"cannot load the tokenizer of embedder {name!r} from {path}: {exc}") from exc
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), as Linux reports it in /proc/cpuinfo."""
     try:
@@ -201,8 +203,6 @@ class SentenceTransformerEmbedder:
         return _unit(self.model.encode([text], prompt=self._query_prompt or None, convert_to_numpy=True))[0]
 
     def _precision(self):
-        import contextlib
-
         import torch
 
         device = self.model.device.type

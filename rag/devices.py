@@ -19,12 +19,11 @@ def _torch_device(configured: str | None) -> str:
 
 
 def devices(config: Config, index_backend: str, index_gpu: bool) -> dict[str, str]:
+    from ingest.embedders import inference_dtype
     from rag.llm import physical_cores, runs_on_llama_cpp
 
-    from ingest.embedders import inference_dtype
-
     device = _torch_device(config.device)
-    out = {"embedder": f"{device}, {inference_dtype(config.embedder_dtype, 'cuda' if device.startswith('cuda') else device)}"}
+    out = {"embedder": f"{device}, {inference_dtype(config.embedder_dtype, device)}"}
     if index_backend == "faiss":
         gpus = 0
         if index_gpu and importlib.util.find_spec("faiss") is not None:

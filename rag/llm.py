@@ -337,7 +337,8 @@ class LlamaCppGenerator:
     def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
         with self._lock:
             prompt = len(self.tokenize(self.chat_prompt(messages), special=True))
-            llm = self._load(min(prompt + max_new_tokens, max(prompt + 16, self.trained_context())))
+            # room for the whole answer where the model allows it, and for at least 16 tokens (else: an error)
+            llm = self._load(max(prompt + 16, min(prompt + max_new_tokens, self.trained_context())))
             for part in llm.create_chat_completion(messages=list(messages), max_tokens=min(max_new_tokens, self.n_ctx - prompt),
                                                    temperature=0.0, top_k=1, stream=True):
                 piece = part["choices"][0]["delta"].get("content")

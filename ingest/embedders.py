@@ -105,11 +105,16 @@ def inference_dtype(dtype: str, device: str | None) -> str:
         raise ConfigError(f"embedder_dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if dtype != "auto":
         return dtype
-    if device is None:
-        import torch
+    return "bfloat16" if torch_device(device).startswith("cpu") and native_bf16() else "float32"
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return "bfloat16" if device.startswith("cpu") and native_bf16() else "float32"
+
+def torch_device(device: str | None) -> str:
+    """The device torch will use: the one given, else the GPU when there is one, else the CPU."""
+    if device is not None:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @functools.lru_cache(maxsize=4)

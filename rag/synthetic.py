@@ -205,13 +205,11 @@ def question_writer(spec: str, device: str | None = None, backend: str = "auto")
     or on a GPU; llama.cpp on other CPUs, where bf16 products are emulated and several times slower."""
     if spec == "ict":
         return InverseClozeWriter()
-    from ingest.embedders import native_bf16
+    from ingest.embedders import native_bf16, torch_device
     from rag.llm import is_gguf, load_generator
 
     if backend == "auto" and is_gguf(spec):
-        import torch
-
-        backend = "transformers" if (device or "").startswith("cuda") or torch.cuda.is_available() or native_bf16() else "auto"
+        backend = "transformers" if torch_device(device).startswith("cuda") or native_bf16() else "auto"
     generator = load_generator(spec, device=device, backend=backend)
     if not hasattr(generator, "generate_batch"):
         raise ConfigError(f"{spec!r} cannot write questions: use a preset, a .gguf file, a model folder or hub id, or ict")

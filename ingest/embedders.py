@@ -120,19 +120,26 @@ def torch_device(device: str | None) -> str:
 @functools.lru_cache(maxsize=4)
 def _load_model(name: str, device: str | None):
     """Loaded once per process, however many stores use it."""
-    st = require("sentence_transformers", None, "sentence-transformers")
     path = resolve_model_path(name)
     if not known_model(name):
         raise ConfigError(f"unknown embedder {name!r}: use a preset ({', '.join(EMBEDDER_PRESETS)}), a model folder or a hub id")
+    try:
+        return load_sentence_transformer(path, device)
+    except OSError as exc:
+        raise ConfigError(f"cannot load embedder {name!r} from {path}: {exc}") from exc
+
+
+def load_sentence_transformer(path: str, device: str | None):
+    """A sentence-transformers model, loaded without transformers' "LOAD REPORT ... pooler MISSING" table
+    (sentence-transformers never uses the pooler) or progress bars."""
+    st = require("sentence_transformers", None, "sentence-transformers")
     from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # no "LOAD REPORT ... pooler MISSING" table: sentence-transformers never uses the pooler
+    hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         return st.SentenceTransformer(path, device=device)
-    except OSError as exc:
-        raise ConfigError(f"cannot load embedder {name!r} from {path}: {exc}") from exc
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
@@ -158,22 +165,46 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self._query_prompt, self._document_prompt = query_prompt, document_prompt
         self._model = None
+        self._onnx = None  # None: not looked for yet; False: not available
+        self.query_time = False
 
     def __getstate__(self) -> dict:
-        """Pickled without the loaded model (e.g. sent to Ray workers, which load their own)."""
-        return {**self.__dict__, "_model": None}
+        """Pickled without the loaded models (e.g. sent to Ray workers, which load their own)."""
+        return {**self.__dict__, "_model": None, "_onnx": None}
 
     @property
     def model(self):
         if self._model is None:
             self._model = _load_model(self.name, self.device)
-            prompts = self._model.prompts or {}
-            self._query_prompt = self._query_prompt if self._query_prompt is not None else prompts.get("query", "")
-            self._document_prompt = self._document_prompt if self._document_prompt is not None else prompts.get("document", "")
+            self._prompts(self._model.prompts or {})
         return self._model
 
     @property
+    def _queries(self):
+        """The torch-free encoder for query-time work (``ingest.onnx_encoder``), or ``None`` where it does not
+        apply; then torch does that work too."""
+        if self._onnx is None:
+            from ingest.onnx_encoder import onnx_encoder
+
+            path = resolve_model_path(self.name)
+            self._onnx = (onnx_encoder(path) if os.path.isdir(path) else None) or False
+            if self._onnx:
+                self._prompts(self._onnx.prompts)
+        return self._onnx or None
+
+    def prepare_queries(self) -> bool:
+        """Export the torch-free query encoder now if it applies and is not made yet (once per model, about 20 s on 2
+        cores); whether queries run without torch."""
+        return self._queries is not None
+
+    def _prompts(self, prompts: dict[str, str]) -> None:
+        self._query_prompt = self._query_prompt if self._query_prompt is not None else prompts.get("query", "")
+        self._document_prompt = self._document_prompt if self._document_prompt is not None else prompts.get("document", "")
+
+    @property
     def dim(self) -> int:
+        if self._model is None and self._queries is not None:
+            return self._queries.dim
         return int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension())
 
     @property
@@ -196,6 +227,8 @@ class SentenceTransformerEmbedder:
     def embed_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        if self.query_time and self._queries is not None:
+            return self._queries.embed([(self._document_prompt or "") + t for t in texts], self.batch_size)
         # sentence-transformers sorts each call's texts by length, so padding stays small.
         with self._precision():
             vecs = self.model.encode(list(texts), prompt=self._document_prompt or None, batch_size=self.batch_size,
@@ -204,7 +237,10 @@ class SentenceTransformerEmbedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         """Always float32: for one short text, autocast's bf16 copies of the weights cost more than they save (dense
-        search took a median 21-25 ms in float32 against 38-40 ms in bf16 on the development sets)."""
+        search took a median 21-25 ms in float32 against 38-40 ms in bf16 on the development sets). On onnxruntime
+        where the model is covered (``ingest.onnx_encoder``), so a question never waits for torch."""
+        if self._queries is not None:
+            return self._queries.embed([(self._query_prompt or "") + text])[0]
         return _unit(self.model.encode([text], prompt=self._query_prompt or None, convert_to_numpy=True))[0]
 
     def _precision(self):
@@ -216,14 +252,14 @@ class SentenceTransformerEmbedder:
         return contextlib.nullcontext()
 
 
-def float32_twin(embedder: Embedder) -> Embedder:
-    """The same embedder with float32 products (the loaded model shared, nothing reloaded), for query-time work whose
-    outcome should not depend on whether this CPU has bf16: which sentences a compressed prompt keeps (bf16 rounding
-    reordered near-ties and changed 4 of 20 CTeX FAQ prompts)."""
-    if getattr(embedder, "dtype", "float32") == "float32":
+def query_time(embedder: Embedder) -> Embedder:
+    """The same embedder for query-time work (which sentences a compressed prompt keeps): float32 products, so the
+    outcome does not depend on whether this CPU has bf16 (bf16 rounding reordered near-ties and changed 4 of 20 CTeX
+    FAQ prompts), and torch-free where ``ingest.onnx_encoder`` covers the model. Loaded models are shared."""
+    if not isinstance(embedder, SentenceTransformerEmbedder):
         return embedder
     twin = copy.copy(embedder)
-    twin.dtype = "float32"
+    twin.dtype, twin.query_time = "float32", True
     return twin
 
 

@@ -504,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         for noisy in ("sentence_transformers", "transformers", "chromadb", "httpx", "pypdf", "bm25s", "datasets"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.getLogger("ingest.onnx_encoder").setLevel(logging.INFO)  # its one-off export says what the wait is
     from rag.knowledge_base import KnowledgeBase
 
     try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ingest.embedders import Embedder, float32_twin
+from ingest.embedders import Embedder, query_time
 from rag.types import Hit
 
 _LINE = re.compile(r"[^\n]+")
@@ -59,7 +59,7 @@ def compress(question: str, hits: Sequence[Hit], embedder: Embedder, budget: int
     all_units = [u for i, h in enumerate(hits) for u in units(h.chunk.text, i)]
     if budget <= 0 or not all_units:
         return head if budget <= 0 else head + hits
-    embedder = float32_twin(embedder)
+    embedder = query_time(embedder)
     vectors = embedder.embed_documents([u.text for u in all_units])
     scores = vectors @ embedder.embed_query(question)
     tokens = [count(u.text) for u in all_units]

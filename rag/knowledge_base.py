@@ -106,8 +106,13 @@ class KnowledgeBase:
         if ray is not None and ray is not False:
             from ingest.ray_runner import ingest_on_ray
 
-            return ingest_on_ray(self.store, self.embedder, [Path(p) for p in paths], options, None if ray is True else str(ray))
-        return ingest(self.store, self.embedder, [Path(p) for p in paths], options)
+            report = ingest_on_ray(self.store, self.embedder, [Path(p) for p in paths], options, None if ray is True else str(ray))
+        else:
+            report = ingest(self.store, self.embedder, [Path(p) for p in paths], options)
+        prepare = getattr(self.embedder, "prepare_queries", None)
+        if prepare is not None:
+            prepare()  # while this process has torch loaded anyway, so the first question does not pay for it
+        return report
 
     def add_texts(self, texts: Sequence[Text]) -> int:
         """Index texts as they are, one chunk each under its own source, beside the files (see ``ingest.texts``);

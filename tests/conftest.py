@@ -82,15 +82,12 @@ class EchoGenerator:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Embedding cache per test, but converted models shared by the session (built once)."""
-    shared = tmp_path_factory.getbasetemp() / "cache"
-    models = Path(os.environ.get("RAG_TEST_MODEL_CACHE", Path.home() / ".cache" / "rag")) / "models"
-    shared.mkdir(exist_ok=True)
-    if not (shared / "models").exists():
-        models.mkdir(parents=True, exist_ok=True)
-        (shared / "models").symlink_to(models)
+    """Embedding cache per test, but converted models and query encoders shared by the session (built once)."""
+    root = Path(os.environ.get("RAG_TEST_MODEL_CACHE", Path.home() / ".cache" / "rag"))
     cache = tmp_path_factory.mktemp("cache")
-    (cache / "models").symlink_to(models)
+    for shared in ("models", "onnx"):
+        (root / shared).mkdir(parents=True, exist_ok=True)
+        (cache / shared).symlink_to(root / shared)
     monkeypatch.setenv("RAG_CACHE_DIR", str(cache))
 
 

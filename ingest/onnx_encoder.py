@@ -1,0 +1,226 @@
+"""Query-time embedding without torch: a float32 ONNX export of an e5-family model, run by onnxruntime.
+
+A question then pays neither torch's and sentence-transformers' import (6.4 s and about 500 MB on 2 cores) nor the
+Hugging Face Unigram tokenizer (about 300 MB for e5's 250k pieces): the pieces go to sentencepiece (55 MB), after
+the model's own normalizer. The weights are written as external data, which onnxruntime maps instead of copying,
+so a query reads only the word vectors it uses. Documents are still embedded by torch (bf16 where the CPU has it,
+GPUs, training).
+
+The export is made once per model folder, into the cache, and checked before it is used: the token ids and the
+vectors of probe texts must match torch's. A model this does not cover (another tokenizer, pooling or layout)
+gets ``None`` from ``onnx_encoder``, and its queries are embedded by torch as before.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import logging
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_PROBES = ("query: how often should the air filter be cleaned?", "passage: 压缩机保修期延长至十年。",
+           " leading space, trailing space ", "emoji 🧿 and ligature ﬁ, full-width ？", "HTML <s>struck</s>", "x")
+_MIN_COSINE = 0.99999
+
+
+class OnnxEncoder:
+    """Embeds texts (prefixes included) as the sentence-transformers model would: tokens, encoder, mean pooling,
+    unit length, float32."""
+
+    def __init__(self, folder: Path) -> None:
+        import onnxruntime as ort
+        import sentencepiece
+        from tokenizers import Tokenizer
+
+        meta = json.loads((folder / "encoder.json").read_text())
+        self.dim: int = meta["dim"]
+        self.prompts: dict[str, str] = meta["prompts"]
+        self._bos, self._eos, self._pad, self._max = meta["bos"], meta["eos"], meta["pad"], meta["max_tokens"]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self._normalizer = Tokenizer.from_file(str(folder / "normalizer.json")).normalizer
+        self._pieces = sentencepiece.SentencePieceProcessor(model_file=str(folder / "pieces.model"))
+        self._specials: dict[str, int] = meta["specials"]
+        self._split = re.compile("(" + "|".join(map(re.escape, sorted(self._specials, key=len, reverse=True))) + ")")
+
+    def ids(self, text: str) -> list[int]:
+        """Content token ids, as the model's transformers tokenizer gives them: special tokens written in the text
+        (``<s>``) are split out first, and each piece between them is normalised and cut into words on its own."""
+        out: list[int] = []
+        for part in self._split.split(text) if self._specials else [text]:
+            if part in self._specials:
+                out.append(self._specials[part])
+            elif part:
+                out += self._segment(part)
+        return out
+
+    def _segment(self, text: str) -> list[int]:
+        normal = self._normalizer.normalize_str(text)
+        if normal == " ":  # Metaspace prepends nothing to a text that starts with a space; sentencepiece always does
+            return [self._pieces.piece_to_id("\u2581")]
+        return self._pieces.encode(normal[1:] if normal.startswith(" ") else normal)
+
+    def embed(self, texts: Sequence[str], batch_size: int = 16) -> np.ndarray:
+        rows = [[self._bos, *self.ids(t)[: self._max - 2], self._eos] for t in texts]
+        out = np.zeros((len(rows), self.dim), np.float32)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(rows[i]) for i in batch)
+            ids = np.full((len(batch), width), self._pad, np.int64)
+            mask = np.zeros((len(batch), width), np.int64)
+            for j, i in enumerate(batch):
+                ids[j, : len(rows[i])] = rows[i]
+                mask[j, : len(rows[i])] = 1
+            hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            weights = mask[..., None].astype(np.float32)
+            out[batch] = (hidden * weights).sum(1) / weights.sum(1)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def covered(folder: Path) -> bool:
+    """Whether the export applies: a Unigram tokenizer with Metaspace words and ``<s> A </s>`` (the e5 family),
+    a transformer then mean pooling, and onnxruntime, onnx and sentencepiece installed."""
+    if any(importlib.util.find_spec(m) is None for m in ("onnxruntime", "onnx", "sentencepiece")):
+        return False
+    try:
+        modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((folder / "modules.json").read_text())]
+        pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+        tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    template = [next(iter(step)) for step in ((tokenizer.get("post_processor") or {}).get("single") or [])]
+    return (modules[:2] == ["Transformer", "Pooling"] and set(modules[2:]) <= {"Normalize"}
+            and pooling.get("pooling_mode_mean_tokens") is True
+            and not any(v for k, v in pooling.items() if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens")
+            and tokenizer["model"].get("type") == "Unigram" and not tokenizer["model"].get("byte_fallback")
+            and (tokenizer.get("pre_tokenizer") or {}).get("type") == "Metaspace"
+            and (tokenizer.get("pre_tokenizer") or {}).get("prepend_scheme") == "always"
+            and template == ["SpecialToken", "Sequence", "SpecialToken"])
+
+
+@functools.lru_cache(maxsize=4)
+def onnx_encoder(model_folder: str) -> OnnxEncoder | None:
+    """The encoder for this sentence-transformers folder, exported into the cache the first time; ``None`` when the
+    folder is not covered or its export does not match torch (then torch embeds its queries)."""
+    folder = Path(model_folder)
+    if not folder.is_dir() or not covered(folder):
+        return None
+    from ingest.cache import build_once, cache_dir
+
+    target = cache_dir() / "onnx" / f"{folder.name}-{_fingerprint(folder)}"
+    if (target / "unmatched").exists():
+        return None
+    try:
+        build_once(target, lambda out: _export(folder, out))
+    except _Mismatch as exc:
+        log.warning("queries of %s stay on torch: %s", folder, exc)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "unmatched").write_text(f"{exc}\n")
+        return None
+    return OnnxEncoder(target)
+
+
+def _fingerprint(folder: Path) -> str:
+    """Changes when the weights or the tokenizer change (a re-trained version in the same folder)."""
+    h = hashlib.sha1(str(folder.resolve()).encode())
+    for name in ("model.safetensors", "pytorch_model.bin", "tokenizer.json", "config.json"):
+        path = folder / name
+        if path.exists():
+            st = path.stat()
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _export(folder: Path, out: Path) -> None:
+    import onnx
+    import torch
+
+    from ingest.embedders import load_sentence_transformer
+
+    log.info("exporting %s for query-time embedding on onnxruntime (once, about 20 s)", folder)
+    st = load_sentence_transformer(str(folder), "cpu")
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    model = tokenizer["model"]
+    _pieces_model(model["vocab"], model["unk_id"], out / "pieces.model")
+    (out / "normalizer.json").write_text(json.dumps({**tokenizer, "added_tokens": [], "post_processor": None,
+                                                      "model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0.0]]}}))
+    template = tokenizer["post_processor"]["single"]
+    specials = tokenizer["post_processor"]["special_tokens"]
+    bos, eos = (specials[step["SpecialToken"]["id"]]["ids"][0] for step in (template[0], template[2]))
+    pad = st.tokenizer.pad_token_id if st.tokenizer.pad_token_id is not None else 0
+    (out / "encoder.json").write_text(json.dumps({
+        "dim": int(st[0].auto_model.config.hidden_size), "prompts": dict(st.prompts or {}),
+        "bos": int(bos), "eos": int(eos), "pad": int(pad), "max_tokens": int(st.max_seq_length),
+        "specials": {t: int(st.tokenizer.convert_tokens_to_ids(t)) for t in st.tokenizer.all_special_tokens}}))
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self, encoder: torch.nn.Module) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask):
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    sample = st.tokenizer(["hello world"], return_tensors="pt")
+    single = out / "single.onnx"
+    axes = {0: "batch", 1: "tokens"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shapes it fixes: the check below is what counts
+        torch.onnx.export(LastHidden(st[0].auto_model.eval()), (sample["input_ids"], sample["attention_mask"]), str(single),
+                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                          dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
+                          opset_version=17, dynamo=False)
+    onnx.save_model(onnx.load(str(single)), str(out / "model.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=1024)
+    single.unlink()
+    _check(st, OnnxEncoder(out))
+
+
+def _check(st, encoder: OnnxEncoder) -> None:
+    for text in _PROBES:
+        expected = st.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if encoder.ids(text) != expected:
+            raise _Mismatch(f"token ids of {text!r} differ from the model's tokenizer")
+    torch_vecs = st.encode(list(_PROBES), convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
+    lowest = float(np.min(np.sum(torch_vecs * encoder.embed(_PROBES), axis=1)))
+    if lowest < _MIN_COSINE:
+        raise _Mismatch(f"vectors differ from torch's (lowest cosine {lowest:.6f})")
+
+
+def _pieces_model(vocab: list, unk_id: int, path: Path) -> None:
+    """A sentencepiece Unigram model with the tokenizer's pieces and scores. Normalisation is left to the
+    tokenizer's own normalizer (identity here), so the two agree on every character. Special pieces never come
+    from text here: ``OnnxEncoder.ids`` splits them out first."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    kind = pb.ModelProto.SentencePiece
+    for i, (piece, score) in enumerate(vocab):
+        entry = proto.pieces.add()
+        entry.piece, entry.score = piece, float(score)
+        special = piece.startswith("<") and piece.endswith(">") and score == 0.0
+        entry.type = kind.UNKNOWN if i == unk_id else kind.CONTROL if special else kind.NORMAL
+    proto.trainer_spec.model_type = pb.TrainerSpec.UNIGRAM
+    proto.trainer_spec.vocab_size = len(vocab)
+    proto.trainer_spec.unk_id = unk_id
+    proto.trainer_spec.bos_id = proto.trainer_spec.eos_id = proto.trainer_spec.pad_id = -1
+    proto.normalizer_spec.name = "identity"
+    proto.normalizer_spec.add_dummy_prefix = True
+    proto.normalizer_spec.remove_extra_whitespaces = False
+    proto.normalizer_spec.escape_whitespaces = True
+    path.write_bytes(proto.SerializeToString())

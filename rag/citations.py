@@ -18,8 +18,9 @@ from rag.types import Hit
 SUPPORTED = 0.4  # share of a sentence's terms found in a passage for it to count as that passage's
 MIN_TERMS = 3  # shorter sentences ("Yes.", "步骤如下：") are left as written
 
-_MARKS = r"(?:\s*[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】])"
-_SENTENCE = re.compile(rf".+?(?:(?:[.!?](?=\s|$|[\[【])|[。！？]){_MARKS}*|{_MARKS}+(?=\s*\n)|$)", re.S)
+_BRACKET = r"\s*[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】]"
+_MARKS = rf"(?:{_BRACKET}(?:\s*[,，、;；]?{_BRACKET})*)"  # "[1]", "[1, 2]", "[1][2]", "[1], [2]"
+_SENTENCE = re.compile(rf".+?(?:(?:[.!?](?=\s|$|[\[【])|[。！？]){_MARKS}?|{_MARKS}(?=\s*\n)|$)", re.S)
 _MARK = re.compile(_MARKS)
 _NUMBER = re.compile(r"\d+")
 

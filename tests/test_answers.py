@@ -89,6 +89,9 @@ def test_citations_are_checked_against_the_passages(kb):
     assert "[" not in answer.text.split("].", 1)[1]  # the unsupported sentence carries no citation
     kb._generator = EchoGenerator(first + ".")
     assert [c.number for c in kb.ask("How often should the air filter be cleaned?", k=3).citations] == [1]  # added
+    kb._generator = EchoGenerator(f"{first}. [3], [4]")  # markers after the full stop, comma between brackets
+    answer = kb.ask("How often should the air filter be cleaned?", k=3)
+    assert answer.text.strip() == f"{first} [1].", answer.text  # the whole run corrected, no stray ", [4]" left
 
 
 def test_citation_parsing_and_unknown_numbers():

@@ -91,7 +91,7 @@ class OnnxEncoder:
 def covered(folder: Path) -> bool:
     """Whether the export applies: a Unigram tokenizer with Metaspace words and ``<s> A </s>`` (the e5 family),
     a transformer then mean pooling, and onnxruntime, onnx and sentencepiece installed."""
-    if any(importlib.util.find_spec(m) is None for m in ("onnxruntime", "onnx", "sentencepiece")):
+    if not _installed():
         return False
     try:
         modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((folder / "modules.json").read_text())]
@@ -109,22 +109,28 @@ def covered(folder: Path) -> bool:
             and template == ["SpecialToken", "Sequence", "SpecialToken"])
 
 
+def _installed() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx", "sentencepiece"))
+
+
 @functools.lru_cache(maxsize=4)
 def onnx_encoder(model_folder: str) -> OnnxEncoder | None:
     """The encoder for this sentence-transformers folder, exported into the cache the first time; ``None`` when the
-    folder is not covered or its export does not match torch (then torch embeds its queries)."""
+    folder is not covered or its export failed or does not match torch (then torch embeds its queries; the failure
+    is remembered in the cache, so it is not retried at every start)."""
     folder = Path(model_folder)
-    if not folder.is_dir() or not covered(folder):
+    if not folder.is_dir() or not _installed():
         return None
     from ingest.cache import build_once, cache_dir
 
-    target = cache_dir() / "onnx" / f"{folder.name}-{_fingerprint(folder)}"
-    if (target / "unmatched").exists():
+    target = cache_dir() / "models" / "onnx" / f"{folder.name}-{_fingerprint(folder)}"  # beside the converted models
+    if (target / "unmatched").exists() or not ((target / ".complete").exists() or covered(folder)):
         return None
     try:
         build_once(target, lambda out: _export(folder, out))
-    except _Mismatch as exc:
-        log.warning("queries of %s stay on torch: %s", folder, exc)
+    except Exception as exc:  # noqa: BLE001 - a model the export cannot handle still answers, through torch
+        log.warning("queries of %s stay on torch (the export to onnxruntime failed: %s); delete %s to try again",
+                    folder, exc, target)
         target.mkdir(parents=True, exist_ok=True)
         (target / "unmatched").write_text(f"{exc}\n")
         return None

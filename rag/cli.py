@@ -479,7 +479,8 @@ def _cmd_info(kb, args) -> int:
     from rag.devices import devices
 
     info = kb.info()
-    info["devices"] = devices(kb.config, kb.store.settings.index, bool(kb.store.settings.index_options.get("gpu")))
+    info["devices"] = devices(kb.config, kb.store.settings.index, bool(kb.store.settings.index_options.get("gpu")),
+                              kb.store.settings.embedder)
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=2))
     else:

@@ -1,9 +1,10 @@
-"""Which device each part runs on (``rag info``): the embedder (torch), the FAISS index and the LLM (llama.cpp
-offload or torch), found without loading any model."""
+"""Which device each part runs on (``rag info``): the embedder (torch; questions on onnxruntime where it applies),
+the FAISS index and the LLM (llama.cpp offload or torch), found without loading any model."""
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 from rag.config import Config
 
@@ -18,12 +19,16 @@ def _torch_device(configured: str | None) -> str:
     return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
 
 
-def devices(config: Config, index_backend: str, index_gpu: bool) -> dict[str, str]:
-    from ingest.embedders import inference_dtype
+def devices(config: Config, index_backend: str, index_gpu: bool, embedder: str | None = None) -> dict[str, str]:
+    """``embedder``: the store's, to say whether its questions are embedded on onnxruntime (``ingest.onnx_encoder``)."""
+    from ingest.embedders import inference_dtype, resolve_model_path
+    from ingest.onnx_encoder import covered
     from rag.llm import physical_cores, runs_on_llama_cpp
 
     device = _torch_device(config.device)
     out = {"embedder": f"{device}, {inference_dtype(config.embedder_dtype, device)}"}
+    if embedder is not None:
+        out["queries"] = "onnxruntime on cpu, float32" if covered(Path(resolve_model_path(embedder))) else f"{device}, float32"
     if index_backend == "faiss":
         gpus = 0
         if index_gpu and importlib.util.find_spec("faiss") is not None:

@@ -82,12 +82,11 @@ class EchoGenerator:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Embedding cache per test, but converted models and query encoders shared by the session (built once)."""
-    root = Path(os.environ.get("RAG_TEST_MODEL_CACHE", Path.home() / ".cache" / "rag"))
+    """Embedding cache per test, but converted models (query encoders included) shared by the session (built once)."""
+    models = Path(os.environ.get("RAG_TEST_MODEL_CACHE", Path.home() / ".cache" / "rag")) / "models"
+    models.mkdir(parents=True, exist_ok=True)
     cache = tmp_path_factory.mktemp("cache")
-    for shared in ("models", "onnx"):
-        (root / shared).mkdir(parents=True, exist_ok=True)
-        (cache / shared).symlink_to(root / shared)
+    (cache / "models").symlink_to(models)
     monkeypatch.setenv("RAG_CACHE_DIR", str(cache))
 
 

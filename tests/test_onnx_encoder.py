@@ -4,7 +4,6 @@ that never imports torch."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,14 +73,15 @@ def test_a_fresh_export_is_checked_and_a_mismatch_keeps_queries_on_torch(e5, tmp
     from ingest import onnx_encoder as module
     from ingest.embedders import SentenceTransformerEmbedder, resolve_model_path
 
-    for cache in ("fresh", "other"):  # nothing exported yet; the converted models shared as in every test
-        (tmp_path / cache).mkdir()
-        (tmp_path / cache / "models").symlink_to(Path(os.environ["RAG_CACHE_DIR"]) / "models")
+    shared = Path(resolve_model_path("multilingual-e5-small"))
+    for cache in ("fresh", "other"):  # nothing exported yet; the converted e5 shared as in every test
+        (tmp_path / cache / "models").mkdir(parents=True)
+        (tmp_path / cache / "models" / shared.name).symlink_to(shared)
     monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "fresh"))
     folder = resolve_model_path("multilingual-e5-small")
     encoder = module.onnx_encoder.__wrapped__(folder)
     assert encoder is not None and encoder.dim == 384
-    (exported,) = (tmp_path / "fresh" / "onnx").iterdir()
+    (exported,) = (tmp_path / "fresh" / "models" / "onnx").iterdir()
     assert (exported / "model.onnx.data").stat().st_size > 100e6  # the weights are outside the graph: mapped, not copied
 
     monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "other"))

@@ -56,6 +56,7 @@ def test_cli_ingest_search_ask_json(backend, corpus, tmp_path, capsys, e5):
     assert info["documents"] == 5 and devices["llm"] == "none (extractive)" and devices["index"].startswith(f"{backend} on ")
     assert devices["embedder"].split(", ")[0] == "cpu" or devices["embedder"].startswith("cuda")
     assert devices["embedder"].split(", ")[1] in ("float32", "bfloat16")
+    assert devices["queries"] == "onnxruntime on cpu, float32"  # e5's questions skip torch
 
     assert main(["ingest", str(corpus), "--store", store, "--json"]) == 1  # the corrupt file is still reported
     again = json.loads(capsys.readouterr().out)
@@ -109,6 +110,37 @@ def test_embedder_dtype_auto_is_bf16_only_on_a_cpu_that_has_it(monkeypatch):
         embedders.SentenceTransformerEmbedder("multilingual-e5-small", dtype="int4")
 
 
+def test_bf16_products_hold_for_the_embedding_thread_only():
+    import threading
+
+    import torch
+
+    from ingest.embedders import _bf16_linear
+
+    x, w = torch.randn(4, 64), torch.randn(8, 64)
+    seen = {}
+    inside, done = threading.Event(), threading.Event()
+
+    def query_thread():
+        inside.wait(5)
+        seen["other"] = torch.nn.functional.linear(x, w)
+        done.set()
+
+    thread = threading.Thread(target=query_thread)
+    thread.start()
+    with _bf16_linear():
+        inside.set()
+        done.wait(5)
+        seen["mine"] = torch.nn.Linear(64, 8, bias=False).requires_grad_(False)
+        seen["mine"].weight.copy_(w)
+        seen["mine"] = seen["mine"](x)
+    thread.join()
+    exact = x @ w.T
+    assert torch.equal(seen["other"], torch.nn.functional.linear(x, w)) and torch.allclose(seen["other"], exact, atol=1e-5)
+    assert seen["mine"].dtype == torch.float32 and not torch.allclose(seen["mine"], exact, atol=1e-5)  # rounded to bf16
+    assert torch.allclose(seen["mine"], exact, rtol=0.05, atol=0.3)
+
+
 def test_bf16_and_fp32_e5_give_the_same_unit_vectors_and_ranking():
     from ingest.embedders import SentenceTransformerEmbedder
 
@@ -117,7 +149,7 @@ def test_bf16_and_fp32_e5_give_the_same_unit_vectors_and_ranking():
     vecs = {}
     for dtype in ("float32", "bfloat16"):
         emb = SentenceTransformerEmbedder("multilingual-e5-small", dtype=dtype)
-        assert next(emb.model.parameters()).dtype == __import__("torch").float32  # bf16 is autocast: the weights stay as read
+        assert next(emb.model.parameters()).dtype == __import__("torch").float32  # bf16 per product: the weights stay as read
         docs, query = emb.embed_documents(passages), emb.embed_query("保修多久？")
         assert docs.dtype == np.float32 and np.allclose(np.linalg.norm(docs, axis=1), 1, atol=1e-6)
         vecs[dtype] = (docs, query)

@@ -252,7 +252,8 @@ class SentenceTransformerEmbedder:
 def _bf16_linear():
     """Linear layers multiply in bf16 (inputs and weights cast per call, the result back to float32); attention
     scores, softmax, layer norms and residuals stay float32. Autocast, which also takes attention to bf16, lost one
-    CTeX FAQ question's top passage (hybrid nDCG@10 0.917 against 0.927); this keeps 0.927 at 90% of its speed.
+    CTeX FAQ question's top passage (hybrid nDCG@10 0.917 against 0.927); this keeps 0.927, at 18.8 passages/s
+    against autocast's 22.6 and float32's 12 (2 cores).
     A torch function mode, so it holds for this thread only: a query embedded meanwhile stays float32."""
     import torch
     from torch.overrides import TorchFunctionMode

@@ -158,7 +158,7 @@ def _export(folder: Path, out: Path) -> None:
 
     from ingest.embedders import load_sentence_transformer
 
-    log.info("exporting %s for query-time embedding on onnxruntime (once, about 20 s)", folder)
+    log.info("preparing %s to embed questions without torch: an ONNX export, once (about 20 s)", folder.name)
     st = load_sentence_transformer(str(folder), "cpu")
     tokenizer = json.loads((folder / "tokenizer.json").read_text())
     model = tokenizer["model"]

@@ -186,8 +186,7 @@ class SentenceTransformerEmbedder:
         if self._onnx is None:
             from ingest.onnx_encoder import onnx_encoder
 
-            path = resolve_model_path(self.name)
-            self._onnx = (onnx_encoder(path) if os.path.isdir(path) else None) or False
+            self._onnx = onnx_encoder(resolve_model_path(self.name)) or False  # None for a hub id: not a folder
             if self._onnx:
                 self._prompts(self._onnx.prompts)
         return self._onnx or None

@@ -23,6 +23,7 @@ def devices(config: Config, index_backend: str, index_gpu: bool, embedder: str |
     """``embedder``: the store's, to say whether its questions are embedded on onnxruntime (``ingest.onnx_encoder``)."""
     from ingest.embedders import inference_dtype, resolve_model_path
     from ingest.onnx_encoder import covered
+    from rag.llama_flags import build_simd, this_cpu
     from rag.llm import physical_cores, runs_on_llama_cpp
 
     device = _torch_device(config.device)
@@ -48,7 +49,9 @@ def devices(config: Config, index_backend: str, index_gpu: bool, embedder: str |
         import llama_cpp
 
         gpu = bool(getattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)())
-        out["llm"] = "llama.cpp, all layers on the GPU" if gpu else f"llama.cpp on cpu ({physical_cores()} threads)"
+        simd = build_simd(llama_cpp.llama_print_system_info().decode("utf-8", "replace"), this_cpu())
+        out["llm"] = ("llama.cpp, all layers on the GPU" if gpu else
+                      f"llama.cpp on cpu ({physical_cores()} threads{', ' + simd if simd else ''})")
     else:
         out["llm"] = f"transformers on {_torch_device(llm.device or config.device)}"
     return out

@@ -7,7 +7,7 @@ The setting is one string:
   in PyPI packages, joined, sha256-checked and converted once into the cache directory;
 * a ``.gguf`` file: converted once into the cache directory;
 * a folder holding a LoRA adapter (``adapter_config.json``): its base model (itself any of
-  these) plus the adapter, through peft;
+  these) plus the adapter; on llama.cpp when the base is a GGUF (``rag.lora_gguf``), else through peft;
 * a Hugging Face id or model folder;
 * an ``http(s)://.../v1`` address: an OpenAI-compatible server (llama.cpp, vLLM, Ollama).
 """
@@ -253,7 +253,10 @@ class LlamaCppGenerator:
     STEP = 1024
 
     def __init__(self, spec: str, n_ctx: int = 2048, threads: int | None = None) -> None:
+        """``spec``: a GGUF preset or file, or a LoRA adapter folder whose base is one (``llama_cpp_adapter``)."""
         self.name, self.n_ctx, self.threads = spec, n_ctx, threads
+        base = llama_cpp_adapter(spec)
+        self._base, self._adapter = (base, spec) if base else (spec, None)
         self._llm = None
         self._lock = threading.RLock()  # one llama context: one generation at a time
 
@@ -277,12 +280,18 @@ class LlamaCppGenerator:
             self.n_ctx = min(-(-n_ctx // self.STEP) * self.STEP, train)
         if self._llm is None:
             llama_cpp = require("llama_cpp", "models", "llama-cpp-python")
-            path = gguf_path(self.name)
+            path = gguf_path(self._base)
+            lora = None
+            if self._adapter is not None:
+                from rag.lora_gguf import gguf_adapter
+
+                lora = gguf_adapter(self._adapter, path)
             gpu = bool(getattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)())
-            log.info("loading %s with llama.cpp (%s, %d-token context)", path.name,
+            log.info("loading %s%s with llama.cpp (%s, %d-token context)", path.name, " + LoRA adapter" if lora else "",
                      "GPU" if gpu else f"{self.threads or physical_cores()} CPU threads", self.n_ctx)
             self._llm = llama_cpp.Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.threads or physical_cores(),
-                                        n_batch=512, n_gpu_layers=-1 if gpu else 0, use_mmap=gpu, verbose=False)
+                                        n_batch=512, n_gpu_layers=-1 if gpu else 0, use_mmap=gpu, verbose=False,
+                                        lora_path=str(lora) if lora else None)
             import atexit
 
             atexit.register(self.close)  # freed while the interpreter still works: its __del__ at shutdown prints a TypeError
@@ -387,17 +396,28 @@ def is_gguf(spec: str) -> bool:
     return spec.lower() in LLM_PRESETS or spec.lower().endswith(".gguf")
 
 
+def llama_cpp_adapter(spec: str) -> str | None:
+    """The GGUF base of a LoRA adapter folder that llama.cpp can apply (``rag.lora_gguf``), or None."""
+    from rag.lora_gguf import adapter_config, unsupported
+
+    config = None if is_gguf(spec) or spec.startswith(("http://", "https://")) else adapter_config(spec)
+    base = (config or {}).get("base_model_name_or_path") or ""
+    return base if config is not None and is_gguf(base) and unsupported(config) is None else None
+
+
 def runs_on_llama_cpp(spec: str, backend: str = "auto") -> bool:
-    """Whether ``load_generator`` runs this ``llm`` setting on llama.cpp (a GGUF, and llama-cpp-python installed or asked for)."""
+    """Whether ``load_generator`` runs this ``llm`` setting on llama.cpp (a GGUF or a LoRA adapter of one, and
+    llama-cpp-python installed or asked for)."""
     import importlib.util
 
-    return is_gguf(spec) and backend != "transformers" and (backend == "llama.cpp" or importlib.util.find_spec("llama_cpp") is not None)
+    return ((is_gguf(spec) or llama_cpp_adapter(spec) is not None) and backend != "transformers"
+            and (backend == "llama.cpp" or importlib.util.find_spec("llama_cpp") is not None))
 
 
 def load_generator(spec: str, model: str = "default", device: str | None = None, backend: str = "auto") -> Generator:
     """The generator one ``llm`` setting names (see the module docstring). A preset or ``.gguf`` runs on llama.cpp
-    when ``llama-cpp-python`` is installed (``backend`` auto) and on transformers otherwise; adapters, model folders
-    and hub ids run on transformers."""
+    when ``llama-cpp-python`` is installed (``backend`` auto) and on transformers otherwise, and so does a LoRA
+    adapter of one; other adapters, model folders and hub ids run on transformers."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown llm.backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if spec.lower() in ("extractive", "none"):

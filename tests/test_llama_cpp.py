@@ -113,3 +113,70 @@ def test_a_load_in_another_thread_is_waited_for_not_repeated(monkeypatch):
     loader.join()
     assert "Paris" in answer and len(made) == 1
     gen.close()
+
+
+def _lora(folder, base: str = LIGHT, scale: float = 0.05, layers: int | None = None, **config):
+    """A peft-format LoRA adapter on q/k/v/o of every layer of ``base``, shaped from its GGUF; lora_B scaled by ``scale``."""
+    import json
+
+    import gguf
+    import torch
+    from safetensors.torch import save_file
+
+    from rag.llm import gguf_path
+
+    shapes = {t.name: [int(x) for x in t.shape] for t in gguf.GGUFReader(str(gguf_path(base))).tensors}
+    g = torch.Generator().manual_seed(0)
+    tensors, r = {}, 4
+    for i in range(layers if layers is not None else sum(n.endswith("attn_q.weight") for n in shapes)):
+        for hf, name in (("q_proj", "attn_q"), ("k_proj", "attn_k"), ("v_proj", "attn_v"), ("o_proj", "attn_output")):
+            ne0, ne1 = shapes.get(f"blk.{i}.{name}.weight", shapes[f"blk.0.{name}.weight"])
+            key = f"base_model.model.model.layers.{i}.self_attn.{hf}"
+            tensors[f"{key}.lora_A.weight"] = torch.randn(r, ne0, generator=g) / ne0 ** 0.5
+            tensors[f"{key}.lora_B.weight"] = torch.randn(ne1, r, generator=g) * scale
+    folder.mkdir(parents=True)
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "base_model_name_or_path": base, "task_type": "CAUSAL_LM",
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "use_dora": False, "use_rslora": False, **config}))
+    return str(folder)
+
+
+def test_a_lora_adapter_of_a_gguf_preset_runs_on_llama_cpp_and_changes_the_logits_as_peft_does(tmp_path, light):
+    import numpy as np
+    import torch
+
+    from rag.llm import TransformersGenerator
+
+    adapter = _lora(tmp_path / "adapter")
+    tuned = load_generator(adapter)
+    assert isinstance(tuned, LlamaCppGenerator)
+    messages = [{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]
+    tokens = light.tokenize(light.chat_prompt(messages), special=True)
+    delta = tuned.next_token_logits(tokens[:-1], [tokens[-1:]])[0] - light.next_token_logits(tokens[:-1], [tokens[-1:]])[0]
+    assert np.linalg.norm(delta) > 10  # the adapter is applied, not ignored
+
+    # The same adapter through transformers and peft, on the base dequantized from the same GGUF: the change it makes
+    # to the next token's logits agrees (a wrong tensor name or orientation would not load, or not correlate).
+    model, _ = TransformersGenerator(adapter).model_and_tokenizer()
+    with torch.inference_mode():
+        ids = torch.tensor([tokens])
+        with_adapter = model(input_ids=ids).logits[0, -1].double().numpy()
+        with model.disable_adapter():
+            without = model(input_ids=ids).logits[0, -1].double().numpy()
+    assert np.corrcoef(delta, with_adapter - without)[0, 1] > 0.95
+    assert 0.8 < np.linalg.norm(delta) / np.linalg.norm(with_adapter - without) < 1.25  # alpha / r applied alike
+    assert "".join(tuned.stream(messages, 8)).strip()  # and it answers
+    tuned.close()
+
+
+def test_adapters_llama_cpp_cannot_apply_stay_on_transformers_or_say_why(tmp_path):
+    from indexes.errors import ConfigError
+    from rag.llm import TransformersGenerator
+
+    dora = _lora(tmp_path / "dora", scale=0.0, use_dora=True)
+    assert isinstance(load_generator(dora), TransformersGenerator)
+    assert isinstance(load_generator(_lora(tmp_path / "plain", scale=0.0), backend="transformers"), TransformersGenerator)
+    foreign = _lora(tmp_path / "foreign", scale=0.0, layers=99)  # more layers than the 0.5B base has
+    with pytest.raises(ConfigError, match="no counterpart"):
+        "".join(load_generator(foreign).stream([{"role": "user", "content": "hi"}], 2))

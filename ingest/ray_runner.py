@@ -121,11 +121,18 @@ class _Embed:
         return batch
 
 
+def _ray_token_available() -> bool:
+    """Whether a Ray token is set up here, where Ray itself looks for one (its environment variables, ~/.ray)."""
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
+
+
 def ingest_on_ray(store: Store, embedder: Embedder, paths: Sequence[Path], options: IngestOptions, address: str | None,
                   actors: int | None = None) -> IngestReport:
     """``ingest`` with reading, chunking and embedding on the Ray cluster at ``address`` (None: start one here)."""
-    if address is not None:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")  # `ray start` writes a token that a driver given an address must use
+    if address is not None and "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
+        # `ray start` turns token authentication on where a token exists; a driver given an address must then say so
+        os.environ["RAY_AUTH_MODE"] = "token"
     if address is None or _is_loopback(address):
         # a cluster of this machine alone: with multi-node clusters off, Ray listens on and dials 127.0.0.1 only
         # (measured; otherwise it swaps 127.0.0.1 for the machine's routable address). Read when ray is imported.

@@ -95,18 +95,19 @@ class LLMJudgeReranker:
         return out
 
 
-# Question first, so that every passage of a question shares the evaluated prefix (system message and question).
-JUDGE_USER_QUESTION_FIRST = "Question: {question}\n\nPassage:\n{passage}\n\nDoes this passage answer the question? Answer yes or no."
 _SLOT = "\u0000PASSAGE\u0000"
 
 
 class LlamaCppJudgeReranker:
-    """The LLM judge on llama.cpp: P(yes) from the logits after one evaluation of each passage, no decoding. The
-    system message and the question are evaluated once per question; each passage then only evaluates its own
-    tokens and the closing instruction on top of that prefix (the KV cache is cut back to it between passages)."""
+    """The LLM judge on llama.cpp: P(yes) from the logits after one evaluation of each passage, no decoding, with the
+    transformers judge's prompt and passage length. The system message is evaluated once per question; each passage
+    then evaluates its own tokens, the question and the closing instruction on top of it (the KV cache is cut back
+    to that prefix between passages). On the same prompt both backends give the same P(yes) (0.190 and 0.188, 0.912
+    and 0.916, 1.5B preset). A question-first prompt, which let the question join the shared prefix, took the Python
+    FAQ's nDCG@10 from 0.839 to 0.797; this one to 0.934."""
 
-    def __init__(self, generator, max_passage_tokens: int = 320) -> None:
-        self.generator, self.max_tokens = generator, max_passage_tokens
+    def __init__(self, generator, max_passage_chars: int = 1500) -> None:
+        self.generator, self.max_chars = generator, max_passage_chars
         self.name = f"llm-judge({generator.name}, llama.cpp)"
         self._yes_no: tuple[list[int], list[int]] | None = None
 
@@ -119,10 +120,10 @@ class LlamaCppJudgeReranker:
             self._yes_no = first(["yes", "Yes", " yes", " Yes"]), first(["no", "No", " no", " No"])
         yes, no = self._yes_no
         prompt = gen.chat_prompt([{"role": "system", "content": JUDGE_SYSTEM},
-                                  {"role": "user", "content": JUDGE_USER_QUESTION_FIRST.format(question=question, passage=_SLOT)}])
+                                  {"role": "user", "content": JUDGE_USER.format(question=question, passage=_SLOT)}])
         prefix, suffix = (gen.tokenize(part, special=True) for part in prompt.split(_SLOT))
         out: list[float] = []
-        for logits in gen.next_token_logits(prefix, [gen.tokenize(p)[: self.max_tokens] + suffix for p in passages]):
+        for logits in gen.next_token_logits(prefix, [gen.tokenize(p[: self.max_chars]) + suffix for p in passages]):
             pair = np.array([np.logaddexp.reduce(logits[yes]), np.logaddexp.reduce(logits[no])])
             out.append(float(np.exp(pair[0] - np.logaddexp(pair[0], pair[1]))))
         return out

@@ -273,8 +273,15 @@ _TEX_LIGATURES = {"\x0b": "ff", "\x0c": "fi", "\x0d": "fl", "\x0e": "ffi", "\x0f
 _LIGATURE_CODE = re.compile(r"(?<=[A-Za-z])[\x0b-\x0f]|[\x0b-\x0f](?=[a-z])")
 
 
+# TeX's TS1 (textcomp) symbols in a font without a ToUnicode map come out of pypdf as glyph names such as ``/x88``.
+_TS1 = {"84": "†", "85": "‡", "87": "‰", "88": "•", "97": "™"}
+_GLYPH_NAME = re.compile(r"/x(8[4578]|97)(?![0-9A-Fa-f])")
+
+
 def _fix_ligatures(text: str) -> str:
-    return _LIGATURE_CODE.sub(lambda m: _TEX_LIGATURES[m.group(0)], text)
+    """TeX's ligature codes and TS1 symbol names, as pypdf returns them from fonts without a ToUnicode map, as text."""
+    text = _LIGATURE_CODE.sub(lambda m: _TEX_LIGATURES[m.group(0)], text)
+    return _GLYPH_NAME.sub(lambda m: _TS1[m.group(1)], text)
 
 
 _CONTENTS_LINE = re.compile(r"^[^\n]*(?:\. ?){4,}[ \t]*\d+[ \t]*$\n?", re.MULTILINE)

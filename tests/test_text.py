@@ -214,3 +214,10 @@ def test_a_bookmark_title_is_found_where_the_pdf_prints_it_with_ligatures_and_cu
     page = "Contents\n85 Error: pdﬂatex (ﬁle x.ttf): can’t ﬁnd table ‘maxp’\nNew in this version."
     assert _find_title(page, "85 Error: pdflatex (file x.ttf): can't find table `maxp'", 0) == page.index("85")
     assert _find_title(page, "Nothing like it at all here", 0) is None
+
+
+def test_texs_ts1_symbols_that_pypdf_returns_as_glyph_names_read_as_text():
+    from ingest.loaders import _fix_ligatures
+
+    page = "CTEX 主要有三个部分：\n/x88 http://www.ctex.org 主页\n/x88宏包 bibentry\n如何显示千分号 /x87 ？ 1/x87 error /x8a /x880"
+    assert _fix_ligatures(page) == "CTEX 主要有三个部分：\n• http://www.ctex.org 主页\n•宏包 bibentry\n如何显示千分号 ‰ ？ 1‰ error /x8a /x880"

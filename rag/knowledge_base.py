@@ -37,6 +37,7 @@ class KnowledgeBase:
         self.store, self.embedder, self.config = store, embedder, config
         self.root = root or store.path  # the store directory; index versions live under it
         self._generator = generator
+        self._owns_generator = generator is None  # loaded here, so freed by close(); a given one is the caller's
         r = config.retrieval
         reranker = load_reranker(r.rerank, lambda: self.generator, config.device)
         self.retriever = Retriever(store, embedder, RetrievalSettings(r.mode, r.fusion, r.rrf_k, r.dense_weight, r.candidates),
@@ -80,7 +81,10 @@ class KnowledgeBase:
         return cls(store, embedder, config, generator, root)
 
     def close(self) -> None:
+        """Close the store and free the LLM this knowledge base loaded (a generator passed in stays loaded)."""
         self.store.close()
+        if self._owns_generator and self._generator is not None and hasattr(self._generator, "close"):
+            self._generator.close()
 
     def __enter__(self) -> "KnowledgeBase":
         return self

@@ -39,6 +39,19 @@ def test_ask_with_the_light_preset_on_llama_cpp_answers_and_cites(corpus, tmp_pa
     kb.close()
 
 
+def test_closing_a_knowledge_base_frees_the_llm_it_loaded_but_not_one_it_was_given(corpus, tmp_path, e5, light):
+    config = Config(index=IndexConfig(gpu=False), llm=LLMConfig(name=LIGHT))
+    kb = KnowledgeBase.open(tmp_path / "store", config, embedder=e5)
+    kb.ingest([corpus], progress=False)
+    own = kb.generator
+    own.load()
+    kb.close()
+    assert own._llm is None  # 0.5-1.2 GB back, not held until the interpreter exits
+    light.load()
+    KnowledgeBase.open(tmp_path / "store", config, embedder=e5, generator=light).close()
+    assert light._llm is not None
+
+
 def test_the_llm_judge_on_llama_cpp_scores_the_answering_passage_highest(light):
     from rag.rerank import LlamaCppJudgeReranker, load_reranker
 

@@ -2,8 +2,8 @@
 
     CMAKE_ARGS="$(python3 rag/llama_flags.py)" pip install -e '.[models]'
 
-On x86-64 Linux every SIMD extension that ``/proc/cpuinfo`` reports is switched on, AVX-512 included (about 30%
-faster prompt reading than an AVX2 build, measured in benchmarks/RESULTS.md), and AMX never: a virtual machine can
+On x86-64 Linux every SIMD extension that ``/proc/cpuinfo`` reports is switched on, AVX-512 included (prompts read
+1.3-1.7x faster than with an AVX2 build, measured in benchmarks/RESULTS.md), and AMX never: a virtual machine can
 report AMX without allowing it, and a ``GGML_NATIVE`` build then dies with "Illegal instruction". Other CPUs get
 llama.cpp's own native build. ``--portable`` prints the AVX2 set, for a wheel meant for other machines. Standard
 library only, so it runs before the project is installed.

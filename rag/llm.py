@@ -400,7 +400,7 @@ def llama_cpp_adapter(spec: str) -> str | None:
     """The GGUF base of a LoRA adapter folder that llama.cpp can apply (``rag.lora_gguf``), or None."""
     from rag.lora_gguf import adapter_config, unsupported
 
-    config = None if is_gguf(spec) or spec.startswith(("http://", "https://")) else adapter_config(spec)
+    config = None if is_gguf(spec) else adapter_config(spec)
     base = (config or {}).get("base_model_name_or_path") or ""
     return base if config is not None and is_gguf(base) and unsupported(config) is None else None
 

@@ -98,7 +98,7 @@ def write_gguf_adapter(folder: Path, base_gguf: Path, out: Path) -> None:
     writer.close()
 
 
-def _field(reader, key: str) -> str:
+def _field(reader, key: str) -> str | int:
     field = reader.fields.get(key)
     if field is None:
         raise ConfigError(f"the GGUF file has no {key}")

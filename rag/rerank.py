@@ -54,6 +54,13 @@ class CrossEncoderReranker:
 # Passage before question separated best of the prompts tried (P(yes) 0.93-0.95 relevant, 0.30-0.57 not, 1.5B preset).
 JUDGE_SYSTEM = "You judge whether a passage answers a question. Answer only yes or no."
 JUDGE_USER = "Passage:\n{passage}\n\nQuestion: {question}\n\nDoes this passage answer the question? Answer yes or no."
+YES, NO = ["yes", "Yes", " yes", " Yes"], ["no", "No", " no", " No"]  # P(yes) sums the first token of each
+
+
+def judge_messages(question: str, passage: str) -> list[dict[str, str]]:
+    """The judge's chat for one passage, on either backend."""
+    return [{"role": "system", "content": JUDGE_SYSTEM},
+            {"role": "user", "content": JUDGE_USER.format(question=question, passage=passage)}]
 
 
 class LLMJudgeReranker:
@@ -72,12 +79,10 @@ class LLMJudgeReranker:
         model, tok = self.generator.model_and_tokenizer()
         if self._yes_no is None:
             ids = lambda words: sorted({tok.encode(w, add_special_tokens=False)[0] for w in words})  # noqa: E731
-            self._yes_no = ids(["yes", "Yes", " yes", " Yes"]), ids(["no", "No", " no", " No"])
+            self._yes_no = ids(YES), ids(NO)
         yes, no = self._yes_no
-        prompts = [tok.apply_chat_template(
-            [{"role": "system", "content": JUDGE_SYSTEM},
-             {"role": "user", "content": JUDGE_USER.format(question=question, passage=p[: self.max_chars])}],
-            add_generation_prompt=True, tokenize=False) for p in passages]
+        prompts = [tok.apply_chat_template(judge_messages(question, p[: self.max_chars]), add_generation_prompt=True,
+                                           tokenize=False) for p in passages]
         out: list[float] = []
         side = tok.padding_side
         tok.padding_side = "left"  # the last position is then the next-token position for every row
@@ -117,10 +122,9 @@ class LlamaCppJudgeReranker:
         gen = self.generator
         if self._yes_no is None:
             first = lambda words: sorted({gen.tokenize(w)[0] for w in words})  # noqa: E731
-            self._yes_no = first(["yes", "Yes", " yes", " Yes"]), first(["no", "No", " no", " No"])
+            self._yes_no = first(YES), first(NO)
         yes, no = self._yes_no
-        prompt = gen.chat_prompt([{"role": "system", "content": JUDGE_SYSTEM},
-                                  {"role": "user", "content": JUDGE_USER.format(question=question, passage=_SLOT)}])
+        prompt = gen.chat_prompt(judge_messages(question, _SLOT))
         prefix, suffix = (gen.tokenize(part, special=True) for part in prompt.split(_SLOT))
         out: list[float] = []
         for logits in gen.next_token_logits(prefix, [gen.tokenize(p[: self.max_chars]) + suffix for p in passages]):

@@ -1,4 +1,4 @@
-"""Which device each part runs on (``rag info``): the embedder (torch; questions on onnxruntime where it applies),
+"""Which device each part runs on (``rag info``): the embedder (torch, or onnxruntime where it applies),
 the FAISS index and the LLM (llama.cpp offload or torch), found without loading any model."""
 
 from __future__ import annotations
@@ -20,16 +20,18 @@ def _torch_device(configured: str | None) -> str:
 
 
 def devices(config: Config, index_backend: str, index_gpu: bool, embedder: str | None = None) -> dict[str, str]:
-    """``embedder``: the store's, to say whether its questions are embedded on onnxruntime (``ingest.onnx_encoder``)."""
+    """``embedder``: the store's, to say whether it runs on onnxruntime (``ingest.onnx_encoder``)."""
     from ingest.embedders import inference_dtype, resolve_model_path
     from ingest.onnx_encoder import covered
     from rag.llama_flags import build_simd, this_cpu
     from rag.llm import physical_cores, runs_on_llama_cpp
 
     device = _torch_device(config.device)
-    out = {"embedder": f"{device}, {inference_dtype(config.embedder_dtype, device)}"}
+    dtype = inference_dtype(config.embedder_dtype, device)
+    onnx = embedder is not None and covered(Path(resolve_model_path(embedder)))
+    out = {"embedder": "onnxruntime on cpu, float32" if onnx and device == "cpu" and dtype == "float32" else f"{device}, {dtype}"}
     if embedder is not None:
-        out["queries"] = "onnxruntime on cpu, float32" if covered(Path(resolve_model_path(embedder))) else f"{device}, float32"
+        out["queries"] = "onnxruntime on cpu, float32" if onnx else f"{device}, float32"
     if index_backend == "faiss":
         gpus = 0
         if index_gpu and importlib.util.find_spec("faiss") is not None:

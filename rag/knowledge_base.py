@@ -107,16 +107,14 @@ class KnowledgeBase:
                                 chunk_overlap=int(chunking.get("chunk_overlap", c.chunk_overlap)),
                                 commit_every=c.commit_every, progress=progress, force=frozenset(force), on_file=on_file,
                                 skip_duplicates=skip_duplicates)
+        prepare = getattr(self.embedder, "prepare_queries", None)
+        if prepare is not None:
+            prepare()  # the onnxruntime export, once, here: before Ray workers would each make it, and for questions
         if ray is not None and ray is not False:
             from ingest.ray_runner import ingest_on_ray
 
-            report = ingest_on_ray(self.store, self.embedder, [Path(p) for p in paths], options, None if ray is True else str(ray))
-        else:
-            report = ingest(self.store, self.embedder, [Path(p) for p in paths], options)
-        prepare = getattr(self.embedder, "prepare_queries", None)
-        if prepare is not None:
-            prepare()  # while this process has torch loaded anyway, so the first question does not pay for it
-        return report
+            return ingest_on_ray(self.store, self.embedder, [Path(p) for p in paths], options, None if ray is True else str(ray))
+        return ingest(self.store, self.embedder, [Path(p) for p in paths], options)
 
     def add_texts(self, texts: Sequence[Text]) -> int:
         """Index texts as they are, one chunk each under its own source, beside the files (see ``ingest.texts``);

@@ -46,6 +46,19 @@ def test_the_encoder_gives_the_tokenizers_ids_and_torchs_vectors(e5):
     assert fast.dtype == np.float32 and np.min(np.sum(fast * slow, axis=1)) > 0.99999
 
 
+def test_documents_in_float32_on_a_cpu_are_embedded_by_onnxruntime_with_torchs_vectors(e5):
+    from ingest.embedders import SentenceTransformerEmbedder
+
+    emb = SentenceTransformerEmbedder("multilingual-e5-small", device="cpu", dtype="float32")
+    assert emb.on_onnxruntime()
+    docs = [*TEXTS, "The warranty covers parts and labour. " * 40, "保修期为两年。" * 60]
+    fast = emb.embed_documents(docs)
+    assert emb._model is None  # torch's model was never loaded for them
+    slow = _torch_only().embed_documents(docs)
+    assert fast.dtype == np.float32 and np.min(np.sum(fast * slow, axis=1)) > 0.99999
+    assert not SentenceTransformerEmbedder("multilingual-e5-small", device="cpu", dtype="bfloat16").on_onnxruntime()
+
+
 def test_a_question_is_answered_without_importing_torch(corpus, tmp_path, e5):
     from rag.cli import main
 
@@ -83,6 +96,10 @@ def test_a_fresh_export_is_checked_and_a_mismatch_keeps_queries_on_torch(e5, tmp
     assert encoder is not None and encoder.dim == 384
     (exported,) = (tmp_path / "fresh" / "models" / "onnx").iterdir()
     assert (exported / "model.onnx.data").stat().st_size > 100e6  # the weights are outside the graph: mapped, not copied
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(exported / "model.onnx"), load_external_data=False).graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= ops  # fused for onnxruntime's CPU kernels
 
     monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "other"))
 

@@ -258,6 +258,7 @@ class LlamaCppGenerator:
         base = llama_cpp_adapter(spec)
         self._base, self._adapter = (base, spec) if base else (spec, None)
         self._llm = None
+        self._lora: Path | None = None  # the GGUF adapter file, once converted
         self._lock = threading.RLock()  # one llama context: one generation at a time
 
     def load(self) -> None:
@@ -285,7 +286,7 @@ class LlamaCppGenerator:
             if self._adapter is not None:
                 from rag.lora_gguf import gguf_adapter
 
-                lora = gguf_adapter(self._adapter, path)
+                lora = self._lora = gguf_adapter(self._adapter, path)
             gpu = bool(getattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)())
             log.info("loading %s%s with llama.cpp (%s, %d-token context)", path.name, " + LoRA adapter" if lora else "",
                      "GPU" if gpu else f"{self.threads or physical_cores()} CPU threads", self.n_ctx)
@@ -339,15 +340,31 @@ class LlamaCppGenerator:
             llm.reset()  # the next answer starts from a clean cache
         return out
 
+    def _start_from_opening(self, llm, messages: Sequence[Message], tokens: list[int]) -> None:
+        """Where the context does not hold this prompt's opening (every message but the last: the system message,
+        and a rewrite prompt's example turn), as in a new process or after a chat's rewrite prompt, start from the
+        opening's state saved on disk (``rag.prefix_cache``)."""
+        from rag.prefix_cache import MIN_TOKENS, common_prefix, start_from_prefix, state_path
+
+        if len(messages) < 2:
+            return
+        opening = common_prefix(tokens, self.tokenize(self.chat_prompt(list(messages[:-1])), special=True))
+        if opening < MIN_TOKENS or common_prefix(llm._input_ids, tokens) >= opening:
+            return
+        llm.reset()
+        start_from_prefix(llm, tokens[:opening], state_path(gguf_path(self._base), self._lora, tokens[:opening]))
+
     def generate_batch(self, conversations: Sequence[Sequence[Message]], max_new_tokens: int = 64) -> list[str]:
         """One greedy reply per conversation, in turn (one llama context; on a CPU batching would not be faster)."""
         return ["".join(self.stream(c, max_new_tokens)) for c in conversations]
 
     def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
         with self._lock:
-            prompt = len(self.tokenize(self.chat_prompt(messages), special=True))
+            tokens = self.tokenize(self.chat_prompt(messages), special=True)
+            prompt = len(tokens)
             # room for the whole answer where the model allows it, and for at least 16 tokens (else: an error)
             llm = self._load(max(prompt + 16, min(prompt + max_new_tokens, self.trained_context())))
+            self._start_from_opening(llm, messages, tokens)
             for part in llm.create_chat_completion(messages=list(messages), max_tokens=min(max_new_tokens, self.n_ctx - prompt),
                                                    temperature=0.0, top_k=1, stream=True):
                 piece = part["choices"][0]["delta"].get("content")

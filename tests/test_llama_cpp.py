@@ -193,3 +193,27 @@ def test_adapters_llama_cpp_cannot_apply_stay_on_transformers_or_say_why(tmp_pat
     foreign = _lora(tmp_path / "foreign", scale=0.0, layers=99)  # more layers than the 0.5B base has
     with pytest.raises(ConfigError, match="no counterpart"):
         "".join(load_generator(foreign).stream([{"role": "user", "content": "hi"}], 2))
+
+
+def test_a_new_context_starts_from_the_saved_system_message_and_answers_the_same(light, monkeypatch):
+    import rag.prefix_cache as prefix_cache
+    from ingest.cache import cache_dir
+    from rag.generation import SYSTEM_PROMPT
+
+    read: list[bool] = []
+    original = prefix_cache.start_from_prefix
+    monkeypatch.setattr(prefix_cache, "start_from_prefix", lambda *a: read.append(original(*a)) or read[-1])
+    messages = [{"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": "Context passages:\n\n[1] (atlas.md)\nThe capital of France is Paris.\n\n"
+                                            "Question: What is the capital of France?"}]
+    light.close()  # a fresh context, as in a new process
+    first = "".join(light.stream(messages, 16))
+    assert "Paris" in first and read == [False]  # read in full, and its opening saved
+    (state,) = (cache_dir() / "llama-prefix").glob("*.state")
+    assert "".join(light.stream(messages, 16)) == first and read == [False]  # the live context holds it already
+    light.close()
+    assert "".join(light.stream(messages, 16)) == first and read == [False, True]  # restored from disk
+    state.write_bytes(b"not a llama state")
+    light.close()
+    assert "".join(light.stream(messages, 16)) == first and read == [False, True, False]  # rebuilt, not fatal
+    assert state.stat().st_size > 100_000

@@ -193,7 +193,7 @@ class SentenceTransformerEmbedder:
         return self._onnx or None
 
     def prepare_queries(self) -> bool:
-        """Export the torch-free encoder now if it applies and is not made yet (once per model, about 30 s on 2
+        """Export the torch-free encoder now if it applies and is not made yet (once per model, 30-45 s on 2
         cores); whether queries run without torch."""
         return self._onnx_encoder is not None
 

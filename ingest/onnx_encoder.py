@@ -164,7 +164,7 @@ def _export(folder: Path, out: Path) -> None:
 
     from ingest.embedders import load_sentence_transformer
 
-    log.info("preparing %s for onnxruntime: an ONNX export, once (about 30 s)", folder.name)
+    log.info("preparing %s for onnxruntime: an ONNX export, once (under a minute)", folder.name)
     st = load_sentence_transformer(str(folder), "cpu")
     tokenizer = json.loads((folder / "tokenizer.json").read_text())
     model = tokenizer["model"]

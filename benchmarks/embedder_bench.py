@@ -46,10 +46,6 @@ def main() -> int:
     fused = onnx_encoder(model_folder)
     if fused is None:
         raise SystemExit("the e5 export is not available: is onnxruntime installed?")
-    from ingest.cache import cache_dir
-    from ingest.onnx_encoder import _fingerprint
-
-    export = cache_dir() / "models" / "onnx" / f"{Path(model_folder).name}-{_fingerprint(Path(model_folder))}"
     variants = {}
     for name, dtype in (("torch float32", "float32"), ("torch, bf16 linear layers", "bfloat16")):
         if dtype == "bfloat16" and not native_bf16():
@@ -60,7 +56,7 @@ def main() -> int:
         on_torch._document_prompt = ""  # the texts below carry their prefix
         variants[name] = on_torch.embed_documents
     variants["onnxruntime float32, fused"] = fused.embed
-    variants["onnxruntime int8, fused"] = int8_encoder(export).embed
+    variants["onnxruntime int8, fused"] = int8_encoder(fused.folder).embed
     for set_name in ["python-faq", "ctex-faq"]:
         store = Store.open(HERE / "data" / "stores" / set_name, read_only=True)
         ids = [r[0] for r in sqlite3.connect(store.path / "chunks.sqlite").execute("SELECT id FROM chunks")]

@@ -93,10 +93,11 @@ def generation_files(directory: Path, pattern: str, keep: int) -> list[Path]:
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename into place, fsyncing so a crash leaves old or new, never half."""
+    """Call ``write(tmp_path)`` then rename into place, fsyncing so a crash leaves old or new, never half. The
+    temporary name is this process's, so two processes writing the same file never share one."""
     import os
 
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     write(tmp)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())

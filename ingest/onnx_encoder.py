@@ -44,6 +44,7 @@ class OnnxEncoder:
         import sentencepiece
         from tokenizers import Tokenizer
 
+        self.folder = folder
         meta = json.loads((folder / "encoder.json").read_text())
         self.dim: int = meta["dim"]
         self.prompts: dict[str, str] = meta["prompts"]

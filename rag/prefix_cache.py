@@ -16,10 +16,10 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from indexes.vector import atomic_write
 from ingest.cache import cache_dir
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,5 @@ def start_from_prefix(llm, tokens: Sequence[int], path: Path) -> bool:
     buf = (ctypes.c_uint8 * size)()
     written = llama_cpp.llama_state_get_data(ctx, buf, size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(bytes(buf)[:written])
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_bytes(bytes(buf)[:written]))
     return False

@@ -88,11 +88,21 @@ def no_answer_text(question: str, language: str | None = None) -> str:
     return "文档中没有找到这个问题的答案。" if (language or language_of(question)) == "Chinese" else "The documents do not contain the answer to this question."
 
 
+def says_not_found(reply: str) -> bool:
+    """Whether the model said it found no answer (NOT_FOUND, also written with spaces or in lower case)."""
+    return NOT_FOUND in reply.upper().replace(" ", "_")
+
+
+def may_say_not_found(text: str) -> bool:
+    """Whether a reply that starts with ``text`` may still be only NOT_FOUND."""
+    return NOT_FOUND.startswith(text.strip().upper().replace(" ", "_"))
+
+
 def build_answer(question: str, reply: str, hits: Sequence[Hit], check: bool = True, language: str | None = None) -> Answer:
     """Map the [n] the model cited to sources; say plainly when there was no answer. With ``check`` each sentence's
     citation is verified against the passages first (see ``rag.citations``)."""
     reply = reply.strip()
-    if not hits or not reply or NOT_FOUND in reply.upper().replace(" ", "_"):
+    if not hits or not reply or says_not_found(reply):
         return Answer(question, no_answer_text(question, language), (), tuple(hits), answered=False)
     unsupported: tuple[str, ...] = ()
     if check:

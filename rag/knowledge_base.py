@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator as Gen, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,8 @@ from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbe
 from ingest.pipeline import IngestOptions, IngestReport, ingest
 from ingest.texts import Text, add_texts
 from rag.config import Config, IndexConfig
-from rag.generation import Generator, answer_messages, build_answer, count_tokens, language_of, standalone_question
+from rag.generation import (Generator, answer_messages, build_answer, count_tokens, language_of, may_say_not_found, no_answer_text,
+                            says_not_found, standalone_question)
 from rag.context import drop_near_duplicates, widen
 from rag.rerank import load_reranker
 from rag.retrieval import Filters, RetrievalSettings, Retriever
@@ -219,7 +220,12 @@ def _index_options(index: IndexConfig) -> dict:
 
 
 class AnswerStream:
-    """Iterable of text pieces; the ``Answer`` (with citations mapped to sources) is ready once exhausted."""
+    """Iterable of text pieces; the ``Answer`` (with citations mapped to sources) is ready once exhausted.
+
+    When the shortened (compressed) prompt gets NOT_FOUND, the question is asked again over the whole passages
+    before the user is told there is no answer: what compression cut may be what the answer needed, and that second
+    prompt costs time only where the first found nothing. A reply that is only NOT_FOUND is streamed as the
+    plain no-answer sentence in the question's language."""
 
     def __init__(self, question: str, hits: list[Hit], generator: Generator, max_new_tokens: int, check: bool = True,
                  language: str | None = None, shown: list[Hit] | None = None) -> None:
@@ -227,6 +233,8 @@ class AnswerStream:
         self.question, self.hits, self._generator, self._max, self._check = question, hits, generator, max_new_tokens, check
         self.language = language or language_of(question)
         self.shown = hits if shown is None else shown
+        self.reply = ""  # the model's own words, once exhausted
+        self.asked_again = False  # whether the shortened prompt's NOT_FOUND was asked again over the whole passages
         self.answer: Answer | None = None
         self.on_done: Callable[[Answer], None] | None = None  # e.g. a conversation recording the turn
 
@@ -234,19 +242,35 @@ class AnswerStream:
         return answer_messages(self.question, self.shown, self.language)
 
     def __iter__(self) -> Iterator[str]:
-        if not self.hits or not self.shown:
-            self.answer = build_answer(self.question, "", self.hits, language=self.language)
-            yield self.answer.text
-            if self.on_done is not None:
-                self.on_done(self.answer)
-            return
-        parts: list[str] = []
-        for piece in self._generator.stream(self.messages(), self._max):
-            parts.append(piece)
-            yield piece
-        self.answer = build_answer(self.question, "".join(parts), self.hits, self._check, self.language)
+        shown = False  # whether any of the model's words reached the reader
+        if self.hits and self.shown:
+            self.reply, shown = yield from self._generate()
+            if not shown and says_not_found(self.reply) and self.shown != self.hits:
+                self.shown, self.asked_again = self.hits, True
+                self.reply, shown = yield from self._generate()
+        self.answer = build_answer(self.question, self.reply, self.hits, self._check, self.language)
+        if not shown:
+            yield self.answer.text  # the no-answer sentence
         if self.on_done is not None:
             self.on_done(self.answer)
+
+    def _generate(self) -> Gen[str, None, tuple[str, bool]]:
+        """Stream the reply to ``messages()``, holding it back while it may still be only NOT_FOUND; return the reply
+        and whether any of it was streamed."""
+        parts: list[str] = []
+        shown = False
+        for piece in self._generator.stream(self.messages(), self._max):
+            parts.append(piece)
+            if shown:
+                yield piece
+            elif not may_say_not_found("".join(parts)):
+                shown = True
+                yield "".join(parts)
+        reply = "".join(parts)
+        if not shown and reply.strip() and not says_not_found(reply):
+            shown = True
+            yield reply  # cut short while it still looked like NOT_FOUND
+        return reply, shown
 
 
 @dataclass

@@ -77,3 +77,37 @@ def test_the_first_passage_goes_in_whole_and_counts_against_the_budget():
     assert out[0].chunk.text == NOISE and len(out) >= 2 and "three months" in out[1].chunk.text
     assert sum(words(h.chunk.text) for h in out) <= words(NOISE) + 12
     assert compress("air filter", hits, HashEmbedder(), budget=3, count=words) == hits[:1]  # the first alone overflows it
+
+
+class ScriptedGenerator(EchoGenerator):
+    """Replies with the given texts in turn, word by word."""
+
+    def __init__(self, *replies: str) -> None:
+        super().__init__()
+        self.replies = list(replies)
+
+    def stream(self, messages, max_new_tokens: int = 512):
+        self.reply = self.replies.pop(0)
+        yield from super().stream(messages, max_new_tokens)
+
+
+def test_not_found_on_the_shortened_prompt_is_asked_again_over_the_whole_passages(corpus, tmp_path, hash_embedder):
+    gen = ScriptedGenerator("NOT_FOUND", "Clean it every three months [1].")
+    config = Config(index=IndexConfig(gpu=False))
+    config = dataclasses.replace(config, llm=dataclasses.replace(config.llm, context_tokens=60, check_citations=False))
+    with KnowledgeBase.open(tmp_path / "s", config, embedder=hash_embedder, generator=gen) as kb:
+        kb.ingest([corpus], progress=False)
+        stream = kb.ask_stream("How often should the air filter be cleaned?", k=5)
+        pieces = list(stream)
+        short, whole = (p[1]["content"] for p in gen.prompts)
+        assert len(short) < len(whole) / 2 and all(h.chunk.text.strip() in whole for h in stream.hits)
+        assert "".join(pieces).strip() == "Clean it every three months [1]."  # NOT_FOUND never reached the reader
+        assert stream.answer.answered and [c.number for c in stream.answer.citations] == [1]
+        assert stream.messages()[1]["content"] == whole and stream.asked_again
+
+        gen.replies = ["NOT_FOUND", "NOT_FOUND"]  # not in the whole passages either: said once, in words
+        pieces = list(kb.ask_stream("Who painted the Mona Lisa?", k=5))
+        assert pieces == ["The documents do not contain the answer to this question."] and len(gen.prompts) == 4
+        kb.config = dataclasses.replace(config, llm=dataclasses.replace(config.llm, compress=False))
+        gen.replies = ["NOT_FOUND"]  # whole passages from the start: asked once
+        assert list(kb.ask_stream("谁画了蒙娜丽莎？", k=5)) == ["文档中没有找到这个问题的答案。"] and len(gen.prompts) == 5

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from indexes.types import Chunk
 from rag.compress import compress, units
 from rag.config import Config, IndexConfig
@@ -111,3 +113,25 @@ def test_not_found_on_the_shortened_prompt_is_asked_again_over_the_whole_passage
         kb.config = dataclasses.replace(config, llm=dataclasses.replace(config.llm, compress=False))
         gen.replies = ["NOT_FOUND"]  # whole passages from the start: asked once
         assert list(kb.ask_stream("谁画了蒙娜丽莎？", k=5)) == ["文档中没有找到这个问题的答案。"] and len(gen.prompts) == 5
+
+
+def test_sentences_scored_for_an_earlier_question_are_not_embedded_again():
+    from rag.compress import SentenceVectors
+
+    class Recording(HashEmbedder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.texts: list[str] = []
+
+        def embed_documents(self, texts, progress=False):
+            self.texts += texts
+            return super().embed_documents(texts, progress)
+
+    embedder, kept = Recording(), SentenceVectors(size=3)
+    first = kept.get(embedder, ["a b", "c d", "a b"])
+    assert embedder.texts == ["a b", "c d"] and np.allclose(first[0], first[2])
+    again = kept.get(embedder, ["c d", "e f"])
+    assert embedder.texts == ["a b", "c d", "e f"] and np.allclose(again, HashEmbedder().embed_documents(["c d", "e f"]))
+    kept.get(embedder, ["g h"])  # over the size: the least recently used ("a b") goes
+    kept.get(embedder, ["a b", "c d"])
+    assert embedder.texts[-2:] == ["g h", "a b"]

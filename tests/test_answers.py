@@ -94,6 +94,19 @@ def test_citations_are_checked_against_the_passages(kb):
     assert answer.text.strip() == f"{first} [1].", answer.text  # the whole run corrected, no stray ", [4]" left
 
 
+def test_chinese_punctuation_is_not_a_term_a_sentence_must_find_in_its_passage():
+    from indexes.types import Chunk
+    from rag.citations import check_citations
+    from rag.types import Hit
+
+    passage = "37 如何设置双倍或者更大的行间距？\n使用命令\n\\renewcommand{\\baselinestretch}{⟨倍数⟩}"
+    hits = [Hit(Chunk("a", "ctex-faq.pdf", passage, 0, len(passage)), 1.0, 1)]
+    reply = "使用命令 \\renewcommand{\\baselinestretch}{2} 可以将行距设置成两倍。[1]"  # the 1.5B preset's correct answer
+    checked = check_citations(reply, hits)
+    assert checked.text == reply and not checked.unsupported  # "。" and "倍。" had counted as terms the passage lacks
+    assert check_citations("地球绕着太阳转，一年转一圈。[1]", hits).unsupported  # a sentence the passage does not hold
+
+
 def test_citation_parsing_and_unknown_numbers():
     assert cited_numbers("A [1]. B [2, 3]. C 【4】 and [1]") == [1, 2, 3, 4]
     answer = build_answer("q", "Text [9].", [])

@@ -15,8 +15,8 @@ from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbe
 from ingest.pipeline import IngestOptions, IngestReport, ingest
 from ingest.texts import Text, add_texts
 from rag.config import Config, IndexConfig
-from rag.generation import (Generator, answer_messages, build_answer, count_tokens, language_of, may_say_not_found, no_answer_text,
-                            says_not_found, standalone_question)
+from rag.generation import (Generator, answer_messages, build_answer, count_tokens, language_of, may_say_not_found, says_not_found,
+                            standalone_question)
 from rag.context import drop_near_duplicates, widen
 from rag.rerank import load_reranker
 from rag.retrieval import Filters, RetrievalSettings, Retriever
@@ -242,14 +242,14 @@ class AnswerStream:
         return answer_messages(self.question, self.shown, self.language)
 
     def __iter__(self) -> Iterator[str]:
-        shown = False  # whether any of the model's words reached the reader
+        streamed = False  # whether any of the model's words reached the reader
         if self.hits and self.shown:
-            self.reply, shown = yield from self._generate()
-            if not shown and says_not_found(self.reply) and self.shown != self.hits:
+            self.reply, streamed = yield from self._generate()
+            if not streamed and says_not_found(self.reply) and self.shown != self.hits:
                 self.shown, self.asked_again = self.hits, True
-                self.reply, shown = yield from self._generate()
+                self.reply, streamed = yield from self._generate()
         self.answer = build_answer(self.question, self.reply, self.hits, self._check, self.language)
-        if not shown:
+        if not streamed:
             yield self.answer.text  # the no-answer sentence
         if self.on_done is not None:
             self.on_done(self.answer)
@@ -258,19 +258,19 @@ class AnswerStream:
         """Stream the reply to ``messages()``, holding it back while it may still be only NOT_FOUND; return the reply
         and whether any of it was streamed."""
         parts: list[str] = []
-        shown = False
+        streamed = False
         for piece in self._generator.stream(self.messages(), self._max):
             parts.append(piece)
-            if shown:
+            if streamed:
                 yield piece
             elif not may_say_not_found("".join(parts)):
-                shown = True
+                streamed = True
                 yield "".join(parts)
         reply = "".join(parts)
-        if not shown and reply.strip() and not says_not_found(reply):
-            shown = True
+        if not streamed and reply.strip() and not says_not_found(reply):
+            streamed = True
             yield reply  # cut short while it still looked like NOT_FOUND
-        return reply, shown
+        return reply, streamed
 
 
 @dataclass

@@ -9,7 +9,7 @@ where it stopped and a finished one only prints its table.
 
     python benchmarks/fetch_data.py
     python benchmarks/answer_bench.py [--sets python-faq,ctex-faq] [--limit 20] [--prompts before,now,compressed]
-                                      [--budget 400] [--llm PRESET] [--tag NEW_RUN]
+                                      [--budget 360] [--llm PRESET] [--tag NEW_RUN]
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def main() -> int:
     ap.add_argument("--llm", default="qwen2.5-coder-1.5b-instruct")
     ap.add_argument("--limit", type=int, default=51)
     ap.add_argument("-k", type=int, default=5)
-    ap.add_argument("--budget", type=int, default=400, help="passage tokens of the compressed prompt")
+    ap.add_argument("--budget", type=int, default=360, help="passage tokens of the compressed prompt")
     ap.add_argument("--tag", default="", help="a name for a new run: its replies are cached apart from earlier runs'")
     args = ap.parse_args()
     table = []

@@ -53,7 +53,7 @@ class LLMConfig:
     device: str | None = None
     check_citations: bool = True  # match each answer sentence to the passage that supports it (rag.citations)
     compress: bool = True  # give the LLM only the sentences that bear on the question (rag.compress); false: whole passages
-    context_tokens: int = 400  # the passages' token budget in a compressed prompt
+    context_tokens: int = 360  # the passages' token budget in a compressed prompt (benchmarks/RESULTS.md: 360 against 400)
 
 
 @dataclass(frozen=True)

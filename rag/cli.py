@@ -230,7 +230,7 @@ def _stream_to_terminal(stream) -> None:
     """The model's words as they come; when the citation check then cited other passages than the model did (a
     number fixed, added or dropped) or said NOT_FOUND in words, the checked answer follows, so the numbers shown last
     are the ones the sources list."""
-    from rag.generation import NOT_FOUND, cited_numbers
+    from rag.generation import cited_numbers, says_not_found
 
     raw = []
     for piece in stream:
@@ -238,7 +238,7 @@ def _stream_to_terminal(stream) -> None:
         print(piece, end="", flush=True)
     print()
     text = "".join(raw)
-    if sorted(cited_numbers(text)) != sorted(cited_numbers(stream.answer.text)) or NOT_FOUND in text:
+    if sorted(cited_numbers(text)) != sorted(cited_numbers(stream.answer.text)) or says_not_found(text):
         print(f"Checked: {stream.answer.text}")
 
 

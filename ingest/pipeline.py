@@ -114,6 +114,8 @@ def scan(manifest: dict[str, DocumentRecord], paths: Sequence[Path], options: In
         if twin is not None and twin != source:
             yield FileResult(source, "unchanged", reason=f"same content as {Path(twin).name}, already indexed")
             continue
+        if options.skip_duplicates:
+            by_hash.setdefault(digest, source)  # a second file with these bytes in the same run is a duplicate too
         yield FileWork(path, source, digest, "updated" if old else "added", data if keep_data else None)
 
 

@@ -442,7 +442,8 @@ def _cmd_serve(args) -> int:
     app = create_app(settings)
     logging.getLogger("rag.serve.access").setLevel(logging.INFO)
     print(f"serving {args.root} on http://{args.host}:{args.port} (API docs at /docs, OpenAI base URL /v1)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # a streamed answer keeps its connection open: on SIGTERM, finish within a few seconds rather than wait for it
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     return 0
 
 

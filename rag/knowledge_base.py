@@ -238,6 +238,10 @@ class AnswerStream:
         self.answer: Answer | None = None
         self.on_done: Callable[[Answer], None] | None = None  # e.g. a conversation recording the turn
 
+    @property
+    def max_new_tokens(self) -> int:
+        return self._max
+
     def messages(self) -> list[dict]:
         return answer_messages(self.question, self.shown, self.language)
 

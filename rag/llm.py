@@ -260,7 +260,11 @@ class LlamaCppGenerator:
         self._llm = None
         self._lora: Path | None = None  # the GGUF adapter file, once converted
         self._formatter = None  # the chat template in the GGUF file, compiled on first use
-        self._lock = threading.RLock()  # one llama context: one generation at a time
+        self._lock = threading.RLock()  # loading and resizing the context; never held across a yield
+        # The one llama context, held from a stream's first token to its end. A plain Lock, not an RLock: a server
+        # pulls each token on whichever worker thread is free and may close the stream on yet another, and only a
+        # Lock may be released by a thread other than the one that took it.
+        self._context = threading.Lock()
 
     def load(self) -> None:
         """Load now rather than at the first reply: a server's warm-up, or a thread while `rag ask` retrieves (the
@@ -310,7 +314,8 @@ class LlamaCppGenerator:
             self._llm = None
 
     def tokenize(self, text: str, special: bool = False) -> list[int]:
-        return self._load().tokenize(text.encode("utf-8"), add_bos=False, special=special)
+        with self._lock:  # other requests count tokens while one generates; a resize must not close the model meanwhile
+            return self._load().tokenize(text.encode("utf-8"), add_bos=False, special=special)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
@@ -331,7 +336,7 @@ class LlamaCppGenerator:
         """The logits of the token after ``prefix + c`` for each continuation, no decoding: the prefix is evaluated
         once and the KV cache is cut back to it between continuations."""
         out = []
-        with self._lock:  # one llama context: these passes and the answers take turns
+        with self._context:  # one llama context: these passes and the answers take turns
             llm = self._load(len(prefix) + max((len(c) for c in continuations), default=0) + 1)
             llm.reset()
             llm.eval(prefix)
@@ -361,17 +366,29 @@ class LlamaCppGenerator:
         return ["".join(self.stream(c, max_new_tokens)) for c in conversations]
 
     def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
-        with self._lock:
+        """The reply, piece by piece. Safe to drive from any thread and to abandon at any piece: the context is taken
+        at the first ``next()`` and given back exactly once, when the reply ends, fails, or the stream is closed or
+        dropped (an abandoned stream frees the LLM before its next token)."""
+        self._context.acquire()
+        parts = None
+        try:
             tokens = self.tokenize(self.chat_prompt(messages), special=True)
             prompt = len(tokens)
             # room for the whole answer where the model allows it, and for at least 16 tokens (else: an error)
             llm = self._load(max(prompt + 16, min(prompt + max_new_tokens, self.trained_context())))
             self._start_from_opening(llm, messages, tokens)
-            for part in llm.create_chat_completion(messages=list(messages), max_tokens=min(max_new_tokens, self.n_ctx - prompt),
-                                                   temperature=0.0, top_k=1, stream=True):
+            parts = llm.create_chat_completion(messages=list(messages), max_tokens=min(max_new_tokens, self.n_ctx - prompt),
+                                               temperature=0.0, top_k=1, stream=True)
+            for part in parts:
                 piece = part["choices"][0]["delta"].get("content")
                 if piece:
                     yield piece
+        finally:
+            try:
+                if parts is not None:
+                    parts.close()
+            finally:
+                self._context.release()
 
 
 class OpenAICompatibleGenerator:

@@ -77,6 +77,19 @@ def prepare(s: Services, collections: Sequence[str], history: Sequence[tuple[str
     return PreparedAnswer(question, standalone, stream, timings, collection_of)
 
 
+def answer_now(s: Services, collections: Sequence[str], history: Sequence[tuple[str, str]], question: str,
+               k: int | None = None, filters: Filters = Filters(), max_tokens: int | None = None) -> PreparedAnswer:
+    """A whole answer, not streamed, inside an LLM slot (429 when the queue is full), the slot given back at the end."""
+    slot = s.gate.acquire()
+    try:
+        prepared = prepare(s, collections, history, question, k, filters, max_tokens)
+        for _ in prepared.stream:
+            slot.tick()
+    finally:
+        slot.release()
+    return prepared
+
+
 def source_dict(hit: Hit, cited: bool) -> dict:
     c = hit.chunk
     return {"n": hit.rank, "source": c.source, "name": Path(c.source).name, "page": c.page, "page_end": c.page_end,
@@ -85,11 +98,11 @@ def source_dict(hit: Hit, cited: bool) -> dict:
 
 
 def webui_source_event(hit: Hit) -> dict:
-    """Open WebUI's citation card for one passage (``{"type": "source", "data": ...}``)."""
+    """Open WebUI's citation card for one passage (``{"type": "source", "data": ...}``). No ``distances``: Open WebUI
+    shows them as a relevance percentage, and a fused rank score (0.016-0.033) is no such thing."""
     c = hit.chunk
     name = Path(c.source).name + (f", p.{c.pages}" if c.pages else "")
     return {"type": "source", "data": {"source": {"id": str(hit.rank), "name": name},
                                        "document": [c.text],
                                        "metadata": [{"source": name, "file": c.source, "page": c.page, "page_end": c.page_end,
-                                                     "chunk_id": c.chunk_id, "headings": list(c.headings)}],
-                                       "distances": [round(hit.score, 6)]}}
+                                                     "chunk_id": c.chunk_id, "headings": list(c.headings)}]}}

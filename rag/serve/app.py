@@ -24,8 +24,10 @@ access = logging.getLogger("rag.serve.access")
 
 
 def create_app(settings: ServeSettings, *, generator: Generator | None = None,
-               embedder_factory: Callable[[str], Embedder] | None = None, runner=None, warm: bool = True):
-    """``generator``/``embedder_factory`` default to the configured models; ``runner`` to the subprocess ingest worker."""
+               embedder_factory: Callable[[str], Embedder] | None = None, runner=None, warm: bool = True,
+               on_stuck: Callable[[], None] | None = None):
+    """``generator``/``embedder_factory`` default to the configured models; ``runner`` to the subprocess ingest worker;
+    ``on_stuck`` to ending the process when the LLM is stuck beyond recovery (``_end_process``)."""
     fastapi = require("fastapi", "server")
     from fastapi.middleware.cors import CORSMiddleware
 
@@ -51,7 +53,8 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
     cols = Collections(root, settings.config, generator, embedder_factory)
     jobs = Jobs(db, root, settings.config, runner or subprocess_runner,
                 on_commit=lambda name: metrics.jobs.labels("committed").inc())
-    services = Services(settings, db, cols, jobs, LLMGate(settings.llm_slots, settings.llm_queue, settings.llm_wait_s), metrics)
+    gate = LLMGate(settings.llm_slots, settings.llm_queue, settings.llm_wait_s, settings.llm_stall_s)
+    services = Services(settings, db, cols, jobs, gate, metrics)
 
     def warm_up() -> None:
         try:
@@ -73,10 +76,14 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
             threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
         else:
             services.ready = True
+        stop = threading.Event()
+        threading.Thread(target=_watchdog, args=(gate, stop, on_stuck or (lambda: _end_process(stop))), name="llm-watchdog",
+                         daemon=True).start()
         yield
+        stop.set()
         jobs.stop()
 
-    app = fastapi.FastAPI(title="rag-kb", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = fastapi.FastAPI(title="rag-kb", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
                           description="Knowledge-base search and cited answers: an OpenAI-compatible API under /v1, "
                                       "and REST resources for collections, documents, jobs, search, ask and chats.")
     app.state.services = services
@@ -84,6 +91,7 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"])
 
+    app.add_middleware(_BodyLimit)
     app.add_middleware(_Timing, metrics=metrics)
 
     for module in (health, openai, collections, documents, search, chats):
@@ -91,6 +99,45 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
     _offline_docs(app)
     _web_page(app)
     return app
+
+
+def _watchdog(gate, stop: threading.Event, on_stuck: Callable[[], None]) -> None:
+    """Every few seconds, free the LLM slots that stalled (``LLMGate.recover``); ``on_stuck`` when one cannot be."""
+    while not stop.wait(max(0.5, min(5.0, gate.stall_s / 4))):
+        gate.recover(on_stuck)
+
+
+def _end_process(stopped: threading.Event) -> None:
+    """SIGTERM to this process, then exit status 70 if the shutdown itself hangs, so that a supervisor starts a
+    working server: a thread stuck inside the LLM cannot be freed any other way."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    if not stopped.wait(30):
+        os._exit(70)
+
+
+class _BodyLimit:
+    """413 before reading a request body over ``MAX_JSON_BYTES`` that is not a document upload (whose limit is
+    per file, checked as it is saved): no route needs more, and a parser should not be handed megabytes."""
+
+    MAX_JSON_BYTES = 1 << 20
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and not scope["path"].endswith("/documents"):
+            length = dict(scope.get("headers") or ()).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > self.MAX_JSON_BYTES:
+                from fastapi.responses import JSONResponse
+
+                from rag.serve.errors import error_body
+
+                message = f"the request body is over the {self.MAX_JSON_BYTES >> 20} MiB accepted here"
+                return await JSONResponse(error_body(413, message), status_code=413)(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class _Timing:
@@ -141,14 +188,22 @@ def _web_page(app) -> None:
 
 def _offline_docs(app) -> None:
     """The OpenAPI page at ``/docs`` with Swagger UI's files served from the ``swagger-ui-bundle`` package:
-    FastAPI's default page loads them from a CDN and stays blank on a machine with no network."""
+    FastAPI's default page loads them from a CDN and stays blank on a machine with no network. Where keys exist,
+    ``/docs`` and ``/openapi.json`` need one, as every route but ``/healthz`` and ``/readyz`` does."""
+    from fastapi import Depends
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
+
+    from rag.serve.deps import need
 
     swagger = require("swagger_ui_bundle", "server", "swagger-ui-bundle")
     app.mount("/docs-assets", StaticFiles(directory=swagger.swagger_ui_path), name="docs-assets")
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(need("read"))])
+    def openapi() -> dict:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(need("read"))])
     def docs():
         return get_swagger_ui_html(openapi_url="/openapi.json", title="rag-kb API", swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="/docs-assets/favicon-32x32.png")

@@ -33,6 +33,32 @@ def check_name(name: str) -> str:
     return name
 
 
+PATH_KEYS = frozenset({"source", "file"})
+
+
+def public_source(source: str, root: Path) -> str:
+    """A document's path as a response shows it, never the server's own path: an upload by its name (its path
+    under the collection's ``uploads/``), another file under the server root by its path there, anything else
+    by its file name."""
+    path = Path(source)
+    if not path.is_absolute():
+        return source
+    if not path.is_relative_to(root):
+        return path.name
+    rel = path.relative_to(root)
+    return str(Path(*rel.parts[2:])) if len(rel.parts) > 2 and rel.parts[1] == "uploads" else str(rel)
+
+
+def public(obj, root: Path):
+    """``obj`` (a response body: dicts, lists, strings) with every document path made public (``public_source``)."""
+    if isinstance(obj, dict):
+        return {(public_source(k, root) if isinstance(k, str) and k.startswith("/") else k):
+                (public_source(v, root) if k in PATH_KEYS and isinstance(v, str) else public(v, root)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [public(v, root) for v in obj]
+    return obj
+
+
 @dataclass
 class _Reader:
     kb: KnowledgeBase
@@ -50,6 +76,10 @@ class Collections:
         self._embedders: dict[str, Embedder] = {}
         self._readers: dict[str, _Reader] = {}
         self._lock = threading.RLock()
+
+    def public(self, obj):
+        """``obj`` with every document path as a client may see it (``public``)."""
+        return public(obj, self.root.resolve())
 
     def embedder(self, name: str) -> Embedder:
         with self._lock:
@@ -118,7 +148,7 @@ class Collections:
     def info(self, name: str) -> dict:
         with self.reading(name) as kb:
             info = kb.info()
-        return {"name": name, **{k: v for k, v in info.items() if k != "store"}}
+        return self.public({"name": name, **{k: v for k, v in info.items() if k != "store"}})
 
     def forget(self, name: str) -> None:
         """Drop the cached reader (after a version switch), so the next request opens the active version."""

@@ -137,10 +137,11 @@ class ServerDB:
                         for t in self.rows("SELECT * FROM turns WHERE chat=? ORDER BY n", (chat,))]
         return out
 
-    def chats(self, owner: str | None = None) -> list[dict]:
+    def chats(self, owner: str | None = None, unowned: bool = False) -> list[dict]:
+        """Every chat (``owner`` None), or one key's; ``unowned`` adds those made before keys existed."""
         if owner is None:
             return self.rows("SELECT * FROM chats ORDER BY updated DESC")
-        return self.rows("SELECT * FROM chats WHERE owner=? ORDER BY updated DESC", (owner,))
+        return self.rows("SELECT * FROM chats WHERE owner=? OR (? AND owner='') ORDER BY updated DESC", (owner, unowned))
 
     def add_turn(self, chat: str, question: str, standalone: str, answer: str, answered: bool, citations: list[dict]) -> None:
         now = time.time()

@@ -14,7 +14,12 @@ from rag.serve.gate import Busy
 
 log = logging.getLogger(__name__)
 
-_STATUS = {NotFoundError: 404, ConflictError: 409, ConfigError: 400, MissingDependencyError: 501, StoreError: 409}
+
+class TooLarge(ConfigError):
+    """A request over a size limit (HTTP 413); the message says the limit."""
+
+
+_STATUS = {TooLarge: 413, NotFoundError: 404, ConflictError: 409, ConfigError: 400, MissingDependencyError: 501, StoreError: 409}
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
           409: "conflict_error", 413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
           429: "rate_limit_error", 501: "server_error", 500: "server_error"}
@@ -52,8 +57,9 @@ def install(app: FastAPI) -> None:
             where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
             parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
         first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
-        return JSONResponse(error_body(422, "invalid request: " + "; ".join(parts), ".".join(str(x) for x in first[1:]) or None),
-                            status_code=422)
+        status = 400 if request.url.path.startswith("/v1/") else 422  # OpenAI answers 400; its clients expect it
+        return JSONResponse(error_body(status, "invalid request: " + "; ".join(parts), ".".join(str(x) for x in first[1:]) or None),
+                            status_code=status)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

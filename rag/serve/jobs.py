@@ -144,8 +144,13 @@ class Jobs:
         else:
             spec["sources"] = [f["source"] for f in job["files"]]
 
+        before = {f["source"]: f["status"] for f in job["files"]}  # a resumed job's states from the last process
+
         def emit(event: dict) -> None:
-            self.db.set_file(job_id, event["source"], event["stage"], event.get("reason", ""))
+            stage, reason = event["stage"], event.get("reason", "")
+            if stage == "unchanged" and not reason and before.get(event["source"]) in ("embedding", "committed"):
+                stage, reason = "committed", "added before the server restarted"  # this job's own work, not found unchanged
+            self.db.set_file(job_id, event["source"], stage, reason)
 
         try:
             self.runner(spec, emit)

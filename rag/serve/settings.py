@@ -21,6 +21,7 @@ class ServeSettings:
     llm_slots: int = 1  # generations at once (a CPU runs one well)
     llm_queue: int = 8  # requests waiting for the LLM before further ones get 429
     llm_wait_s: float = 120.0  # how long a queued request waits for the LLM before a 429
+    llm_stall_s: float = 300.0  # an answer with no progress this long is stalled: /readyz 503, then recovered or exit
     cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are given
 
 

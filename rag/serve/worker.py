@@ -42,10 +42,15 @@ def run_job(spec: dict, emit: Emit, embedder: Embedder | None = None) -> dict:
             else:
                 emit({"source": str(path), "stage": "failed", "reason": "the uploaded file is gone"})
         force = [str(p.resolve()) for p in todo] if spec["kind"] == "reindex" else []
-        report = kb.ingest(todo, progress=False, force=force, skip_duplicates=spec["kind"] == "ingest",
-                           on_file=lambda source, stage, reason: emit({"source": source, "stage": stage, "reason": reason}))
+        def progress(source: str, stage: str, reason: str) -> None:
+            if stage != "committed":  # said below, once the whole run is searchable (its lexical index written too)
+                emit({"source": source, "stage": stage, "reason": reason})
+
+        report = kb.ingest(todo, progress=False, force=force, skip_duplicates=spec["kind"] == "ingest", on_file=progress)
         for f in report.files:
-            if f.status == "unchanged" and f.reason:  # an upload of content already indexed: not kept
+            if f.status in ("added", "updated"):
+                emit({"source": f.source, "stage": "committed", "reason": f.status})
+            elif f.status == "unchanged" and f.reason:  # an upload of content already indexed: not kept
                 Path(f.source).unlink(missing_ok=True)
         return {"embedded": report.embedded, "from_cache": report.from_cache, "seconds": round(report.seconds, 2)}
     finally:

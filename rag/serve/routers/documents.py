@@ -69,7 +69,7 @@ async def upload(name: str, request: Request, response: Response, files: list[Up
         raise
     job = s.jobs.submit(name, "ingest", saved, {"staging": str(staging)})
     response.headers["Location"] = f"/jobs/{job}"
-    return s.db.job(job)
+    return s.collections.public(s.db.job(job))
 
 
 @router.get("/collections/{name}/documents")
@@ -77,7 +77,7 @@ def list_documents(name: str, s: Services = Depends(services), who: Principal = 
     allow(who, name)
     with s.collections.reading(name) as kb:
         docs = kb.store.documents()
-    return {"documents": [_doc(d) for d in sorted(docs.values(), key=lambda d: d.source)]}
+    return s.collections.public({"documents": [_doc(d) for d in sorted(docs.values(), key=lambda d: d.source)]})
 
 
 def _doc(d) -> dict:
@@ -95,7 +95,7 @@ def _find(s: Services, name: str, document: str):
 
 @router.get("/collections/{name}/documents/{document}")
 def get_document(name: str, document: str, s: Services = Depends(services), who: Principal = Depends(need("read"))) -> dict:
-    return _doc(_find(s, allow(who, name), document))
+    return s.collections.public(_doc(_find(s, allow(who, name), document)))
 
 
 @router.delete("/collections/{name}/documents/{document}", status_code=202)
@@ -104,7 +104,7 @@ def delete_document(name: str, document: str, response: Response, s: Services = 
     d = _find(s, allow(who, name), document)
     job = s.jobs.submit(name, "delete", [(Path(d.source).name, d.source, d.size)], {})
     response.headers["Location"] = f"/jobs/{job}"
-    return s.db.job(job)
+    return s.collections.public(s.db.job(job))
 
 
 @router.post("/collections/{name}/documents/{document}/reindex", status_code=202)
@@ -113,23 +113,23 @@ def reindex(name: str, document: str, response: Response, s: Services = Depends(
     """Re-chunk and re-embed one document; its old chunks stay searchable until the new ones commit, in one step."""
     d = _find(s, allow(who, name), document)
     if not Path(d.source).is_file():
-        raise NotFoundError(f"the file of {Path(d.source).name} is gone from {Path(d.source).parent}; upload it again")
+        raise NotFoundError(f"the file of {Path(d.source).name} is gone from the server; upload it again")
     job = s.jobs.submit(name, "reindex", [(Path(d.source).name, d.source, d.size)], {})
     response.headers["Location"] = f"/jobs/{job}"
-    return s.db.job(job)
+    return s.collections.public(s.db.job(job))
 
 
 @router.get("/collections/{name}/jobs")
 def collection_jobs(name: str, s: Services = Depends(services), who: Principal = Depends(need("read"))) -> dict:
     s.collections.path(allow(who, name))
-    return {"jobs": s.db.jobs(name)}
+    return s.collections.public({"jobs": s.db.jobs(name)})
 
 
 def _job(s: Services, who: Principal, job_id: str) -> dict:
     job = s.db.job(job_id)
     if job is None or not who.may_use(job["collection"]):
         raise NotFoundError(f"no job {job_id!r}")
-    return job
+    return s.collections.public(job)
 
 
 @router.get("/jobs/{job_id}")
@@ -146,7 +146,7 @@ def job_events(job_id: str, s: Services = Depends(services), who: Principal = De
     async def events():
         last, deadline = None, time.monotonic() + 3600
         while time.monotonic() < deadline:
-            job = s.db.job(job_id)
+            job = s.collections.public(s.db.job(job_id))
             snapshot = json.dumps(job, ensure_ascii=False)
             if snapshot != last:
                 yield f"event: job\ndata: {snapshot}\n\n"

@@ -1,10 +1,11 @@
-"""Liveness, readiness (models loaded) and Prometheus metrics; open to all, they reveal no documents."""
+"""Liveness and readiness (models loaded, the LLM not stalled), open to all; Prometheus metrics, behind a key
+when keys exist."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from rag.serve.deps import Services, services
+from rag.serve.deps import Services, need, services
 
 router = APIRouter(tags=["operations"])
 
@@ -16,12 +17,19 @@ def healthz() -> dict:
 
 @router.get("/readyz")
 def readyz(response: Response, s: Services = Depends(services)) -> dict:
-    if not s.ready:
+    """503 until the models are loaded, and while an answer has made no progress for ``llm_stall_s`` (the LLM is
+    stuck: the watchdog frees it or ends the process)."""
+    stalled = s.gate.stalled()
+    ready = s.ready and not stalled
+    if not ready:
         response.status_code = 503
-    return {"ready": s.ready, "collections": len(s.collections.names())}
+    body = {"ready": ready, "collections": len(s.collections.names()), "llm_active": s.gate.active, "llm_waiting": s.gate.waiting}
+    if stalled:
+        body["llm"] = f"stalled: no progress for {max(x.idle_s() for x in stalled):.0f} s"
+    return body
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[Depends(need("read"))])
 def metrics(s: Services = Depends(services)) -> Response:
     s.metrics.llm_waiting.set(s.gate.waiting)
     s.metrics.llm_active.set(s.gate.active)

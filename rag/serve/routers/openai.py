@@ -15,14 +15,18 @@ from rag.retrieval import Filters
 from rag.serve import answering
 from rag.serve.gate import answer_stream
 from rag.serve.deps import Services, allow, need, services
-from rag.serve.errors import error_body, status_of
+from rag.serve.errors import TooLarge, error_body, status_of
 from rag.serve.keys import Principal
+from rag.serve.webui_tasks import is_task_prompt, task_reply
 from rag.serve.openai_protocol import (AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
                                        Delta, Embedding, EmbeddingList, EmbeddingRequest, Model, ModelList, StreamChoice, Usage,
                                        completion_id, now)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai"])
+
+MAX_QUESTION_CHARS = 4000  # as the REST ask and search
+MAX_TOTAL_CHARS = 32_000  # every message together (only the last turns are read, but a client may send more)
 
 
 @router.get("/models", response_model=ModelList)
@@ -32,11 +36,24 @@ def models(s: Services = Depends(services), who: Principal = Depends(need("read"
     return ModelList(data=[Model(id=name, created=created) for name in names] + ([Model(id=answering.ALL, created=created)] if names else []))
 
 
+@router.get("/models/{model_id}", response_model=Model)
+def model(model_id: str, s: Services = Depends(services), who: Principal = Depends(need("read"))) -> Model:
+    """One collection as a model (what the official client's ``models.retrieve`` asks)."""
+    answering.targets(s, who, model_id)  # 404 for no such collection, 403 for one this key may not use
+    return Model(id=model_id, created=now())
+
+
 def _conversation(req: ChatCompletionRequest) -> tuple[list[tuple[str, str]], str]:
     """(earlier (user, assistant) pairs, the last user question) from an OpenAI ``messages`` list."""
     turns = [m for m in req.messages if m.role in ("user", "assistant")]
     if not turns or turns[-1].role != "user" or not turns[-1].text.strip():
         raise ConfigError("messages must end with a non-empty user message")
+    total = sum(len(m.text) for m in req.messages)
+    if total > MAX_TOTAL_CHARS:
+        raise TooLarge(f"the messages hold {total:,} characters; at most {MAX_TOTAL_CHARS:,} are accepted: send fewer or "
+                       "shorter earlier turns")
+    if len(turns[-1].text) > MAX_QUESTION_CHARS and not is_task_prompt(turns[-1].text):
+        raise TooLarge(f"the question has {len(turns[-1].text):,} characters; at most {MAX_QUESTION_CHARS:,} are accepted")
     history: list[tuple[str, str]] = []
     pending: str | None = None
     for m in turns[:-1]:
@@ -60,30 +77,45 @@ def _sse(obj: dict | str) -> str:
 @router.post("/chat/completions", response_model=ChatCompletion,
              responses={200: {"content": {"text/event-stream": {}}, "description": "a completion, or a stream of chunks"}})
 def chat_completions(req: ChatCompletionRequest, request: Request, s: Services = Depends(services), who: Principal = Depends(need("read"))):
-    targets = answering.targets(s, who, req.model)
     history, question = _conversation(req)
+    targets = answering.targets(s, who, req.model)
+    if is_task_prompt(question):  # Open WebUI's title/tags/follow-ups: no retrieval, no LLM, no wait
+        return _task(req, task_reply(question))
     max_tokens = req.max_completion_tokens or req.max_tokens
-    s.gate.acquire()  # 429 when the LLM queue is full
+    if req.stream:
+        return answer_stream(request, _stream(s, req, targets, history, question, max_tokens), s.gate.acquire())
+    prepared = answering.answer_now(s, targets, history, question, req.top_k, _filters(req), max_tokens)
+    answer = prepared.stream.answer
+    usage, finish = _usage(s.collections.generator, prepared)
+    return ChatCompletion(id=completion_id(), created=now(), model=req.model, usage=usage,
+                          choices=[Choice(message=AssistantMessage(content=answer.text), finish_reason=finish)],
+                          sources=s.collections.public(prepared.sources()), unsupported=list(answer.unsupported))
+
+
+def _task(req: ChatCompletionRequest, text: str):
     if not req.stream:
-        try:
-            prepared = answering.prepare(s, targets, history, question, req.top_k, _filters(req), max_tokens)
-            for _ in prepared.stream:
-                pass
-        finally:
-            s.gate.release()
-        answer = prepared.stream.answer
-        gen = s.collections.generator
-        usage = _usage(gen, prepared, answer.text)
-        return ChatCompletion(id=completion_id(), created=now(), model=req.model, usage=usage,
-                              choices=[Choice(message=AssistantMessage(content=answer.text))],
-                              sources=prepared.sources(), unsupported=list(answer.unsupported))
-    return answer_stream(request, _stream(s, req, targets, history, question, max_tokens), s.gate.release)
+        return ChatCompletion(id=completion_id(), created=now(), model=req.model, usage=Usage(),
+                              choices=[Choice(message=AssistantMessage(content=text))])
+    from starlette.responses import StreamingResponse
+
+    cid, created = completion_id(), now()
+    chunks = [ChatCompletionChunk(id=cid, created=created, model=req.model, choices=[StreamChoice(delta=Delta(role="assistant", content=text))]),
+              ChatCompletionChunk(id=cid, created=created, model=req.model, choices=[StreamChoice(delta=Delta(), finish_reason="stop")])]
+    if req.stream_options and req.stream_options.include_usage:
+        chunks.append(ChatCompletionChunk(id=cid, created=created, model=req.model, usage=Usage()))
+    body = [_sse(c.wire()) for c in chunks] + [_sse("[DONE]")]
+    return StreamingResponse(iter(body), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-def _usage(gen, prepared, text: str) -> Usage:
-    prompt = sum(count_tokens(gen, m["content"]) for m in prepared.stream.messages())  # as the LLM read it (compressed)
-    completion = count_tokens(gen, text)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+def _usage(gen, prepared) -> tuple[Usage, str]:
+    """Usage as the LLM counted it (the prompt as it read it, compressed; the reply as it wrote it, before citations
+    were checked) and the finish reason: ``length`` when the reply used every token it was allowed."""
+    stream = prepared.stream
+    prompt = sum(count_tokens(gen, m["content"]) for m in stream.messages())
+    written = count_tokens(gen, stream.reply)
+    completion = min(written, stream.max_new_tokens)
+    return (Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
+            "length" if written >= stream.max_new_tokens else "stop")
 
 
 def _stream(s: Services, req: ChatCompletionRequest, targets: list[str], history, question: str, max_tokens) -> Iterator[str]:
@@ -98,15 +130,16 @@ def _stream(s: Services, req: ChatCompletionRequest, targets: list[str], history
         yield chunk(choices=[StreamChoice(delta=Delta(role="assistant", content=""))])
         prepared = answering.prepare(s, targets, history, question, req.top_k, _filters(req), max_tokens)
         for hit in prepared.stream.hits:
-            yield chunk(event=answering.webui_source_event(hit))
+            yield chunk(event=s.collections.public(answering.webui_source_event(hit)))
         for piece in prepared.stream:
             if piece:
                 yield chunk(choices=[StreamChoice(delta=Delta(content=piece))])
         answer = prepared.stream.answer
-        yield chunk(choices=[StreamChoice(delta=Delta(), finish_reason="stop")], sources=prepared.sources(),
+        usage, finish = _usage(s.collections.generator, prepared)
+        yield chunk(choices=[StreamChoice(delta=Delta(), finish_reason=finish)], sources=s.collections.public(prepared.sources()),
                     answer={"text": answer.text, "answered": answer.answered, "unsupported": list(answer.unsupported)})
         if req.stream_options and req.stream_options.include_usage:
-            yield chunk(usage=_usage(s.collections.generator, prepared, answer.text))
+            yield chunk(usage=usage)
     except RagError as exc:
         yield _sse(error_body(status_of(exc), str(exc)))
     except Exception as exc:  # headers are gone: the error travels in the stream

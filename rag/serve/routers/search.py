@@ -49,7 +49,7 @@ def search(name: str, body: SearchRequest, s: Services = Depends(services), who:
     with s.collections.reading(allow(who, name)) as kb:
         hits, timings = kb.search_timed(body.query, body.k, body.filters, body.mode)
     s.metrics.stages(timings)
-    return {"query": body.query, "hits": [h.to_dict() for h in hits], "timings_ms": timings}
+    return s.collections.public({"query": body.query, "hits": [h.to_dict() for h in hits], "timings_ms": timings})
 
 
 @router.post("/ask", responses={200: {"content": {"text/event-stream": {}}, "description": "the answer, or its stream"}})
@@ -57,16 +57,10 @@ def ask(name: str, body: AskRequest, request: Request, s: Services = Depends(ser
     """``stream: true`` sends server-sent events: ``sources`` (the passages), ``token`` pieces, then ``answer``."""
     allow(who, name)
     s.collections.path(name)
-    s.gate.acquire()
-    if not body.stream:
-        try:
-            prepared = answering.prepare(s, [name], [], body.question, body.k, body.filters)
-            for _ in prepared.stream:
-                pass
-        finally:
-            s.gate.release()
-        return prepared.stream.answer.to_dict() | {"timings_ms": prepared.timings_ms}
-    return answer_stream(request, stream_answer(s, [name], [], body.question, body.k, body.filters), s.gate.release)
+    if body.stream:
+        return answer_stream(request, stream_answer(s, [name], [], body.question, body.k, body.filters), s.gate.acquire())
+    prepared = answering.answer_now(s, [name], [], body.question, body.k, body.filters)
+    return s.collections.public(prepared.stream.answer.to_dict() | {"timings_ms": prepared.timings_ms})
 
 
 def _event(kind: str, data) -> str:
@@ -77,15 +71,16 @@ def stream_answer(s: Services, collections: list[str], history, question: str, k
     """The event stream of one answer; ``on_answer(prepared)`` runs when it is complete (e.g. to save a chat turn)."""
     try:
         prepared = answering.prepare(s, collections, history, question, k, filters)
-        yield _event("sources", {"question": question, "standalone": prepared.standalone,
-                                 "sources": [prepared.source(h, False) for h in prepared.stream.hits]})
+        yield _event("sources", s.collections.public({"question": question, "standalone": prepared.standalone,
+                                 "sources": [prepared.source(h, False) for h in prepared.stream.hits]}))
         for piece in prepared.stream:
             if piece:
                 yield _event("token", {"text": piece})
         answer = prepared.stream.answer
         if on_answer is not None:
             on_answer(prepared)
-        yield _event("answer", answer.to_dict() | {"standalone": prepared.standalone, "timings_ms": prepared.timings_ms})
+        yield _event("answer", s.collections.public(answer.to_dict() | {"standalone": prepared.standalone,
+                                                                         "timings_ms": prepared.timings_ms}))
     except RagError as exc:
         yield _event("error", error_body(status_of(exc), str(exc)))
     except Exception as exc:
@@ -107,6 +102,6 @@ def passage(name: str, chunk_id: str, window: int = Query(1, ge=0, le=5), s: Ser
             raise NotFoundError(f"collection {name!r} has no chunk {chunk_id} (it may have been re-indexed: search again)")
         around = kb.store.chunks.neighbours(cid, window)
     i = [c.id for c in around].index(cid)
-    return {"chunk_id": found.chunk_id, "source": found.source, "page": found.page, "page_end": found.page_end,
+    return s.collections.public({"chunk_id": found.chunk_id, "source": found.source, "page": found.page, "page_end": found.page_end,
             "pages": found.pages, "headings": list(found.headings), "text": found.text,
-            "before": [c.text for c in around[:i]], "after": [c.text for c in around[i + 1:]]}
+            "before": [c.text for c in around[:i]], "after": [c.text for c in around[i + 1:]]})

@@ -26,8 +26,11 @@ function el(tag, attrs = {}, ...children) {
 
 const isChinese = (text) => /[\u3400-\u9fff]/.test(text || "");
 const words = {
-  en: { sources: "Sources", notFound: "Not found in the documents", stopped: "Stopped.", thinking: "Searching the documents…" },
-  zh: { sources: "来源", notFound: "文档中没有找到答案", stopped: "已停止。", thinking: "正在检索文档…" },
+  en: { sources: "Sources", notFound: "Not found in the documents", stopped: "Stopped.", thinking: "Searching the documents…",
+    reading: (n) => `Reading ${n} passage${n === 1 ? "" : "s"} and writing the answer…`,
+    unsupported: "Not supported by the passages, check before relying on it:" },
+  zh: { sources: "来源", notFound: "文档中没有找到答案", stopped: "已停止。", thinking: "正在检索文档…",
+    reading: (n) => `正在阅读 ${n} 段文字并撰写回答…`, unsupported: "以下内容在文档中找不到依据，请核实：" },
 };
 const say = (question, key) => words[isChinese(question) ? "zh" : "en"][key];
 
@@ -389,7 +392,7 @@ function assistantBubble(question) {
   return { node, text };
 }
 
-function showAnswer(bubble, question, answer, answered, sources) {
+function showAnswer(bubble, question, answer, answered, sources, unsupported = []) {
   const { node, text } = bubble;
   node.classList.remove("streaming");
   node.setAttribute("aria-busy", "false");
@@ -399,6 +402,11 @@ function showAnswer(bubble, question, answer, answered, sources) {
   node.querySelector(".sources")?.remove();
   if (!answered) node.prepend(el("div", { class: "notice", testid: "not-found" }, say(question, "notFound")));
   text.replaceChildren(...answerNodes(answer, sources));
+  node.querySelector(".unsupported")?.remove();
+  if (answered && unsupported.length) {
+    node.append(el("div", { class: "notice unsupported", testid: "unsupported" }, say(question, "unsupported"),
+      el("ul", {}, unsupported.map((sentence) => el("li", {}, sentence)))));
+  }
   const cited = sources.filter((s) => s.cited);
   if (answered && cited.length) {
     node.append(el("ul", { class: "sources", testid: "sources", "aria-label": say(question, "sources") },
@@ -429,9 +437,10 @@ async function ask(question) {
   if (!state.collection) { banner("Create a collection and upload documents first (Documents)."); return; }
   banner(null);
   if (!state.chat || state.chatCollection !== state.collection) {
-    const chat = await api("/chats", { method: "POST", body: { collection: state.collection } });
+    const chat = await api("/chats", { method: "POST", body: { collection: state.collection, title: question.slice(0, 200) } });
     state.chat = chat.id;
     state.chatCollection = chat.collection;
+    loadChats().catch(report);  // the new chat is in the history at once, not after its first answer
   }
   userBubble(question);
   const bubble = assistantBubble(question);
@@ -444,17 +453,21 @@ async function ask(question) {
   try {
     const response = await api(`/chats/${state.chat}/messages`, { method: "POST", body: { question, stream: true }, signal: controller.signal, raw: true });
     await readEvents(response, (name, data) => {
-      if (name === "sources") sources = data.sources;
-      else if (name === "token") {
+      if (name === "sources") {
+        sources = data.sources;
+        if (!raw) bubble.text.textContent = say(question, "reading")(sources.length);
+      } else if (name === "token") {
         raw += data.text;
         if (!/^\s*NOT_?F?O?U?N?D?/i.test(raw) || raw.trim().length > 9) bubble.text.replaceChildren(...answerNodes(raw, sources));
       } else if (name === "answer") {
         finished = true;
         const cited = new Set(data.citations.map((c) => c.n));
-        showAnswer(bubble, question, data.answer, data.answered, sources.map((s) => ({ ...s, cited: cited.has(s.n) })));
+        showAnswer(bubble, question, data.answer, data.answered, sources.map((s) => ({ ...s, cited: cited.has(s.n) })),
+          data.unsupported || []);
       } else if (name === "error") {
         finished = true;
         bubble.node.classList.remove("streaming");
+        bubble.node.setAttribute("aria-busy", "false");
         bubble.text.replaceChildren(el("span", { class: "error", testid: "answer-error" }, data.error.message));
       }
       scrollDown();
@@ -540,23 +553,86 @@ async function deleteChat(chat) {
 
 // ---------- passages ----------
 
+// A passage's Markdown as DOM nodes (headings, emphasis, inline code, lists, fenced code, tables); text only ever
+// becomes text nodes, never HTML, so a document cannot inject markup into the page.
+function inlineMarkdown(text) {
+  const out = [];
+  const pattern = /(`[^`]+`|\*\*[^*]+\*\*|__[^_]+__|\*[^*\s][^*]*\*|_[^_\s][^_]*_)/g;
+  let last = 0;
+  for (const m of text.matchAll(pattern)) {
+    out.push(text.slice(last, m.index));
+    const t = m[0];
+    if (t.startsWith("`")) out.push(el("code", {}, t.slice(1, -1)));
+    else if (t.startsWith("**") || t.startsWith("__")) out.push(el("strong", {}, t.slice(2, -2)));
+    else out.push(el("em", {}, t.slice(1, -1)));
+    last = m.index + t.length;
+  }
+  out.push(text.slice(last));
+  return out;
+}
+
+const cells = (line) => line.trim().replace(/^\|/, "").replace(/\|$/, "").split("|").map((c) => c.trim());
+
+function markdownNodes(text) {
+  const lines = text.replace(/\r\n?/g, "\n").split("\n");
+  const out = [];
+  let para = [];
+  const flush = () => { if (para.length) out.push(el("p", {}, inlineMarkdown(para.join(" ")))); para = []; };
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    let m;
+    if (/^\s*```/.test(line)) {
+      flush();
+      const code = [];
+      while (++i < lines.length && !/^\s*```/.test(lines[i])) code.push(lines[i]);
+      out.push(el("pre", {}, el("code", {}, code.join("\n"))));
+    } else if ((m = /^(#{1,6})\s+(.*)$/.exec(line))) {
+      flush();
+      out.push(el(`h${Math.min(6, m[1].length + 2)}`, { class: "md-heading" }, inlineMarkdown(m[2])));
+    } else if (/^\s*\|.*\|\s*$/.test(line) && /^\s*\|?\s*:?-{2,}/.test(lines[i + 1] || "")) {
+      flush();
+      const head = cells(line);
+      const rows = [];
+      i++;
+      while (i + 1 < lines.length && /^\s*\|.*\|\s*$/.test(lines[i + 1])) rows.push(cells(lines[++i]));
+      out.push(el("table", {}, el("thead", {}, el("tr", {}, head.map((c) => el("th", {}, inlineMarkdown(c))))),
+        el("tbody", {}, rows.map((r) => el("tr", {}, r.map((c) => el("td", {}, inlineMarkdown(c))))))));
+    } else if ((m = /^\s*([-*+]|\d+[.)])\s+(.*)$/.exec(line))) {
+      flush();
+      const ordered = /\d/.test(m[1]);
+      const items = [el("li", {}, inlineMarkdown(m[2]))];
+      let n;
+      while (i + 1 < lines.length && (n = /^\s*([-*+]|\d+[.)])\s+(.*)$/.exec(lines[i + 1])) && /\d/.test(n[1]) === ordered) {
+        items.push(el("li", {}, inlineMarkdown(n[2])));
+        i++;
+      }
+      out.push(el(ordered ? "ol" : "ul", {}, items));
+    } else if (!line.trim()) flush();
+    else para.push(line.trim());
+  }
+  flush();
+  return out;
+}
+
+const passageNode = (attrs, text) => el("div", attrs, markdownNodes(text));
+
 async function openPassage(source) {
   const dialog = $("passage");
   $("passage-source").textContent = source.name;
   const where = [pagesLabel(source), source.headings.join(" › ")].filter(Boolean).join(" · ");
   $("passage-location").textContent = [source.collection && state.collections.length > 1 ? source.collection : "", where].filter(Boolean).join(" · ");
   const body = $("passage-body");
-  body.replaceChildren(el("mark", { testid: "passage-text" }, source.text));
+  body.replaceChildren(passageNode({ class: "cited", testid: "passage-text" }, source.text));
   if (!dialog.open) dialog.showModal();
   const collection = source.collection || (state.chatCollection !== ALL && state.chatCollection) || state.collection;
   if (!collection || collection === ALL) return;
   try {
     const p = await api(`/collections/${encodeURIComponent(collection)}/passages/${source.chunk_id}?window=1`);
     body.replaceChildren(
-      ...p.before.map((t) => el("div", { class: "context", testid: "passage-before" }, t)),
-      el("mark", { testid: "passage-text" }, p.text),
-      ...p.after.map((t) => el("div", { class: "context", testid: "passage-after" }, t)));
-    body.querySelector("mark").scrollIntoView({ block: "center" });
+      ...p.before.map((t) => passageNode({ class: "context", testid: "passage-before" }, t)),
+      passageNode({ class: "cited", testid: "passage-text" }, p.text),
+      ...p.after.map((t) => passageNode({ class: "context", testid: "passage-after" }, t)));
+    body.querySelector(".cited").scrollIntoView({ block: "center" });
   } catch (exc) {
     if (exc.status === 404) body.append(el("p", { class: "muted" }, "This passage has changed since (the document was re-indexed or deleted): the text above is what the answer used."));
     else report(exc);

@@ -1,0 +1,183 @@
+"""Every route behind the right key, every input bounded, no server path in any body, and the OpenAI surface
+telling the truth (model lookup, finish_reason and usage under max_tokens, 400s, Open WebUI's task prompts)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from rag.serve.db import ServerDB  # noqa: E402
+from rag.serve.keys import create_key  # noqa: E402
+from tests.test_serve import ScriptedLLM, client, corpus_files, loaded, make_app, upload, wait_job  # noqa: E402,F401
+
+ASK = {"question": "How often should the air filter be cleaned?"}
+CHAT = {"model": "a", "messages": [{"role": "user", "content": "How often should the air filter be cleaned?"}]}
+# method, path, body, the scope it needs, whether it is about collection "a"; healthz and readyz need nothing
+ROUTES = [
+    ("GET", "/healthz", None, None, False), ("GET", "/readyz", None, None, False),
+    ("GET", "/metrics", None, "read", False), ("GET", "/docs", None, "read", False), ("GET", "/openapi.json", None, "read", False),
+    ("GET", "/collections", None, "read", False), ("POST", "/collections", {"name": "fresh"}, "admin", True),
+    ("GET", "/collections/a", None, "read", True), ("GET", "/collections/a/documents", None, "read", True),
+    ("GET", "/collections/a/jobs", None, "read", True), ("POST", "/collections/a/search", {"query": "air filter"}, "read", True),
+    ("POST", "/collections/a/ask", ASK, "read", True), ("POST", "/collections/a/documents", "upload", "ingest", True),
+    ("GET", "/v1/models", None, "read", False), ("GET", "/v1/models/a", None, "read", True),
+    ("POST", "/v1/chat/completions", CHAT, "read", True), ("POST", "/v1/embeddings", {"model": "a", "input": "filter"}, "read", True),
+    ("GET", "/chats", None, "read", False), ("POST", "/chats", {"collection": "a"}, "read", True),
+]
+
+
+def call(c, method, path, body, headers):
+    if body == "upload":
+        return upload(c, "a", [("extra.md", b"# Extra\n\nA note about the fan.")], headers=headers)
+    return c.request(method, path, json=body, headers=headers)
+
+
+def test_every_route_answers_each_kind_of_key_with_its_status(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    db = ServerDB(root)
+    _, admin = create_key(db, "admin", ["admin"])
+    _, reader = create_key(db, "reader", ["read"])
+    _, other = create_key(db, "other", ["admin"], ["b"])
+    db.close()
+    keys = {"none": None, "wrong": "rk-not-a-key", "reader": reader, "other collection": other, "admin": admin}
+    with TestClient(make_app(root)) as c:
+        a = {"Authorization": f"Bearer {admin}"}
+        for name in ("a", "b"):
+            assert c.post("/collections", json={"name": name}, headers=a).status_code == 201
+        wait_job(c, upload(c, "a", corpus_files(), headers=a).json()["id"], headers=a)
+        table = {}
+        for method, path, body, scope, scoped in ROUTES:
+            for kind, token in keys.items():
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                status = call(c, method, path, body, headers).status_code
+                if scope is None:
+                    expected = 200
+                elif kind in ("none", "wrong"):
+                    expected = 401
+                elif kind == "reader" and scope != "read":
+                    expected = 403  # a key without the scope
+                elif kind == "other collection" and scoped:
+                    expected = 403
+                else:
+                    expected = 0  # success: 200, 201 or 202
+                table[(method, path, kind)] = status
+                assert (200 <= status < 300) if expected == 0 else status == expected, (method, path, kind, status)
+                if method == "POST" and path == "/collections" and 200 <= status < 300:
+                    c.delete("/collections/fresh", headers=a)
+        assert table[("GET", "/metrics", "none")] == table[("GET", "/docs", "none")] == table[("GET", "/openapi.json", "none")] == 401
+
+
+def test_inputs_are_bounded_on_every_route_the_openai_ones_included(loaded):
+    started = time.monotonic()
+    r = loaded.post("/v1/chat/completions", json={"model": "manuals", "messages": [{"role": "user", "content": "x" * 100_000}]})
+    assert r.status_code == 413 and "100,000 characters" in r.json()["error"]["message"]
+    assert time.monotonic() - started < 5  # refused before any retrieval or LLM work (generous for a busy machine)
+    many = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}] * 60 + [{"role": "user", "content": "q?"}]
+    assert loaded.post("/v1/chat/completions", json={"model": "manuals", "messages": many}).status_code == 400
+    r = loaded.post("/v1/chat/completions", json={**CHAT, "model": "manuals", "max_tokens": 0})
+    assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]  # OpenAI's status for an invalid request
+    assert loaded.post("/v1/chat/completions", json={"model": "manuals", "messages": []}).status_code == 400
+    big = json.dumps({"query": "y" * (2 << 20)})
+    r = loaded.post("/collections/manuals/search", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "MiB" in r.json()["error"]["message"]
+    assert loaded.post("/collections/manuals/ask", json={"question": "x" * 4001}).status_code == 422
+
+
+def test_no_response_carries_the_servers_own_paths(loaded, tmp_path):
+    c = loaded
+    root = str(c.app.state.services.collections.root.resolve())
+    bodies = [c.get("/collections/manuals").text, c.get("/collections/manuals/documents").text,
+              c.get("/collections/manuals/jobs").text, c.post("/collections/manuals/search", json={"query": "air filter"}).text,
+              c.post("/collections/manuals/ask", json=ASK).text]
+    hits = c.post("/collections/manuals/search", json={"query": "air filter"}).json()["hits"]
+    assert hits[0]["source"] == "aurora-manual.md"  # the upload's own name
+    bodies.append(c.get(f"/collections/manuals/passages/{hits[0]['chunk_id']}").text)
+    job = upload(c, "manuals", [("note.md", b"# Note\n\nThe fan is quiet.")]).json()
+    bodies += [json.dumps(job), json.dumps(wait_job(c, job["id"]))]
+    with c.stream("POST", "/collections/manuals/ask", json={**ASK, "stream": True}) as resp:
+        bodies.append(resp.read().decode())
+    bodies.append(c.post("/v1/chat/completions", json={**CHAT, "model": "manuals"}).text)
+    with c.stream("POST", "/v1/chat/completions", json={**CHAT, "model": "manuals", "stream": True}) as resp:
+        bodies.append(resp.read().decode())
+    chat = c.post("/chats", json={"collection": "manuals"}).json()["id"]
+    bodies += [c.post(f"/chats/{chat}/messages", json=ASK).text, c.get(f"/chats/{chat}").text]
+    for body in bodies:
+        assert root not in body and str(tmp_path) not in body, body[:500]
+
+
+def test_model_lookup_task_prompts_and_truthful_finish_reason_and_usage(loaded):
+    c = loaded
+    assert c.get("/v1/models/manuals").json()["id"] == "manuals"
+    r = c.get("/v1/models/nope")
+    assert r.status_code == 404 and "no collection 'nope'" in r.json()["error"]["message"]
+
+    llm: ScriptedLLM = c.app.state.services.collections.generator
+    asked = len(llm.rewrites)
+    title = {"model": "manuals", "stream": False, "messages": [{"role": "user", "content": (
+        "### Task:\nGenerate a concise, 3-5 word title with an emoji summarizing the chat history.\n### Output:\n"
+        'JSON format: { "title": "your concise title here" }\n### Chat History:\n<chat_history>\n'
+        "USER: How often should the air filter be cleaned?\nASSISTANT: Every three months [1].\n</chat_history>")}]}
+    r = c.post("/v1/chat/completions", json=title).json()
+    assert json.loads(r["choices"][0]["message"]["content"]) == {"title": "How often should the air filter be cleaned?"}
+    assert not r.get("sources")
+    follow = {**title, "stream": True, "messages": [{"role": "user", "content": title["messages"][0]["content"].replace(
+        '{ "title": "your concise title here" }', '{ "follow_ups": ["Question 1?"] }')}]}
+    with c.stream("POST", "/v1/chat/completions", json=follow) as resp:
+        lines = [x[6:] for x in resp.iter_lines() if x.startswith("data: ")]
+    assert lines[-1] == "[DONE]" and json.loads(json.loads(lines[0])["choices"][0]["delta"]["content"]) == {"follow_ups": []}
+    assert len(llm.rewrites) == asked  # no LLM call, no retrieval
+
+    class Wordy(ScriptedLLM):
+        """Writes one word a token, up to the limit it is given."""
+
+        def stream(self, messages, max_new_tokens=512):
+            words = "The warranty is five years for the whole unit and ten for the compressor".split()
+            for word in words[:max_new_tokens]:
+                yield word + " "
+
+    c.app.state.services.collections.generator = Wordy()
+    r = c.post("/v1/chat/completions", json={**CHAT, "model": "manuals", "max_tokens": 5}).json()
+    assert r["choices"][0]["finish_reason"] == "length" and r["usage"]["completion_tokens"] <= 5
+    r = c.post("/v1/chat/completions", json={**CHAT, "model": "manuals", "max_tokens": 50}).json()
+    assert r["choices"][0]["finish_reason"] == "stop" and 0 < r["usage"]["completion_tokens"] <= 50
+    with c.stream("POST", "/v1/chat/completions", json={**CHAT, "model": "manuals", "max_tokens": 5, "stream": True,
+                                                       "stream_options": {"include_usage": True}}) as resp:
+        chunks = [json.loads(x[6:]) for x in resp.iter_lines() if x.startswith("data: {")]
+    assert [c_["choices"][0]["finish_reason"] for c_ in chunks if c_["choices"] and c_["choices"][0]["finish_reason"]] == ["length"]
+    assert chunks[-1]["usage"]["completion_tokens"] <= 5
+    events = [c_["event"] for c_ in chunks if "event" in c_]
+    assert events and all("distances" not in e["data"] for e in events)  # no fused rank score shown as a relevance %
+
+
+def test_chats_from_before_keys_stay_reachable_by_an_admin(tmp_path):
+    root = tmp_path / "root"
+    with TestClient(make_app(root)) as c:
+        c.post("/collections", json={"name": "m"})
+        chat = c.post("/chats", json={"collection": "m", "title": "before keys"}).json()["id"]
+    db = ServerDB(root)
+    _, admin = create_key(db, "admin", ["admin"])
+    _, reader = create_key(db, "reader", ["read"])
+    db.close()
+    with TestClient(make_app(root)) as c:
+        a, rd = {"Authorization": f"Bearer {admin}"}, {"Authorization": f"Bearer {reader}"}
+        assert c.get(f"/chats/{chat}", headers=a).json()["title"] == "before keys"
+        assert [x["id"] for x in c.get("/chats", headers=a).json()["chats"]] == [chat]
+        assert c.get(f"/chats/{chat}", headers=rd).status_code == 404 and c.get("/chats", headers=rd).json()["chats"] == []
+
+
+def test_readiness_reports_a_stalled_llm(tmp_path):
+    with TestClient(make_app(tmp_path / "root", llm_stall_s=0.0)) as c:
+        assert c.get("/readyz").status_code == 200
+        slot = c.app.state.services.gate.acquire()  # an answer that makes no progress
+        try:
+            r = c.get("/readyz")
+            assert r.status_code == 503 and r.json()["llm"].startswith("stalled")
+        finally:
+            slot.release()
+        assert c.get("/readyz").status_code == 200

@@ -79,7 +79,7 @@ def live(tmp_path):
 class Visit:
     """A page of the browser that records every request it makes and every script error."""
 
-    def __init__(self, browser, url: str, width: int = 1200) -> None:
+    def __init__(self, browser, url: str, width: int = 1280) -> None:
         self.context = browser.new_context(viewport={"width": width, "height": 850})
         self.requests: list[str] = []
         self.errors: list[str] = []
@@ -168,6 +168,8 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
     answer.locator("[data-testid=citation]").first.click()
     expect(dialog.locator("[data-testid=passage-source]")).to_have_text("保修与服务.md")
     expect(dialog.locator("[data-testid=passage-location]")).to_contain_text("保修期限")  # the heading path
+    expect(dialog.locator(".md-heading").first).to_be_attached()  # Markdown rendered, not shown as "## …"
+    assert "## " not in dialog.locator("[data-testid=passage-body]").inner_text()
     page.keyboard.press("Escape")
 
     answer, _ = ask(page, "What is the airspeed velocity of an unladen swallow?")
@@ -178,7 +180,7 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
     assert "three months" in answer.inner_text() and answer.locator("[data-testid=citation]").count() >= 1
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "chat-page.png"
-    page.screenshot(path=str(shot))
+    page.screenshot(path=str(shot))  # 1280 px wide
     assert shot.stat().st_size > 10_000
     print(f"\nscreenshot of the chat page: {shot}")
 
@@ -187,7 +189,9 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
     page.press("[data-testid=question]", "Enter")
     stop = page.locator("[data-testid=stop]")
     expect(stop).to_be_visible()
-    expect(page.locator("[data-testid=answer]").last.locator("[data-testid=answer-text]")).to_contain_text("word0", timeout=10_000)
+    waiting = page.locator("[data-testid=answer]").last.locator("[data-testid=answer-text]")
+    expect(waiting).to_contain_text("Reading 5 passages")  # the stage before the first token
+    expect(waiting).to_contain_text("word0", timeout=10_000)
     stop.click()
     stopped = page.locator("[data-testid=answer]").last
     expect(stopped.locator("[data-testid=stopped]")).to_be_visible()
@@ -197,6 +201,7 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
 
     # history is the server's: after a reload the chat is listed, reopens with its turns, and can be deleted
     page.reload()
+    expect(page.locator("[data-testid=collection-select]")).to_have_value("manuals")  # the collections, after a Stop
     chats = page.locator("[data-testid=chat]")
     expect(chats).to_have_count(1)
     expect(chats.first).to_contain_text("Which protocol do smart meters speak?")
@@ -239,10 +244,29 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
     expect(page.locator("[data-testid=chat]")).to_have_count(0)
     assert httpx.get(f"{live.url}/chats", timeout=10).json()["chats"] == []
 
-    # a narrow window still shows the question box and its button
-    page.set_viewport_size({"width": 400, "height": 800})
+    # a new chat is in the history as soon as its first question is asked, under that question
+    page.fill("[data-testid=question]", "Tell me slowly about the pump")
+    page.press("[data-testid=question]", "Enter")
+    expect(page.locator("[data-testid=chat]")).to_have_count(1)
+    expect(page.locator("[data-testid=chat]").first).to_contain_text("Tell me slowly about the pump")
+    expect(page.locator("[data-testid=stop]")).to_be_visible()  # while the answer is still being written
+    page.locator("[data-testid=stop]").click()
+    expect(page.locator("[data-testid=send]")).to_be_visible()
+
+    # 390 px wide (a phone): one column, the question box in view after an answer, the documents table whole
+    page.set_viewport_size({"width": 390, "height": 800})
+    answer, _ = ask(page, "How often should the air filter be cleaned?")
     expect(page.locator("[data-testid=send]")).to_be_in_viewport()
-    page.screenshot(path=str(ARTIFACTS / "chat-page-narrow.png"), full_page=True)
+    expect(page.locator("[data-testid=question]")).to_be_in_viewport()
+    page.screenshot(path=str(ARTIFACTS / "chat-page-390.png"))
+    page.click("[data-testid=tab-documents]")
+    expect(page.locator("[data-testid=document]").first).to_be_visible()
+    page.wait_for_function("""() => {  // the rightmost column, the row's buttons, inside the window
+      const buttons = [...document.querySelectorAll("[data-testid=delete-document]")];
+      return buttons.length > 0 && buttons.every((b) => b.getBoundingClientRect().right <= window.innerWidth + 1);
+    }""")
+    page.screenshot(path=str(ARTIFACTS / "documents-390.png"), full_page=True)
+    page.click("[data-testid=tab-chat]")
 
     assert visit.errors == [], visit.errors
     assert visit.outside() == [], visit.outside()

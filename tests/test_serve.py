@@ -99,6 +99,50 @@ def test_a_corrupt_pdf_fails_with_its_reason_while_the_other_files_commit(client
     assert [d["name"] for d in client.get("/collections/c/documents").json()["documents"]] == ["ok.md"]
 
 
+def test_files_are_reported_committed_once_searchable_and_same_bytes_are_indexed_once(client, tmp_path):
+    from indexes.store import Store
+
+    client.post("/collections", json={"name": "c"})
+    store = client.app.state.services.collections.path("c")
+    seen: list[tuple[str, str, bool]] = []
+    services = client.app.state.services
+    emb = services.collections.embedder("test-hash")
+
+    def runner(spec, emit):
+        def watch(event):
+            if event["stage"] == "committed":  # what the page shows as done must already be searchable
+                reader = Store.open(store, read_only=True)
+                seen.append((Path(event["source"]).name, event["reason"], reader.lexical_ready and event["source"] in reader.documents()))
+            emit(event)
+
+        return run_job(spec, watch, embedder=emb)
+
+    services.jobs.runner = runner
+    same = b"# Pump\n\nThe pump runs quietly at night."
+    job = wait_job(client, upload(client, "c", [("a.md", same), ("b.md", same), ("c.md", b"# Fan\n\nThe fan is loud.")]).json()["id"])
+    by_name = {f["name"]: f for f in job["files"]}
+    assert by_name["a.md"]["status"] == by_name["c.md"]["status"] == "committed"
+    assert by_name["b.md"]["status"] == "unchanged" and "same content as a.md" in by_name["b.md"]["reason"]
+    assert sorted(seen) == [("a.md", "added", True), ("c.md", "added", True)]
+    assert [d["name"] for d in client.get("/collections/c/documents").json()["documents"]] == ["a.md", "c.md"]
+
+
+def test_a_job_resumed_after_a_restart_reports_the_files_it_had_committed_as_added(tmp_path):
+    root = tmp_path / "root"
+    with TestClient(make_app(root)) as c:
+        c.post("/collections", json={"name": "m"})
+        services = c.app.state.services
+        job = wait_job(c, upload(c, "m", [("a.md", b"# A\n\nAlpha pumps.")]).json()["id"])
+        assert job["files"][0]["status"] == "committed"
+        # as if the process died after the store committed but before the job did
+        services.db.set_job(job["id"], "running")
+        services.db.set_file(job["id"], services.db.job(job["id"])["files"][0]["source"], "embedding", "")
+    with TestClient(make_app(root)) as c:
+        done = wait_job(c, job["id"])
+        assert done["status"] == "committed" and done["files"][0]["status"] == "committed", done
+        assert done["files"][0]["reason"] == "added before the server restarted" and "resumed" in done["note"]
+
+
 def test_upload_names_never_escape_the_collection_and_limits_are_enforced(tmp_path):
     root = tmp_path / "root"
     with TestClient(make_app(root, max_upload_mb=0.001)) as c:

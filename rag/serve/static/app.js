@@ -241,7 +241,8 @@ async function loadDocuments() {
     $("documents-count").textContent = `(${documents.length})`;
     body.replaceChildren(...documents.map((d) => el("tr", { testid: "document", "data-name": d.name },
       el("td", {}, d.name, d.warnings.length ? el("div", { class: "warn" }, d.warnings.join("; ")) : null),
-      el("td", {}, String(d.chunks)), el("td", {}, bytes(d.bytes)), el("td", {}, when(d.ingested_at)),
+      el("td", { "data-label": "Chunks" }, String(d.chunks)), el("td", { "data-label": "Size" }, bytes(d.bytes)),
+      el("td", { "data-label": "Added" }, when(d.ingested_at)),
       el("td", { class: "actions" },
         el("button", { class: "quiet", testid: "reindex", "aria-label": `Re-index ${d.name}`, onclick: () => changeDocument(d, "reindex") }, "Re-index"),
         el("button", { class: "quiet", testid: "delete-document", "aria-label": `Delete ${d.name}`, onclick: () => changeDocument(d, "delete") }, "Delete")))));
@@ -420,7 +421,11 @@ function userBubble(question) {
   $("messages").append(el("div", { class: "msg user", testid: "question-bubble", lang: isChinese(question) ? "zh" : "en" }, question));
 }
 
-function scrollDown() { const m = $("messages"); m.scrollTop = m.scrollHeight; }
+function scrollDown() {
+  const m = $("messages");
+  m.scrollTop = m.scrollHeight;
+  if (m.scrollHeight <= m.clientHeight) window.scrollTo(0, document.documentElement.scrollHeight);  // a narrow page scrolls whole
+}
 
 function running(on) {
   $("send").hidden = on;
@@ -479,6 +484,7 @@ async function ask(question) {
     bubble.node.setAttribute("aria-busy", "false");
     if (exc.name === "AbortError") {
       bubble.node.dataset.stopped = "true";
+      if (!raw) bubble.text.replaceChildren();  // no "searching…" left standing once stopped
       bubble.node.append(el("div", { class: "stopped", testid: "stopped" }, say(question, "stopped")));
     } else {
       bubble.text.append(el("div", { class: "error", testid: "answer-error" }, exc.message));

@@ -181,3 +181,19 @@ def test_readiness_reports_a_stalled_llm(tmp_path):
         finally:
             slot.release()
         assert c.get("/readyz").status_code == 200
+
+
+def test_the_request_shapes_open_webui_sends_are_answered(loaded):
+    body = {"stream": True, "model": "manuals", "stream_options": {"include_usage": True}, "chat_id": "c-1", "id": "m-2",
+            "session_id": "s-3", "params": {}, "tool_servers": [], "features": {"web_search": False, "memory": False},
+            "variables": {"{{USER_NAME}}": "user"}, "background_tasks": {"title_generation": True, "tags_generation": True},
+            "messages": [{"role": "system", "content": "You are helpful."},
+                         {"role": "user", "content": [{"type": "text", "text": "How often should the air filter be cleaned?"}]}]}
+    with loaded.stream("POST", "/v1/chat/completions", json=body) as resp:
+        assert resp.status_code == 200
+        lines = [x[6:] for x in resp.iter_lines() if x.startswith("data: ")]
+    chunks = [json.loads(x) for x in lines[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert lines[-1] == "[DONE]" and "three months" in text and chunks[-1]["usage"]["total_tokens"] > 0
+    cards = [c["event"]["data"] for c in chunks if "event" in c]
+    assert cards and cards[0]["source"]["name"] and cards[0]["document"][0]

@@ -8,6 +8,11 @@ and once more with the e5 query/passage prompts set, so the model is used as int
     pip install -e '.[bench]'
     python benchmarks/fetch_data.py
     python benchmarks/retrieval_bench.py [--sets python-faq,ctex-faq] [--configs dense,bm25,hybrid,...] [--embedder-dtype float32] [--json]
+    python benchmarks/retrieval_bench.py --questions benchmarks/questions/crosslingual --sets example-corpus,python-faq,ctex-faq --no-langchain
+
+``--questions`` picks another folder of question files, e.g. ``crosslingual/``: the first 26 questions of each
+set asked in the other language (Chinese about the English Python FAQ and the English example manual, English
+about the Chinese CTeX FAQ and warranty page), same gold phrases; ``--limit 26`` gives the same-language baseline.
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ def main() -> None:
     ap.add_argument("--embedder", default="multilingual-e5-small")
     ap.add_argument("--judge", default="qwen2.5-coder-1.5b-instruct", help="LLM used by the +rerank configuration")
     ap.add_argument("--embedder-dtype", default="auto", help="auto | float32 | bfloat16 (the embedder_dtype setting)")
+    ap.add_argument("--questions", type=Path, default=HERE / "questions", help="the folder of SET.jsonl question files")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N questions of each set")
+    ap.add_argument("--no-langchain", action="store_true", help="leave out the LangChain rows")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
@@ -81,10 +89,10 @@ def main() -> None:
 
     out = {}
     for name in args.sets.split(","):
-        folder = HERE / "data" / name
+        folder = HERE.parent / "examples" / "corpus" if name == "example-corpus" else HERE / "data" / name
         if not folder.exists():
             raise SystemExit(f"{folder} is missing: run `python benchmarks/fetch_data.py` first")
-        questions = load_questions(HERE / "questions" / f"{name}.jsonl")
+        questions = load_questions(args.questions / f"{name}.jsonl")[: args.limit or None]
         reports = []
         with tempfile.TemporaryDirectory() as tmp:
             config = Config(embedder=args.embedder, index=IndexConfig(gpu=False), llm=LLMConfig(name=args.judge),
@@ -95,9 +103,10 @@ def main() -> None:
                 retriever = eval_retriever(kb, config)
                 reports.append(evaluate(f"rag {config}", lambda q, k, r=retriever: r.search(q, k), questions))
             kb.close()
-        model_path = resolve_model_path(args.embedder)
-        reports.append(evaluate("LangChain (as usually written)", langchain_search(folder, model_path, False), questions))
-        reports.append(evaluate("LangChain + e5 prompts", langchain_search(folder, model_path, True), questions))
+        if not args.no_langchain:
+            model_path = resolve_model_path(args.embedder)
+            reports.append(evaluate("LangChain (as usually written)", langchain_search(folder, model_path, False), questions))
+            reports.append(evaluate("LangChain + e5 prompts", langchain_search(folder, model_path, True), questions))
         out[name] = reports
         if not args.json:
             print(f"\n## {name}: {len(questions)} questions, embedder {args.embedder} ({inference_dtype(args.embedder_dtype, 'cpu')})\n")

@@ -1,8 +1,11 @@
 """Load on a live ``rag serve`` (127.0.0.1): 8 clients searching, then asking with the extractive LLM, each for a
 fixed time, first with the server idle and then while ingest jobs of a few hundred chunks run back to back.
 Beside it, the same questions the way a script asks them without a server: one ``rag search`` process each.
+The ``stop`` phase has half the clients press Stop (close a streamed answer at its first token) over and over
+while the others ask whole answers: their errors, whether ``/readyz`` ever said the LLM stalled, and whether the
+LLM gauge returns to 0 afterwards (best with a real LLM: ``--llm qwen2.5-coder-0.5b-instruct``).
 
-    python benchmarks/serve_bench.py [--seconds 60] [--clients 8] [--cli-questions 3]
+    python benchmarks/serve_bench.py [--seconds 60] [--clients 8] [--cli-questions 3] [--phases search,ask,stop] [--llm NAME]
 
 Bounded: every request has a timeout, each phase stops after ``--seconds``, the server is stopped at the end.
 """
@@ -93,6 +96,73 @@ def load(url: str, route: str, seconds: float, clients: int) -> dict:
             "error_examples": sorted(set(errors))[:3]}
 
 
+def load_with_stops(url: str, seconds: float, clients: int) -> dict:
+    """Half the clients stream an answer and hang up at its first token; the others ask whole answers."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    stopped, not_ready = [0], [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def stopper(offset: int) -> None:
+        i = offset
+        while time.monotonic() < stop:
+            body = {"question": QUESTIONS[i % len(QUESTIONS)], "stream": True}
+            try:
+                with httpx.stream("POST", f"{url}/collections/bench/ask", json=body, timeout=600) as r:
+                    for line in r.iter_lines():
+                        if line.startswith(("event: token", "event: answer", "event: error")):
+                            break  # Stop: the connection closes here
+                with lock:
+                    stopped[0] += 1
+            except httpx.HTTPError:
+                pass
+            i += clients
+
+    def asker(offset: int) -> None:
+        i = offset
+        while time.monotonic() < stop:
+            t = time.perf_counter()
+            try:
+                r = httpx.post(f"{url}/collections/bench/ask", json={"question": QUESTIONS[i % len(QUESTIONS)]}, timeout=600)
+                ok, why = r.status_code == 200, f"{r.status_code} {r.text[:120]}"
+            except httpx.HTTPError as exc:
+                ok, why = False, type(exc).__name__
+            with lock:
+                (latencies.append(time.perf_counter() - t) if ok else errors.append(why))
+            i += clients
+
+    def watch() -> None:
+        while time.monotonic() < stop:
+            try:
+                ready = httpx.get(f"{url}/readyz", timeout=30).status_code == 200
+            except httpx.HTTPError:
+                ready = False  # no answer in 30 s is not ready either
+            if not ready:
+                with lock:
+                    not_ready[0] += 1
+            time.sleep(1)
+
+    threads = [threading.Thread(target=stopper if c % 2 else asker, args=(c,)) for c in range(clients)]
+    threads.append(threading.Thread(target=watch))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    t = time.monotonic()
+    while "rag_llm_active 0.0" not in httpx.get(f"{url}/metrics", timeout=30).text:
+        if time.monotonic() - t > 300:
+            break
+        time.sleep(0.2)
+    freed = "rag_llm_active 0.0" in httpx.get(f"{url}/metrics", timeout=30).text
+    latencies.sort()
+    n = len(latencies)
+    return {"requests": n, "rps": n / seconds, "p50_ms": 1000 * statistics.median(latencies) if n else float("nan"),
+            "p95_ms": 1000 * latencies[int(0.95 * (n - 1))] if n else float("nan"), "errors": len(errors),
+            "error_examples": sorted(set(errors))[:3], "stopped": stopped[0], "not_ready": not_ready[0],
+            "freed_s": time.monotonic() - t if freed else None}
+
+
 _DOCS = itertools.count(1)
 
 
@@ -136,13 +206,16 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--cli-questions", type=int, default=3)
+    ap.add_argument("--phases", default="search,ask,stop", help="which phases, comma-separated")
+    ap.add_argument("--llm", default="extractive", help="the server's LLM (a preset for a real stop phase)")
     args = ap.parse_args()
+    phases = set(args.phases.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         root, port = Path(tmp) / "root", free_port()
         url = f"http://127.0.0.1:{port}"
         log = open(Path(tmp) / "server.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--root", str(root), "--port", str(port),
-                                 "--set", "llm.name=extractive"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                                 "--set", f"llm.name={args.llm}"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 300
             while True:
@@ -163,9 +236,9 @@ def main() -> int:
             base = httpx.get(f"{url}/collections/bench", timeout=30).json()
             print(f"collection: {base['documents']} documents, {base['chunks']} chunks "
                   f"({sum(f['status'] == 'committed' for f in state['files'])} files committed); "
-                  f"{args.clients} clients, {args.seconds:g} s per phase, {os.cpu_count()} CPUs", flush=True)
+                  f"{args.clients} clients, {args.seconds:g} s per phase, {os.cpu_count()} CPUs, LLM {args.llm}", flush=True)
             rows = []
-            for route in ("search", "ask"):
+            for route in [r for r in ("search", "ask") if r in phases]:
                 idle = load(url, route, args.seconds, args.clients)
                 busy, ingest = while_ingesting(url, lambda: load(url, route, args.seconds, args.clients))
                 rows.append((f"{route}, idle", idle, ""))
@@ -178,9 +251,22 @@ def main() -> int:
                 print(f"{name:24} {r['requests']:>9} {r['rps']:>8.1f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['errors']:>7}  {note}")
                 for e in r["error_examples"]:
                     print(f"    error: {e}")
-            search_idle, search_busy = rows[0][1], rows[1][1]
-            print(f"\nsearch p95 during ingest / idle: {search_busy['p95_ms'] / search_idle['p95_ms']:.2f}x")
+            if "search" in phases:
+                search_idle, search_busy = rows[0][1], rows[1][1]
+                print(f"\nsearch p95 during ingest / idle: {search_busy['p95_ms'] / search_idle['p95_ms']:.2f}x")
+            if "stop" in phases:
+                r = load_with_stops(url, args.seconds, args.clients)
+                freed = f"back to 0 {r['freed_s']:.1f} s after the phase" if r["freed_s"] is not None else "STUCK (not 0 after 300 s)"
+                print(f"\nstop phase: {r['stopped']} answers stopped at their first token by {args.clients // 2} clients; "
+                      f"{args.clients - args.clients // 2} others: {r['requests']} whole answers, p50 {r['p50_ms']:.0f} ms, "
+                      f"p95 {r['p95_ms']:.0f} ms, {r['errors']} errors; /readyz not ready {r['not_ready']} times; LLM gauge {freed}")
+                for e in r["error_examples"]:
+                    print(f"    error: {e}")
         finally:
+            problems = [line for line in (Path(tmp) / "server.log").read_text(errors="replace").splitlines()
+                        if line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback"))]
+            if problems:
+                print("\nserver log warnings and errors:\n  " + "\n  ".join(problems[-20:]))
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=30)

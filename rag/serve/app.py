@@ -77,7 +77,7 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
         else:
             services.ready = True
         stop = threading.Event()
-        threading.Thread(target=_watchdog, args=(gate, stop, on_stuck or (lambda: _end_process(stop))), name="llm-watchdog",
+        threading.Thread(target=_watchdog, args=(gate, stop, on_stuck or _end_process), name="llm-watchdog",
                          daemon=True).start()
         yield
         stop.set()
@@ -107,15 +107,16 @@ def _watchdog(gate, stop: threading.Event, on_stuck: Callable[[], None]) -> None
         gate.recover(on_stuck)
 
 
-def _end_process(stopped: threading.Event) -> None:
-    """SIGTERM to this process, then exit status 70 if the shutdown itself hangs, so that a supervisor starts a
-    working server: a thread stuck inside the LLM cannot be freed any other way."""
+def _end_process() -> None:
+    """SIGTERM to this process, so that a supervisor starts a working server: a thread stuck inside the LLM cannot be
+    freed any other way. If the shutdown itself hangs, faulthandler's own native thread writes every thread's stack
+    to the log and exits 30 s later (a Python thread may never run again at that point)."""
+    import faulthandler
     import os
     import signal
 
+    faulthandler.dump_traceback_later(30, exit=True)
     os.kill(os.getpid(), signal.SIGTERM)
-    if not stopped.wait(30):
-        os._exit(70)
 
 
 class _BodyLimit:

@@ -78,6 +78,26 @@ def weighted(dense: Ranked, lexical: Ranked, dense_weight: float) -> list[tuple[
     return sorted(((chunks[i], s) for i, s in mixed.items()), key=lambda cs: -cs[1])
 
 
+def lexical_weight(query: str, dense: Ranked, top: int = 10) -> float:
+    """BM25's weight in the fusion: 1 when the question is in the language of the passages dense search finds for it,
+    falling to 0 when none of them is. Words do not match across languages, so for a Chinese question about English
+    passages (or the reverse) BM25 ranks noise and fusing it halves nDCG@10 (benchmarks/RESULTS.md); dense search,
+    with a multilingual embedder, is the one that still works."""
+    from rag.generation import is_chinese
+
+    if not dense:
+        return 1.0
+    chinese = is_chinese(query)
+    same = sum(_has_chinese(c.text) == chinese for c, _ in dense[:top]) / min(top, len(dense))
+    return min(1.0, 2 * same)
+
+
+def _has_chinese(text: str) -> bool:
+    """Whether a passage has Chinese for BM25 to match: ten CJK characters or more (a Chinese page full of LaTeX
+    commands does, an English page quoting a Chinese name does not)."""
+    return sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff") >= 10
+
+
 class Retriever:
     """First stage (dense, BM25 or fused) and, when a reranker is given, a second stage over its top ``rerank_top``."""
 
@@ -129,7 +149,7 @@ class Retriever:
         elif mode == "bm25":
             ranked = lexical
         elif self.settings.fusion == "rrf":
-            ranked = rrf([dense, lexical], self.settings.rrf_k)
+            ranked = rrf([dense, lexical], self.settings.rrf_k, [1.0, lexical_weight(query, dense)])
         else:
             ranked = weighted(dense, lexical, self.settings.dense_weight)
         hits = [Hit(chunk, score, rank) for rank, (chunk, score) in enumerate(ranked[:want], start=1)]

@@ -14,7 +14,7 @@ from rag.context import drop_near_duplicates, merge_chunks, widen
 from rag.evaluation import Question, evaluate, is_relevant, load_questions
 from rag.knowledge_base import KnowledgeBase
 from rag.rerank import rerank
-from rag.retrieval import RetrievalSettings, rrf, weighted
+from rag.retrieval import RetrievalSettings, lexical_weight, rrf, weighted
 from rag.types import Hit
 
 
@@ -83,6 +83,25 @@ def test_fusion():
         RetrievalSettings(mode="magic")
     with pytest.raises(ConfigError):
         RetrievalSettings(dense_weight=2)
+
+
+def test_bm25_steps_aside_when_the_question_and_its_passages_differ_in_language():
+    english = [(Chunk(i, "m.md", f"Clean the air filter every three months, step {i}.", 0, 0), 0.5) for i in range(10)]
+    chinese = [(Chunk(20 + i, "w.md", f"所有 Aurora 热泵整机保修五年，第 {i} 条。", 0, 0), 0.5) for i in range(10)]
+    assert lexical_weight("How often should the air filter be cleaned?", english) == 1.0
+    assert lexical_weight("保修期多久？", chinese) == 1.0
+    assert lexical_weight("滤网多久清洗一次？", english) == 0.0  # BM25 cannot match Chinese words in English text
+    assert lexical_weight("How long is the warranty?", chinese) == 0.0
+    assert lexical_weight("滤网多久清洗一次？", english[:7] + chinese[:3]) == 0.6  # a mixed corpus keeps some BM25
+    assert lexical_weight("anything", []) == 1.0
+
+
+def test_a_chinese_question_finds_the_english_passage_with_the_real_embedder(corpus, tmp_path, e5):
+    kb = KnowledgeBase.open(tmp_path / "xl", Config(index=IndexConfig(gpu=False)), embedder=e5)
+    kb.ingest([corpus], progress=False)
+    hits = kb.search("滤网多久清洗一次？", k=3)  # "how often is the filter cleaned?" about the English manual
+    assert any("every three months" in h.chunk.text for h in hits), [h.chunk.text[:60] for h in hits]
+    kb.close()
 
 
 def test_hybrid_is_the_default_and_finds_exact_codes(kb):

@@ -1,0 +1,134 @@
+"""Is what the answer shows as supported really supported? The default LLM answers the faithfulness questions
+(the example corpus with follow-ups, and the first questions of the two development sets); each sentence of each
+checked answer is either shown with a citation ("supported by [n]"), flagged as unsupported, or too short to
+check. A gold list written by a person (``benchmarks/questions/faithfulness/gold.jsonl``: per question and
+sentence, whether the cited passage really says it) gives two figures:
+
+* of the sentences shown as supported, the share that really are (precision of the check);
+* of the sentences that are not supported, the share the check flagged (its recall).
+
+Replies are cached in ``benchmarks/data/faithfulness/`` per LLM (greedy decoding: the same reply each time), so
+labelling and scoring do not pay for generation twice. Sentences without a gold label are listed, for a person to
+label, and left out of the figures.
+
+    python benchmarks/fetch_data.py
+    python benchmarks/faithfulness_bench.py [--llm PRESET] [--dev 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from indexes.text import normalize  # noqa: E402
+from rag.citations import _MARK, _SENTENCE, MIN_TERMS, terms  # noqa: E402
+from rag.config import Config, IndexConfig  # noqa: E402
+from rag.knowledge_base import KnowledgeBase  # noqa: E402
+
+QUESTIONS = HERE / "questions" / "faithfulness"
+
+
+def sentences(answer) -> list[dict]:
+    """Each sentence of a checked answer: its text without markers, what the page shows, and the passages it cites."""
+    flagged = {" ".join(s.split()) for s in answer.unsupported}
+    out = []
+    for m in _SENTENCE.finditer(answer.text):
+        raw = m.group(0).strip()
+        bare = " ".join(_MARK.sub("", raw).split())
+        if not bare:
+            continue
+        cited = sorted({int(n) for mark in _MARK.findall(raw) for n in mark.strip("[]【】 ").replace("，", ",").replace("、", ",").split(",") if n.strip().isdigit()})
+        shown = "supported" if cited else "flagged" if bare in flagged else "unchecked"
+        out.append({"sentence": bare, "shown": shown, "cited": cited, "terms": len(terms(bare))})
+    return out
+
+
+def conversations(dev: int) -> list[tuple[str, list[str]]]:
+    """(set, [question, follow-up, ...]) for every conversation to run."""
+    out = []
+    for line in (QUESTIONS / "example-corpus.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            out.append(("example-corpus", [row["question"], *row.get("follow_ups", [])]))
+    for name in ("python-faq", "ctex-faq"):
+        rows = [json.loads(x) for x in (HERE / "questions" / f"{name}.jsonl").read_text().splitlines() if x.strip()][:dev]
+        out += [(name, [r["question"]]) for r in rows]
+    return out
+
+
+def replies(llm: str | None, dev: int) -> list[dict]:
+    cache = HERE / "data" / "faithfulness" / f"{(llm or 'default').replace('/', '_')}.jsonl"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    done = [json.loads(x) for x in cache.read_text().splitlines()] if cache.exists() else []
+    seen = {(r["set"], tuple(r["history"]), r["question"]) for r in done}
+    kbs: dict[str, KnowledgeBase] = {}
+    for set_name, turns in conversations(dev):
+        if all((set_name, tuple(turns[:i]), q) in seen for i, q in enumerate(turns)):
+            continue
+        if set_name not in kbs:
+            folder = HERE.parent / "examples" / "corpus" if set_name == "example-corpus" else HERE / "data" / set_name
+            config = Config(index=IndexConfig(gpu=False))
+            if llm:
+                from dataclasses import replace
+
+                config = replace(config, llm=replace(config.llm, name=llm))
+            kbs[set_name] = KnowledgeBase.open(HERE / "data" / "stores" / f"faithfulness-{set_name}", config)
+            kbs[set_name].ingest([folder], progress=False)
+        chat = kbs[set_name].chat()
+        for i, question in enumerate(turns):
+            answer = chat.ask(question)
+            row = {"set": set_name, "history": turns[:i], "question": question, "answer": answer.text,
+                   "answered": answer.answered, "sentences": sentences(answer),
+                   "passages": {str(h.rank): h.chunk.text for h in answer.hits}}
+            done.append(row)
+            with open(cache, "a") as f:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            print(f"[{len(done)}] {question} -> {answer.text[:100]!r}", file=sys.stderr, flush=True)
+    for kb in kbs.values():
+        kb.close()
+    return done
+
+
+def key(question: str, sentence: str) -> str:
+    return normalize(question).strip() + " || " + " ".join(normalize(sentence).split())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--llm", default=None, help="the LLM (default: the configured default)")
+    ap.add_argument("--dev", type=int, default=8, help="questions from each development set")
+    args = ap.parse_args()
+    rows = replies(args.llm, args.dev)
+    gold_path = QUESTIONS / "gold.jsonl"
+    gold = {key(g["question"], g["sentence"]): g["supported"] for g in map(json.loads, gold_path.read_text().splitlines())} \
+        if gold_path.exists() else {}
+    counts = {"supported": [0, 0], "flagged": [0, 0], "unchecked": [0, 0]}  # [really supported, not]
+    unlabeled = []
+    for r in rows:
+        for s in r["sentences"]:
+            label = gold.get(key(r["question"], s["sentence"]))
+            if label is None:
+                unlabeled.append((r["question"], s))
+                continue
+            counts[s["shown"]][0 if label else 1] += 1
+    shown_ok, shown_bad = counts["supported"]
+    not_supported = shown_bad + counts["flagged"][1] + counts["unchecked"][1]
+    print(f"{len(rows)} answers, {sum(len(r['sentences']) for r in rows)} sentences, {len(unlabeled)} without a gold label")
+    print(f"shown as supported: {shown_ok + shown_bad}, really supported {shown_ok} "
+          f"({shown_ok / max(1, shown_ok + shown_bad):.2f})")
+    print(f"not supported (gold): {not_supported}; flagged by the check {counts['flagged'][1]} "
+          f"({counts['flagged'][1] / max(1, not_supported):.2f}); shown as supported {shown_bad}; too short to check "
+          f"{counts['unchecked'][1]}")
+    print(f"flagged but really supported: {counts['flagged'][0]}")
+    for question, s in unlabeled:
+        print(f"  unlabeled: {json.dumps({'question': question, 'sentence': s['sentence'], 'shown': s['shown'], 'cited': s['cited']}, ensure_ascii=False)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

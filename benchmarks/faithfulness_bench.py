@@ -7,12 +7,13 @@ sentence, whether the cited passage really says it) gives two figures:
 * of the sentences shown as supported, the share that really are (precision of the check);
 * of the sentences that are not supported, the share the check flagged (its recall).
 
-Replies are cached in ``benchmarks/data/faithfulness/`` per LLM (greedy decoding: the same reply each time), so
-labelling and scoring do not pay for generation twice. Sentences without a gold label are listed, for a person to
+The model's own replies and the passages it was given are cached in ``benchmarks/data/faithfulness/`` per LLM
+(greedy decoding: the same reply each time), and the citation check runs on them at scoring time, so a change to
+the check is measured without generating again. Sentences without a gold label are listed, for a person to
 label, and left out of the figures.
 
     python benchmarks/fetch_data.py
-    python benchmarks/faithfulness_bench.py [--llm PRESET] [--dev 8]
+    python benchmarks/faithfulness_bench.py [--llm PRESET] [--dev 8] [--rival 0]
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import re  # noqa: E402
+
 from indexes.text import normalize  # noqa: E402
-from rag.citations import _MARK, _SENTENCE, MIN_TERMS, terms  # noqa: E402
+from indexes.types import Chunk  # noqa: E402
+from rag.citations import _MARK, _SENTENCE, terms  # noqa: E402
 from rag.config import Config, IndexConfig  # noqa: E402
+from rag.generation import build_answer  # noqa: E402
 from rag.knowledge_base import KnowledgeBase  # noqa: E402
+from rag.types import Hit  # noqa: E402
 
 QUESTIONS = HERE / "questions" / "faithfulness"
 
@@ -42,7 +48,7 @@ def sentences(answer) -> list[dict]:
         bare = " ".join(_MARK.sub("", raw).split())
         if not bare:
             continue
-        cited = sorted({int(n) for mark in _MARK.findall(raw) for n in mark.strip("[]【】 ").replace("，", ",").replace("、", ",").split(",") if n.strip().isdigit()})
+        cited = sorted({int(n) for mark in _MARK.findall(raw) for n in re.findall(r"\d+", mark)})
         shown = "supported" if cited else "flagged" if bare in flagged else "unchecked"
         out.append({"sentence": bare, "shown": shown, "cited": cited, "terms": len(terms(bare))})
     return out
@@ -81,17 +87,25 @@ def replies(llm: str | None, dev: int) -> list[dict]:
             kbs[set_name].ingest([folder], progress=False)
         chat = kbs[set_name].chat()
         for i, question in enumerate(turns):
-            answer = chat.ask(question)
-            row = {"set": set_name, "history": turns[:i], "question": question, "answer": answer.text,
-                   "answered": answer.answered, "sentences": sentences(answer),
-                   "passages": {str(h.rank): h.chunk.text for h in answer.hits}}
+            stream = chat.ask_stream(question)
+            for _ in stream:
+                pass
+            row = {"set": set_name, "history": turns[:i], "question": question, "language": stream.language, "reply": stream.reply,
+                   "hits": [{"rank": h.rank, "source": h.chunk.source, "text": h.chunk.text, "headings": list(h.chunk.headings)}
+                            for h in stream.hits]}
             done.append(row)
             with open(cache, "a") as f:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            print(f"[{len(done)}] {question} -> {answer.text[:100]!r}", file=sys.stderr, flush=True)
+            print(f"[{len(done)}] {question} -> {stream.answer.text[:100]!r}", file=sys.stderr, flush=True)
     for kb in kbs.values():
         kb.close()
     return done
+
+
+def checked(row: dict):
+    """The cached reply through today's citation check."""
+    hits = [Hit(Chunk(h["rank"], h["source"], h["text"], 0, 0, headings=tuple(h["headings"])), 0.0, h["rank"]) for h in row["hits"]]
+    return build_answer(row["question"], row["reply"], hits, True, row["language"])
 
 
 def key(question: str, sentence: str) -> str:
@@ -102,7 +116,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llm", default=None, help="the LLM (default: the configured default)")
     ap.add_argument("--dev", type=int, default=8, help="questions from each development set")
+    ap.add_argument("--rival", type=float, default=None, help="score with another rag.citations.RIVAL (0: the check before it)")
     args = ap.parse_args()
+    if args.rival is not None:
+        from rag import citations
+
+        citations.RIVAL = args.rival
     rows = replies(args.llm, args.dev)
     gold_path = QUESTIONS / "gold.jsonl"
     gold = {key(g["question"], g["sentence"]): g["supported"] for g in map(json.loads, gold_path.read_text().splitlines())} \
@@ -110,6 +129,7 @@ def main() -> int:
     counts = {"supported": [0, 0], "flagged": [0, 0], "unchecked": [0, 0]}  # [really supported, not]
     unlabeled = []
     for r in rows:
+        r["sentences"] = sentences(checked(r))
         for s in r["sentences"]:
             label = gold.get(key(r["question"], s["sentence"]))
             if label is None:

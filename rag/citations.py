@@ -2,7 +2,8 @@
 
 Small LLMs often write no ``[n]`` at all, or the wrong one. A sentence's support by a passage is the share of
 its content terms (English stems without stop words, Chinese character bigrams) that occur in the passage;
-a missing citation is added and a wrong one corrected when a passage supports the sentence, and a sentence that
+a missing citation is added, and a wrong one (or one whose passage shares only some generic words while another
+passage says the whole sentence) corrected, when a passage supports the sentence, and a sentence that
 no passage supports has its markers removed and is reported as unsupported, never passed off as cited.
 """
 
@@ -17,6 +18,7 @@ from rag.types import Hit
 
 SUPPORTED = 0.4  # share of a sentence's terms found in a passage for it to count as that passage's
 MIN_TERMS = 3  # shorter sentences ("Yes.", "步骤如下：") are left as written
+RIVAL = 0.75  # a model's citation stands only if its passage has this share of the best passage's support
 
 _BRACKET = r"\s*[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】]"
 _MARKS = rf"(?:{_BRACKET}(?:\s*[,，、;；]?{_BRACKET})*)"  # "[1]", "[1, 2]", "[1][2]", "[1], [2]"
@@ -71,8 +73,8 @@ def check_citations(reply: str, hits: Sequence[Hit], threshold: float = SUPPORTE
             continue
         support = {rank: len(words & p) / len(words) for rank, p in passages.items()}
         best = max(support, key=lambda r: (support[r], -r))
-        if any(support.get(n, 0.0) >= threshold for n in cited):
-            out.append(sentence)
+        if any(support.get(n, 0.0) >= max(threshold, RIVAL * support[best]) for n in cited):
+            out.append(sentence)  # the model's own citation, unless another passage supports the sentence far better
         elif support[best] >= threshold:
             out.append(_cite(bare, best))
             corrected += bool(cited)

@@ -107,6 +107,23 @@ def test_chinese_punctuation_is_not_a_term_a_sentence_must_find_in_its_passage()
     assert check_citations("地球绕着太阳转，一年转一圈。[1]", hits).unsupported  # a sentence the passage does not hold
 
 
+def test_a_citation_to_a_passage_sharing_only_generic_words_is_moved_to_the_one_that_says_it():
+    from indexes.types import Chunk
+    from rag.citations import check_citations
+    from rag.types import Hit
+
+    warranty = ("How long is the warranty? Every Aurora heat pump comes with a five-year warranty on parts and labour. "
+                "Registering the unit online within 30 days extends the compressor warranty to ten years.")
+    daily = ("Press the leaf button to switch the Aurora heat pump to Eco mode. The compressor speed is limited, which "
+             "saves about 12 % energy; the holiday program keeps the house at 12 degrees for ten days.")
+    hits = [Hit(Chunk(1, "faq.html", warranty, 0, 0), 1.0, 1), Hit(Chunk(2, "manual.md", daily, 0, 0), 0.9, 2)]
+    reply = "The compressor warranty for the Aurora heat pump is ten years [2]."  # the 1.5B preset's reply, seen
+    checked = check_citations(reply, hits)
+    assert checked.text == "The compressor warranty for the Aurora heat pump is ten years [1]." and checked.corrected == 1
+    right = "Eco mode limits the compressor speed of the Aurora heat pump and saves about 12 % energy [2]."
+    assert check_citations(right, hits).text == right  # a citation as good as any other stands
+
+
 def test_citation_parsing_and_unknown_numbers():
     assert cited_numbers("A [1]. B [2, 3]. C 【4】 and [1]") == [1, 2, 3, 4]
     answer = build_answer("q", "Text [9].", [])

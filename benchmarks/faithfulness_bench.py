@@ -2,10 +2,13 @@
 (the example corpus with follow-ups, and the first questions of the two development sets); each sentence of each
 checked answer is either shown with a citation ("supported by [n]"), flagged as unsupported, or too short to
 check. A gold list written by a person (``benchmarks/questions/faithfulness/gold.jsonl``: per question and
-sentence, whether the cited passage really says it) gives two figures:
+sentence, the numbers of the passages that really say it, ``[]`` for none, ``null`` for no claim such as a
+fragment or the no-answer sentence) gives:
 
-* of the sentences shown as supported, the share that really are (precision of the check);
-* of the sentences that are not supported, the share the check flagged (its recall).
+* of the sentences shown as supported, the share whose cited passage really says them (precision of the check),
+  and how many of the others cite the wrong passage or are not in any passage at all;
+* of the sentences no passage supports, the share the check flagged (its recall), and the true sentences it
+  flagged.
 
 The model's own replies and the passages it was given are cached in ``benchmarks/data/faithfulness/`` per LLM
 (greedy decoding: the same reply each time), and the citation check runs on them at scoring time, so a change to
@@ -124,27 +127,36 @@ def main() -> int:
         citations.RIVAL = args.rival
     rows = replies(args.llm, args.dev)
     gold_path = QUESTIONS / "gold.jsonl"
-    gold = {key(g["question"], g["sentence"]): g["supported"] for g in map(json.loads, gold_path.read_text().splitlines())} \
+    gold = {key(g["question"], g["sentence"]): g["passages"] for g in map(json.loads, gold_path.read_text().splitlines())} \
         if gold_path.exists() else {}
-    counts = {"supported": [0, 0], "flagged": [0, 0], "unchecked": [0, 0]}  # [really supported, not]
+    tally = {k: 0 for k in ("right", "wrong passage", "not in any", "flag right", "flag wrong", "unflagged false", "unflagged true",
+                            "no claim")}
     unlabeled = []
     for r in rows:
         r["sentences"] = sentences(checked(r))
         for s in r["sentences"]:
-            label = gold.get(key(r["question"], s["sentence"]))
-            if label is None:
+            k = key(r["question"], s["sentence"])
+            if k not in gold:
                 unlabeled.append((r["question"], s))
                 continue
-            counts[s["shown"]][0 if label else 1] += 1
-    shown_ok, shown_bad = counts["supported"]
-    not_supported = shown_bad + counts["flagged"][1] + counts["unchecked"][1]
-    print(f"{len(rows)} answers, {sum(len(r['sentences']) for r in rows)} sentences, {len(unlabeled)} without a gold label")
-    print(f"shown as supported: {shown_ok + shown_bad}, really supported {shown_ok} "
-          f"({shown_ok / max(1, shown_ok + shown_bad):.2f})")
-    print(f"not supported (gold): {not_supported}; flagged by the check {counts['flagged'][1]} "
-          f"({counts['flagged'][1] / max(1, not_supported):.2f}); shown as supported {shown_bad}; too short to check "
-          f"{counts['unchecked'][1]}")
-    print(f"flagged but really supported: {counts['flagged'][0]}")
+            says = gold[k]
+            if says is None:
+                tally["no claim"] += 1
+            elif s["shown"] == "supported":
+                tally["right" if set(s["cited"]) & set(says) else "wrong passage" if says else "not in any"] += 1
+            elif s["shown"] == "flagged":
+                tally["flag wrong" if says else "flag right"] += 1
+            else:
+                tally["unflagged true" if says else "unflagged false"] += 1
+    shown = tally["right"] + tally["wrong passage"] + tally["not in any"]
+    false = tally["not in any"] + tally["flag right"] + tally["unflagged false"]
+    print(f"{len(rows)} answers, {sum(len(r['sentences']) for r in rows)} sentences, {len(unlabeled)} without a gold label, "
+          f"{tally['no claim']} no claim")
+    print(f"shown as supported: {shown}; its passage says it: {tally['right']} ({tally['right'] / max(1, shown):.2f}); "
+          f"another passage says it: {tally['wrong passage']}; no passage says it: {tally['not in any']}")
+    print(f"in no passage (gold): {false}; flagged: {tally['flag right']} ({tally['flag right'] / max(1, false):.2f}); "
+          f"shown as supported: {tally['not in any']}; too short to check: {tally['unflagged false']}")
+    print(f"true sentences flagged as unsupported: {tally['flag wrong']}")
     for question, s in unlabeled:
         print(f"  unlabeled: {json.dumps({'question': question, 'sentence': s['sentence'], 'shown': s['shown'], 'cited': s['cited']}, ensure_ascii=False)}")
     return 0

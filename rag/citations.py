@@ -18,6 +18,7 @@ from rag.types import Hit
 
 SUPPORTED = 0.4  # share of a sentence's terms found in a passage for it to count as that passage's
 MIN_TERMS = 3  # shorter sentences ("Yes.", "步骤如下：") are left as written
+NEW_TERMS = 2  # terms a sentence must add to the question's for its passage to be able to vouch for it
 RIVAL = 0.75  # a model's citation stands only if its passage has this share of the best passage's support
 
 _BRACKET = r"\s*[\[【]\s*\d+(?:\s*[,，、]\s*\d+)*\s*[\]】]"
@@ -55,8 +56,12 @@ def _cite(sentence: str, n: int) -> str:
     return f"{body} [{n}]{tail}"
 
 
-def check_citations(reply: str, hits: Sequence[Hit], threshold: float = SUPPORTED) -> CheckedReply:
+def check_citations(reply: str, hits: Sequence[Hit], threshold: float = SUPPORTED, question: str = "") -> CheckedReply:
+    """``question``: its terms are left out of each sentence's (the passages were retrieved because they share
+    them, so "Yes, Python lists are linked lists" would find its words in any of them); a sentence that adds fewer
+    than ``NEW_TERMS`` of its own is a restatement the passages cannot vouch for, and is reported unsupported."""
     passages = {h.rank: terms(h.chunk.text + " " + " ".join(h.chunk.headings)) for h in hits}
+    asked = terms(question)
     out: list[str] = []
     unsupported: list[str] = []
     added = corrected = 0
@@ -71,6 +76,11 @@ def check_citations(reply: str, hits: Sequence[Hit], threshold: float = SUPPORTE
         if len(words) < MIN_TERMS or not passages:
             out.append(sentence)
             continue
+        if asked and len(words - asked) < NEW_TERMS:
+            out.append(bare)
+            unsupported.append(bare.strip())
+            continue
+        words = words - asked if asked else words
         support = {rank: len(words & p) / len(words) for rank, p in passages.items()}
         best = max(support, key=lambda r: (support[r], -r))
         if any(support.get(n, 0.0) >= max(threshold, RIVAL * support[best]) for n in cited):

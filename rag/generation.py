@@ -106,7 +106,7 @@ def build_answer(question: str, reply: str, hits: Sequence[Hit], check: bool = T
         return Answer(question, no_answer_text(question, language), (), tuple(hits), answered=False)
     unsupported: tuple[str, ...] = ()
     if check:
-        checked = check_citations(reply, hits)
+        checked = check_citations(reply, hits, question=question)
         reply, unsupported = checked.text.strip(), checked.unsupported
     by_rank = {h.rank: h for h in hits}
     citations = tuple(

@@ -124,6 +124,23 @@ def test_a_citation_to_a_passage_sharing_only_generic_words_is_moved_to_the_one_
     assert check_citations(right, hits).text == right  # a citation as good as any other stands
 
 
+def test_a_sentence_that_only_restates_the_question_is_not_vouched_for_by_a_passage():
+    from indexes.types import Chunk
+    from rag.citations import check_citations
+    from rag.types import Hit
+
+    lists = ("How are lists implemented in CPython? CPython's lists are really variable-length arrays, not Lisp-style "
+             "linked lists. The implementation uses a contiguous array of references to other objects.")
+    hits = [Hit(Chunk(1, "design.html", lists, 0, 0), 1.0, 1)]
+    question = "Are Python lists linked lists internally?"
+    wrong = "Yes, Python lists are linked lists internally [1]."  # the 1.5B preset's reply, seen: every term is the question's
+    checked = check_citations(wrong, hits, question=question)
+    assert checked.unsupported == ("Yes, Python lists are linked lists internally.",) and "[1]" not in checked.text
+    right = "They are variable-length arrays holding a contiguous array of references [1]."
+    assert check_citations(right, hits, question=question).text == right
+    assert check_citations(wrong, hits).text == wrong  # without the question, its terms are all in the passage
+
+
 def test_citation_parsing_and_unknown_numbers():
     assert cited_numbers("A [1]. B [2, 3]. C 【4】 and [1]") == [1, 2, 3, 4]
     answer = build_answer("q", "Text [9].", [])

@@ -195,6 +195,10 @@ def _print_sources(answer) -> None:
         print("\nSources:")
         for c in answer.citations:
             print(f"  [{c.number}] {_where(c.source, c.pages)}")
+    if answer.answered and answer.unsupported:
+        print("\nNot supported by the passages (check before relying on it):")
+        for sentence in answer.unsupported:
+            print(f"  - {sentence}")
 
 
 def _load_llm_meanwhile(kb) -> None:

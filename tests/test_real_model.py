@@ -155,3 +155,17 @@ def test_bf16_and_fp32_e5_give_the_same_unit_vectors_and_ranking():
     assert not np.array_equal(vecs["float32"][0], vecs["bfloat16"][0])  # the bf16 products did run
     assert np.min(np.sum(vecs["float32"][0] * vecs["bfloat16"][0], 1)) > 0.9999
     assert np.argmax(vecs["float32"][0] @ vecs["float32"][1]) == np.argmax(vecs["bfloat16"][0] @ vecs["bfloat16"][1]) == 1
+
+
+def test_cli_ask_tells_the_reader_which_sentences_no_passage_supports(corpus, tmp_path, capsys, monkeypatch, e5):
+    import rag.llm
+    from tests.conftest import EchoGenerator
+
+    store = str(tmp_path / "store")
+    assert main(["ingest", str(corpus), "--store", store]) == 0
+    reply = "Clean the air filter of the outdoor unit every three months [1]. The moon is made of green cheese [2]."
+    monkeypatch.setattr(rag.llm, "load_generator", lambda *a, **k: EchoGenerator(reply))
+    capsys.readouterr()
+    assert main(["ask", "How often should I clean the air filter?", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "Not supported by the passages" in out and "- The moon is made of green cheese." in out

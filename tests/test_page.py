@@ -25,6 +25,10 @@ if not CHROMIUM:
 
 from playwright.sync_api import expect  # noqa: E402
 
+# Every wait below is on a condition; these bounds are for a broken page, not a slow machine.
+BOUND_S = 300
+expect.set_options(timeout=BOUND_S * 1000)
+
 from rag.serve.db import ServerDB  # noqa: E402
 from rag.serve.keys import create_key  # noqa: E402
 from tests.conftest import CORPUS, ROOT  # noqa: E402
@@ -40,7 +44,7 @@ class PageServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.page_server", str(root), str(self.port)], cwd=ROOT,
                                      stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + BOUND_S
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, log.read_text()[-3000:]
             try:
@@ -84,6 +88,14 @@ class Visit:
         self.requests: list[str] = []
         self.errors: list[str] = []
         self.context.on("request", lambda r: self.requests.append(r.url))
+        # every text an answer shows, however briefly (a stage line may last less than a poll on a busy machine)
+        self.context.add_init_script("""window.__texts = [];
+          new MutationObserver(() => {
+            for (const n of document.querySelectorAll("[data-testid=answer-text]")) {
+              const t = n.textContent;
+              if (t && !window.__texts.includes(t)) window.__texts.push(t);
+            }
+          }).observe(document, { subtree: true, childList: true, characterData: true });""")
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("dialog", lambda d: d.accept())  # confirm() of delete buttons
@@ -101,7 +113,7 @@ def ask(page, question: str) -> tuple[object, list[str]]:
     page.press("[data-testid=question]", "Enter")
     answer = answers.nth(before)
     seen: list[str] = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + BOUND_S
     while answer.get_attribute("aria-busy") != "false":
         assert time.monotonic() < deadline, "the answer did not finish"
         text = answer.locator("[data-testid=answer-text]").inner_text()
@@ -129,7 +141,7 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
     rows = page.locator("[data-testid=upload]")
     expect(rows).to_have_count(4)
     stages: set[str] = set()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + BOUND_S
     while page.locator(DONE).count() < 4:
         assert time.monotonic() < deadline, page.locator("[data-testid=uploads]").inner_text()
         stages.update(filter(None, (s.get_attribute("data-status") for s in page.locator("[data-testid=upload-stage]").all())))
@@ -190,8 +202,8 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
     stop = page.locator("[data-testid=stop]")
     expect(stop).to_be_visible()
     waiting = page.locator("[data-testid=answer]").last.locator("[data-testid=answer-text]")
-    expect(waiting).to_contain_text("Reading 5 passages")  # the stage before the first token
-    expect(waiting).to_contain_text("word0", timeout=10_000)
+    expect(waiting).to_contain_text("word0")
+    assert page.evaluate("window.__texts.some((t) => t.startsWith('Reading 5 passages'))")  # the stage before the first token
     stop.click()
     stopped = page.locator("[data-testid=answer]").last
     expect(stopped.locator("[data-testid=stopped]")).to_be_visible()
@@ -215,7 +227,7 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
     # a follow-up in a reopened chat goes on from the saved turns
     answer, _ = ask(page, "Which error was fixed in that version?")
     assert answer.get_attribute("data-answered") == "true"
-    turns = httpx.get(f"{live.url}/chats/{chats.first.get_attribute('data-id')}", timeout=10).json()["turns"]
+    turns = httpx.get(f"{live.url}/chats/{chats.first.get_attribute('data-id')}", timeout=60).json()["turns"]
     assert len(turns) == 6 and turns[-1]["question"] == "Which error was fixed in that version?"
 
     # the search view: raw passages with scores and per-stage timings
@@ -242,7 +254,7 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
     page.click("[data-testid=tab-chat]")
     page.locator("[data-testid=delete-chat]").first.click()
     expect(page.locator("[data-testid=chat]")).to_have_count(0)
-    assert httpx.get(f"{live.url}/chats", timeout=10).json()["chats"] == []
+    assert httpx.get(f"{live.url}/chats", timeout=60).json()["chats"] == []
 
     # a new chat is in the history as soon as its first question is asked, under that question
     page.fill("[data-testid=question]", "Tell me slowly about the pump")

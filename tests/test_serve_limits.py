@@ -17,17 +17,28 @@ from tests.test_serve import ScriptedLLM, client, corpus_files, loaded, make_app
 
 ASK = {"question": "How often should the air filter be cleaned?"}
 CHAT = {"model": "a", "messages": [{"role": "user", "content": "How often should the air filter be cleaned?"}]}
-# method, path, body, the scope it needs, whether it is about collection "a"; healthz and readyz need nothing
+PUBLIC, SCOPED, HIDDEN, OWNED = "public", "scoped", "hidden", "owned"
+# Every route: method, path, body, the scope it needs, and whom it is about: PUBLIC (nobody: /healthz, /readyz),
+# None (the caller: lists filtered by key), SCOPED (collection "a": 403 for a key for another collection), OWNED
+# (a chat: 404 for anyone else), HIDDEN (a job of collection "a": 404 for a key for another collection). Destructive rows come after the rows that need what they remove.
 ROUTES = [
-    ("GET", "/healthz", None, None, False), ("GET", "/readyz", None, None, False),
-    ("GET", "/metrics", None, "read", False), ("GET", "/docs", None, "read", False), ("GET", "/openapi.json", None, "read", False),
-    ("GET", "/collections", None, "read", False), ("POST", "/collections", {"name": "fresh"}, "admin", True),
-    ("GET", "/collections/a", None, "read", True), ("GET", "/collections/a/documents", None, "read", True),
-    ("GET", "/collections/a/jobs", None, "read", True), ("POST", "/collections/a/search", {"query": "air filter"}, "read", True),
-    ("POST", "/collections/a/ask", ASK, "read", True), ("POST", "/collections/a/documents", "upload", "ingest", True),
-    ("GET", "/v1/models", None, "read", False), ("GET", "/v1/models/a", None, "read", True),
-    ("POST", "/v1/chat/completions", CHAT, "read", True), ("POST", "/v1/embeddings", {"model": "a", "input": "filter"}, "read", True),
-    ("GET", "/chats", None, "read", False), ("POST", "/chats", {"collection": "a"}, "read", True),
+    ("GET", "/healthz", None, None, PUBLIC), ("GET", "/readyz", None, None, PUBLIC),
+    ("GET", "/metrics", None, "read", None), ("GET", "/docs", None, "read", None), ("GET", "/openapi.json", None, "read", None),
+    ("GET", "/v1/models", None, "read", None), ("GET", "/v1/models/{model_id}", None, "read", SCOPED),
+    ("POST", "/v1/chat/completions", CHAT, "read", SCOPED), ("POST", "/v1/embeddings", {"model": "a", "input": "filter"}, "read", SCOPED),
+    ("GET", "/collections", None, "read", None), ("POST", "/collections", {"name": "fresh"}, "admin", SCOPED),
+    ("GET", "/collections/{name}", None, "read", SCOPED), ("GET", "/collections/{name}/versions", None, "read", SCOPED),
+    ("POST", "/collections/{name}/versions/{version}/activate", None, "admin", SCOPED),
+    ("GET", "/collections/{name}/documents", None, "read", SCOPED), ("POST", "/collections/{name}/documents", "upload", "ingest", SCOPED),
+    ("GET", "/collections/{name}/documents/{document}", None, "read", SCOPED),
+    ("POST", "/collections/{name}/documents/{document}/reindex", None, "ingest", SCOPED),
+    ("GET", "/collections/{name}/jobs", None, "read", SCOPED), ("GET", "/jobs/{job_id}", None, "read", HIDDEN),
+    ("GET", "/jobs/{job_id}/events", None, "read", HIDDEN), ("POST", "/collections/{name}/search", {"query": "air filter"}, "read", SCOPED),
+    ("POST", "/collections/{name}/ask", ASK, "read", SCOPED), ("GET", "/collections/{name}/passages/{chunk_id}", None, "read", SCOPED),
+    ("GET", "/chats", None, "read", None), ("POST", "/chats", {"collection": "a"}, "read", SCOPED),
+    ("GET", "/chats/{chat_id}", None, "read", OWNED), ("POST", "/chats/{chat_id}/messages", ASK, "read", OWNED),
+    ("DELETE", "/chats/{chat_id}", None, "read", OWNED), ("DELETE", "/collections/{name}/documents/{spare}", None, "ingest", SCOPED),
+    ("DELETE", "/collections/{fresh}", None, "admin", SCOPED),
 ]
 
 
@@ -37,7 +48,7 @@ def call(c, method, path, body, headers):
     return c.request(method, path, json=body, headers=headers)
 
 
-def test_every_route_answers_each_kind_of_key_with_its_status(tmp_path):
+def test_every_route_answers_each_kind_of_key_with_its_status_and_no_server_path(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     db = ServerDB(root)
@@ -48,29 +59,38 @@ def test_every_route_answers_each_kind_of_key_with_its_status(tmp_path):
     keys = {"none": None, "wrong": "rk-not-a-key", "reader": reader, "other collection": other, "admin": admin}
     with TestClient(make_app(root)) as c:
         a = {"Authorization": f"Bearer {admin}"}
+        listed = {(m.upper(), p) for p, ms in c.app.openapi()["paths"].items() for m in ms}
+        assert {(m, p.replace("{spare}", "{document}").replace("{fresh}", "{name}")) for m, p, *_ in ROUTES} == \
+            listed | {("GET", "/docs"), ("GET", "/openapi.json")}  # the table misses no route, and names none that is gone
         for name in ("a", "b"):
             assert c.post("/collections", json={"name": name}, headers=a).status_code == 201
-        wait_job(c, upload(c, "a", corpus_files(), headers=a).json()["id"], headers=a)
-        table = {}
-        for method, path, body, scope, scoped in ROUTES:
+        job = wait_job(c, upload(c, "a", corpus_files() + [("spare.md", b"# Spare\n\nTo be deleted.")], headers=a).json()["id"],
+                       headers=a)
+        docs = {d["name"]: d["id"] for d in c.get("/collections/a/documents", headers=a).json()["documents"]}
+        hit = c.post("/collections/a/search", json={"query": "air filter"}, headers=a).json()["hits"][0]
+        fill = {"name": "a", "model_id": "a", "fresh": "fresh", "document": docs["aurora-manual.md"], "spare": docs["spare.md"],
+                "job_id": job["id"], "chunk_id": hit["chunk_id"], "chat_id": c.post("/chats", json={"collection": "a"}, headers=a).json()["id"],
+                "version": next(v["version"] for v in c.get("/collections/a/versions", headers=a).json()["versions"] if v["active"])}
+        server_root = str(root.resolve())
+        for method, template, body, scope, about in ROUTES:
+            path = template.format(**fill)
             for kind, token in keys.items():
                 headers = {"Authorization": f"Bearer {token}"} if token else {}
-                status = call(c, method, path, body, headers).status_code
-                if scope is None:
+                r = call(c, method, path, body, headers)
+                if about == PUBLIC:
                     expected = 200
                 elif kind in ("none", "wrong"):
                     expected = 401
                 elif kind == "reader" and scope != "read":
                     expected = 403  # a key without the scope
-                elif kind == "other collection" and scoped:
-                    expected = 403
+                elif about == OWNED and kind != "admin":
+                    expected = 404  # someone else's chat
+                elif kind == "other collection" and about in (SCOPED, HIDDEN):
+                    expected = 403 if about == SCOPED else 404
                 else:
-                    expected = 0  # success: 200, 201 or 202
-                table[(method, path, kind)] = status
-                assert (200 <= status < 300) if expected == 0 else status == expected, (method, path, kind, status)
-                if method == "POST" and path == "/collections" and 200 <= status < 300:
-                    c.delete("/collections/fresh", headers=a)
-        assert table[("GET", "/metrics", "none")] == table[("GET", "/docs", "none")] == table[("GET", "/openapi.json", "none")] == 401
+                    expected = 0  # success: 200, 201, 202 or 204
+                assert (200 <= r.status_code < 300) if expected == 0 else r.status_code == expected, (method, path, kind, r.status_code, r.text[:200])
+                assert server_root not in r.text, (method, path, kind, r.text[:300])
 
 
 def test_inputs_are_bounded_on_every_route_the_openai_ones_included(loaded):

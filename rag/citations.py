@@ -18,6 +18,7 @@ from rag.types import Hit
 
 SUPPORTED = 0.4  # share of a sentence's terms found in a passage for it to count as that passage's
 MIN_TERMS = 3  # shorter sentences ("Yes.", "步骤如下：") are left as written
+ANSWER_WORDS = frozenset({"yes", "可以", "不可", "是的", "不是"})  # a short answer's words, no passage's
 NEW_TERMS = 2  # terms a sentence must add to the question's for its passage to be able to vouch for it
 RIVAL = 0.75  # a model's citation stands only if its passage has this share of the best passage's support
 
@@ -73,8 +74,13 @@ def check_citations(reply: str, hits: Sequence[Hit], threshold: float = SUPPORTE
         cited = [int(n) for mark in _MARK.findall(sentence) for n in _NUMBER.findall(mark)]
         bare = _MARK.sub("", sentence)
         words = terms(bare)
-        if len(words) < MIN_TERMS or not passages:
+        if not passages:
             out.append(sentence)
+            continue
+        if len(words) < MIN_TERMS:  # too short to check ("Yes [1].", "步骤如下："); a marker on words no cited
+            # passage has ("Thank you. [1]") is dropped
+            content = words - ANSWER_WORDS
+            out.append(bare if cited and content and not any(content & passages.get(n, set()) for n in cited) else sentence)
             continue
         if asked and len(words - asked) < NEW_TERMS:
             out.append(bare)

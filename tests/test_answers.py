@@ -141,6 +141,17 @@ def test_a_sentence_that_only_restates_the_question_is_not_vouched_for_by_a_pass
     assert check_citations(wrong, hits).text == wrong  # without the question, its terms are all in the passage
 
 
+def test_a_pleasantry_loses_its_marker_but_a_short_answer_keeps_it():
+    from indexes.types import Chunk
+    from rag.citations import check_citations
+    from rag.types import Hit
+
+    hits = [Hit(Chunk(1, "m.md", "Clean the air filter every three months.", 0, 0), 1.0, 1)]
+    assert check_citations("Thank you. [1]", hits).text == "Thank you."  # rag chat's reply to "thanks", seen
+    assert check_citations("Every three months [1].", hits).text == "Every three months [1]."
+    assert check_citations("Yes [1].", hits).text == "Yes [1]."  # no content word to judge by: left as written
+
+
 def test_citation_parsing_and_unknown_numbers():
     assert cited_numbers("A [1]. B [2, 3]. C 【4】 and [1]") == [1, 2, 3, 4]
     answer = build_answer("q", "Text [9].", [])

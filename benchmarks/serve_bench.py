@@ -3,7 +3,8 @@ fixed time, first with the server idle and then while ingest jobs of a few hundr
 Beside it, the same questions the way a script asks them without a server: one ``rag search`` process each.
 The ``stop`` phase has half the clients press Stop (close a streamed answer at its first token) over and over
 while the others ask whole answers: their errors, whether ``/readyz`` ever said the LLM stalled, and whether the
-LLM gauge returns to 0 afterwards (best with a real LLM: ``--llm qwen2.5-coder-0.5b-instruct``).
+LLM gauge returns to 0 afterwards; clients told 429 wait as ``Retry-After`` says. Run it with a real LLM
+(``--phases stop --llm qwen2.5-coder-0.5b-instruct``); the search and ask phases are meant for the extractive one.
 
     python benchmarks/serve_bench.py [--seconds 60] [--clients 8] [--cli-questions 3] [--phases search,ask,stop] [--llm NAME]
 
@@ -100,7 +101,7 @@ def load_with_stops(url: str, seconds: float, clients: int) -> dict:
     """Half the clients stream an answer and hang up at its first token; the others ask whole answers."""
     latencies: list[float] = []
     errors: list[str] = []
-    stopped, not_ready = [0], [0]
+    stopped, not_ready, busy = [0], [0], [0]
     lock = threading.Lock()
     stop = time.monotonic() + seconds
 
@@ -110,6 +111,11 @@ def load_with_stops(url: str, seconds: float, clients: int) -> dict:
             body = {"question": QUESTIONS[i % len(QUESTIONS)], "stream": True}
             try:
                 with httpx.stream("POST", f"{url}/collections/bench/ask", json=body, timeout=600) as r:
+                    if r.status_code == 429:  # the queue is full: wait as told, like any client
+                        with lock:
+                            busy[0] += 1
+                        time.sleep(float(r.headers.get("retry-after", "5")))
+                        continue
                     for line in r.iter_lines():
                         if line.startswith(("event: token", "event: answer", "event: error")):
                             break  # Stop: the connection closes here
@@ -128,6 +134,11 @@ def load_with_stops(url: str, seconds: float, clients: int) -> dict:
                 ok, why = r.status_code == 200, f"{r.status_code} {r.text[:120]}"
             except httpx.HTTPError as exc:
                 ok, why = False, type(exc).__name__
+            if not ok and why.startswith("429"):
+                with lock:
+                    busy[0] += 1
+                time.sleep(float(r.headers.get("retry-after", "5")))
+                continue
             with lock:
                 (latencies.append(time.perf_counter() - t) if ok else errors.append(why))
             i += clients
@@ -159,7 +170,7 @@ def load_with_stops(url: str, seconds: float, clients: int) -> dict:
     n = len(latencies)
     return {"requests": n, "rps": n / seconds, "p50_ms": 1000 * statistics.median(latencies) if n else float("nan"),
             "p95_ms": 1000 * latencies[int(0.95 * (n - 1))] if n else float("nan"), "errors": len(errors),
-            "error_examples": sorted(set(errors))[:3], "stopped": stopped[0], "not_ready": not_ready[0],
+            "error_examples": sorted(set(errors))[:3], "stopped": stopped[0], "not_ready": not_ready[0], "busy": busy[0],
             "freed_s": time.monotonic() - t if freed else None}
 
 
@@ -259,7 +270,8 @@ def main() -> int:
                 freed = f"back to 0 {r['freed_s']:.1f} s after the phase" if r["freed_s"] is not None else "STUCK (not 0 after 300 s)"
                 print(f"\nstop phase: {r['stopped']} answers stopped at their first token by {args.clients // 2} clients; "
                       f"{args.clients - args.clients // 2} others: {r['requests']} whole answers, p50 {r['p50_ms']:.0f} ms, "
-                      f"p95 {r['p95_ms']:.0f} ms, {r['errors']} errors; /readyz not ready {r['not_ready']} times; LLM gauge {freed}")
+                      f"p95 {r['p95_ms']:.0f} ms, {r['errors']} errors; {r['busy']} told to retry (429); /readyz not ready "
+                      f"{r['not_ready']} times; LLM gauge {freed}")
                 for e in r["error_examples"]:
                     print(f"    error: {e}")
         finally:

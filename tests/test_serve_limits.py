@@ -106,6 +106,9 @@ def test_inputs_are_bounded_on_every_route_the_openai_ones_included(loaded):
     big = json.dumps({"query": "y" * (2 << 20)})
     r = loaded.post("/collections/manuals/search", content=big, headers={"content-type": "application/json"})
     assert r.status_code == 413 and "MiB" in r.json()["error"]["message"]
+    chunked = (part for part in [b'{"query": "', b"y" * (1 << 20), b'"}'])  # no Content-Length: counted as it arrives
+    r = loaded.post("/collections/manuals/search", content=chunked, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "MiB" in r.json()["error"]["message"]
     assert loaded.post("/collections/manuals/ask", json={"question": "x" * 4001}).status_code == 422
 
 

@@ -120,8 +120,9 @@ def _end_process() -> None:
 
 
 class _BodyLimit:
-    """413 before reading a request body over ``MAX_JSON_BYTES`` that is not a document upload (whose limit is
-    per file, checked as it is saved): no route needs more, and a parser should not be handed megabytes."""
+    """413 for a request body over ``MAX_JSON_BYTES`` that is not a document upload (whose limit is per file,
+    checked as it is saved): no route needs more, and a parser should not be handed megabytes. A declared length
+    is refused before reading; a chunked body without one is counted as it arrives and refused at the limit."""
 
     MAX_JSON_BYTES = 1 << 20
 
@@ -129,16 +130,30 @@ class _BodyLimit:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and not scope["path"].endswith("/documents"):
-            length = dict(scope.get("headers") or ()).get(b"content-length", b"0")
-            if not length.isdigit() or int(length) > self.MAX_JSON_BYTES:
-                from fastapi.responses import JSONResponse
+        if scope["type"] != "http" or scope["path"].endswith("/documents"):
+            return await self.app(scope, receive, send)
+        from starlette.exceptions import HTTPException
 
-                from rag.serve.errors import error_body
+        message = f"the request body is over the {self.MAX_JSON_BYTES >> 20} MiB accepted here"
+        length = dict(scope.get("headers") or ()).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.MAX_JSON_BYTES):
+            from fastapi.responses import JSONResponse
 
-                message = f"the request body is over the {self.MAX_JSON_BYTES >> 20} MiB accepted here"
-                return await JSONResponse(error_body(413, message), status_code=413)(scope, receive, send)
-        await self.app(scope, receive, send)
+            from rag.serve.errors import error_body
+
+            return await JSONResponse(error_body(413, message), status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.MAX_JSON_BYTES:
+                    raise HTTPException(413, message)  # reading the body fails; the error handler answers 413
+            return event
+
+        await self.app(scope, counted, send)
 
 
 class _Timing:

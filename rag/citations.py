@@ -86,7 +86,7 @@ def check_citations(reply: str, hits: Sequence[Hit], threshold: float = SUPPORTE
             out.append(bare)
             unsupported.append(bare.strip())
             continue
-        words = words - asked if asked else words
+        words -= asked
         support = {rank: len(words & p) / len(words) for rank, p in passages.items()}
         best = max(support, key=lambda r: (support[r], -r))
         if any(support.get(n, 0.0) >= max(threshold, RIVAL * support[best]) for n in cited):

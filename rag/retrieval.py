@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from indexes.errors import ConfigError
 from indexes.store import Store
-from indexes.text import normalize
+from indexes.text import is_han, normalize
 from indexes.types import Chunk
 from ingest.embedders import Embedder
+from rag.generation import is_chinese
 from rag.rerank import Reranker, rerank
 from rag.types import Hit
 
@@ -83,8 +84,6 @@ def lexical_weight(query: str, dense: Ranked, top: int = 10) -> float:
     falling to 0 when none of them is. Words do not match across languages, so for a Chinese question about English
     passages (or the reverse) BM25 ranks noise and fusing it halves nDCG@10 (benchmarks/RESULTS.md); dense search,
     with a multilingual embedder, is the one that still works."""
-    from rag.generation import is_chinese
-
     if not dense:
         return 1.0
     chinese = is_chinese(query)
@@ -95,7 +94,7 @@ def lexical_weight(query: str, dense: Ranked, top: int = 10) -> float:
 def _has_chinese(text: str) -> bool:
     """Whether a passage has Chinese for BM25 to match: ten CJK characters or more (a Chinese page full of LaTeX
     commands does, an English page quoting a Chinese name does not)."""
-    return sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff") >= 10
+    return sum(map(is_han, text)) >= 10
 
 
 class Retriever:

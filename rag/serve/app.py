@@ -121,27 +121,19 @@ def _end_process() -> None:
 
 class _BodyLimit:
     """413 for a request body over ``MAX_JSON_BYTES`` that is not a document upload (whose limit is per file,
-    checked as it is saved): no route needs more, and a parser should not be handed megabytes. A declared length
-    is refused before reading; a chunked body without one is counted as it arrives and refused at the limit."""
+    checked as it is saved): no route needs more, and a parser should not be handed megabytes. The body is counted
+    as it arrives, so a chunked one without ``Content-Length`` is bounded too, and nothing past the limit is read."""
 
     MAX_JSON_BYTES = 1 << 20
 
     def __init__(self, app) -> None:
-        self.app = app
+        from starlette.exceptions import HTTPException
+
+        self.app, self._too_large = app, HTTPException
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"].endswith("/documents"):
             return await self.app(scope, receive, send)
-        from starlette.exceptions import HTTPException
-
-        message = f"the request body is over the {self.MAX_JSON_BYTES >> 20} MiB accepted here"
-        length = dict(scope.get("headers") or ()).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.MAX_JSON_BYTES):
-            from fastapi.responses import JSONResponse
-
-            from rag.serve.errors import error_body
-
-            return await JSONResponse(error_body(413, message), status_code=413)(scope, receive, send)
         received = 0
 
         async def counted():
@@ -149,8 +141,8 @@ class _BodyLimit:
             event = await receive()
             if event["type"] == "http.request":
                 received += len(event.get("body", b""))
-                if received > self.MAX_JSON_BYTES:
-                    raise HTTPException(413, message)  # reading the body fails; the error handler answers 413
+                if received > self.MAX_JSON_BYTES:  # reading the body fails; the error handler answers 413
+                    raise self._too_large(413, f"the request body is over the {self.MAX_JSON_BYTES >> 20} MiB accepted here")
             return event
 
         await self.app(scope, counted, send)

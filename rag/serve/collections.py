@@ -71,6 +71,7 @@ class Collections:
     def __init__(self, root: Path, config: Config, generator: Generator,
                  embedder_factory: Callable[[str], Embedder] | None = None) -> None:
         self.root, self.config, self.generator = Path(root), config, generator
+        self._resolved_root = self.root.resolve()  # what document paths are made relative to in responses
         self._factory = embedder_factory or (
             lambda name: SentenceTransformerEmbedder(name, device=config.device, dtype=config.embedder_dtype))
         self._embedders: dict[str, Embedder] = {}
@@ -79,7 +80,7 @@ class Collections:
 
     def public(self, obj):
         """``obj`` with every document path as a client may see it (``public``)."""
-        return public(obj, self.root.resolve())
+        return public(obj, self._resolved_root)
 
     def embedder(self, name: str) -> Embedder:
         with self._lock:

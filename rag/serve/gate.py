@@ -31,7 +31,7 @@ class Slot:
 
     def __init__(self, gate: "LLMGate") -> None:
         self._gate = gate
-        self.started = self.last_progress = time.monotonic()
+        self.last_progress = time.monotonic()
         self.released = False
         # the streamed body that owns the slot, weakly: a body dropped by its server must still be collected (and so
         # give the slot back) although the gate keeps the slot
@@ -179,15 +179,6 @@ class ReleasingIterator:
 
     def __del__(self) -> None:
         self._finish()
-
-
-def drain(slot: Slot, pieces) -> None:
-    """Run a non-streamed answer to its end inside its slot (ticking it at each piece), then give the slot back."""
-    try:
-        for _ in pieces:
-            slot.tick()
-    finally:
-        slot.release()
 
 
 _END = object()

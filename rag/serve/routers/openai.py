@@ -86,8 +86,9 @@ def chat_completions(req: ChatCompletionRequest, request: Request, s: Services =
         return answer_stream(request, _stream(s, req, targets, history, question, max_tokens), s.gate.acquire())
     prepared = answering.answer_now(s, targets, history, question, req.top_k, _filters(req), max_tokens)
     answer = prepared.stream.answer
-    usage, finish = _usage(s.collections.generator, prepared)
-    return ChatCompletion(id=completion_id(), created=now(), model=req.model, usage=usage,
+    gen = s.collections.generator
+    completion, finish = _completion(gen, prepared.stream)
+    return ChatCompletion(id=completion_id(), created=now(), model=req.model, usage=_usage(gen, prepared.stream, completion),
                           choices=[Choice(message=AssistantMessage(content=answer.text), finish_reason=finish)],
                           sources=s.collections.public(prepared.sources()), unsupported=list(answer.unsupported))
 
@@ -107,15 +108,17 @@ def _task(req: ChatCompletionRequest, text: str):
     return StreamingResponse(iter(body), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-def _usage(gen, prepared) -> tuple[Usage, str]:
-    """Usage as the LLM counted it (the prompt as it read it, compressed; the reply as it wrote it, before citations
-    were checked) and the finish reason: ``length`` when the reply used every token it was allowed."""
-    stream = prepared.stream
-    prompt = sum(count_tokens(gen, m["content"]) for m in stream.messages())
+def _completion(gen, stream) -> tuple[int, str]:
+    """The reply's tokens as the LLM wrote it (before citations were checked), never over the limit, and the finish
+    reason: ``length`` when the reply used every token it was allowed."""
     written = count_tokens(gen, stream.reply)
-    completion = min(written, stream.max_new_tokens)
-    return (Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
-            "length" if written >= stream.max_new_tokens else "stop")
+    return min(written, stream.max_new_tokens), "length" if written >= stream.max_new_tokens else "stop"
+
+
+def _usage(gen, stream, completion: int) -> Usage:
+    """Usage as the LLM counted it: the prompt as it read it (compressed), the reply's ``completion`` tokens."""
+    prompt = sum(count_tokens(gen, m["content"]) for m in stream.messages())
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 def _stream(s: Services, req: ChatCompletionRequest, targets: list[str], history, question: str, max_tokens) -> Iterator[str]:
@@ -135,11 +138,11 @@ def _stream(s: Services, req: ChatCompletionRequest, targets: list[str], history
             if piece:
                 yield chunk(choices=[StreamChoice(delta=Delta(content=piece))])
         answer = prepared.stream.answer
-        usage, finish = _usage(s.collections.generator, prepared)
+        completion, finish = _completion(s.collections.generator, prepared.stream)
         yield chunk(choices=[StreamChoice(delta=Delta(), finish_reason=finish)], sources=s.collections.public(prepared.sources()),
                     answer={"text": answer.text, "answered": answer.answered, "unsupported": list(answer.unsupported)})
         if req.stream_options and req.stream_options.include_usage:
-            yield chunk(usage=usage)
+            yield chunk(usage=_usage(s.collections.generator, prepared.stream, completion))
     except RagError as exc:
         yield _sse(error_body(status_of(exc), str(exc)))
     except Exception as exc:  # headers are gone: the error travels in the stream

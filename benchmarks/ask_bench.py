@@ -59,7 +59,7 @@ def main() -> int:
     ap.add_argument("extra", nargs="*", help="more `rag ask` options, after --")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE.parent))
-    from ingest.cache import cache_dir
+    from indexes.files import cache_dir
 
     kinds = ("no saved state", "saved state") if args.compare_prefix else ("",)
     rows: dict[str, list[dict]] = {k: [] for k in kinds}

@@ -60,7 +60,7 @@ def main() -> None:
     from rag.evaluation import evaluate, load_questions
     from rag.knowledge_base import KnowledgeBase
 
-    from ingest.cache import cache_dir
+    from indexes.files import cache_dir
 
     models = cache_dir() / "models"
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:

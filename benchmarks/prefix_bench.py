@@ -25,7 +25,7 @@ def main() -> int:
     ap.add_argument("--sets", default="python-faq,ctex-faq")
     ap.add_argument("--limit", type=int, default=4)
     args = ap.parse_args()
-    from ingest.cache import cache_dir
+    from indexes.files import cache_dir
     from rag.config import Config, IndexConfig
     from rag.knowledge_base import KnowledgeBase
 

@@ -76,7 +76,7 @@ def main() -> None:
     logging.disable(logging.WARNING)
     import os
 
-    from ingest.cache import cache_dir
+    from indexes.files import cache_dir
 
     fresh = Path(tempfile.mkdtemp())  # a fresh embedding cache: every vector is computed by this run's embedder
     (fresh / "models").symlink_to(cache_dir() / "models")

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from indexes.errors import StoreError
+from indexes.sqlite import connect, transaction
 from indexes.text import search_text
 from indexes.types import Chunk
 
@@ -65,10 +66,7 @@ class ChunkStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         try:
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self._db = connect(self.path, _SCHEMA)
             if "page_end" not in {r[1] for r in self._db.execute("PRAGMA table_info(chunks)")}:
                 # stores from before chunks could cross a page break; their chunks each lie on one page
                 self._db.execute("ALTER TABLE chunks ADD COLUMN page_end INTEGER")
@@ -80,16 +78,9 @@ class ChunkStore:
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """All statements inside commit together or not at all."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        return transaction(self._db)
 
     # -- meta -------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexes.errors import StoreError
-from indexes.vector import atomic_write
+from indexes.files import atomic_write
 
 ROOT_VERSION = "v1"
 _ACTIVE = "ACTIVE"

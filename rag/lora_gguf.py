@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from indexes.errors import ConfigError, require
-from ingest.cache import build_once, cache_dir
+from indexes.files import build_once, cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from indexes.vector import atomic_write
-from ingest.cache import cache_dir
+from indexes.files import atomic_write
+from indexes.files import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -248,7 +248,7 @@ def test_embedding_cache_prunes_by_age_and_upgrades_an_old_cache(tmp_path, monke
 
 
 def test_cache_command_lists_and_prunes(tmp_path, capsys):
-    from ingest.cache import cache_dir
+    from indexes.files import cache_dir
     from ingest.embed_cache import EmbeddingCache
 
     cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")

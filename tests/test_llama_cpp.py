@@ -197,7 +197,7 @@ def test_adapters_llama_cpp_cannot_apply_stay_on_transformers_or_say_why(tmp_pat
 
 def test_a_new_context_starts_from_the_saved_system_message_and_answers_the_same(light, monkeypatch):
     import rag.prefix_cache as prefix_cache
-    from ingest.cache import cache_dir
+    from indexes.files import cache_dir
     from rag.generation import SYSTEM_PROMPT
 
     read: list[bool] = []

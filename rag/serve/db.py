@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from indexes.sqlite import connect, transaction
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, collection TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
@@ -51,11 +53,8 @@ class ServerDB:
 
     def __init__(self, root: Path) -> None:
         self.path = Path(root) / self.FILE
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._db = connect(self.path, _SCHEMA)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -63,14 +62,8 @@ class ServerDB:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, transaction(self._db) as db:
+            yield db
 
     def rows(self, sql: str, args: tuple = ()) -> list[dict]:
         with self._lock:

@@ -14,7 +14,8 @@ import numpy as np
 
 from indexes.errors import ConfigError, StoreError, require
 from indexes.types import ScoredId
-from indexes.vector import as_ids, as_vectors, atomic_write, generation_files
+from indexes.files import atomic_write
+from indexes.vector.base import as_ids, as_vectors, generation_files
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Where converted models and cached embeddings live: ``$RAG_CACHE_DIR`` or ``~/.cache/rag``."""
+"""File helpers every layer shares: atomic writes, and the cache where converted models and embeddings live
+(``$RAG_CACHE_DIR`` or ``~/.cache/rag``). They sit in the lowest layer so no import runs upward to reach them."""
 
 from __future__ import annotations
 
@@ -34,3 +35,18 @@ def build_once(target: Path, build: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename into place, fsyncing so a crash leaves old or new, never half. The
+    temporary name is this process's, so two processes writing the same file never share one."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -16,7 +16,7 @@ import numpy as np
 
 from indexes.errors import ConfigError, StoreError, require
 from indexes.types import ScoredId
-from indexes.vector import as_ids, as_vectors
+from indexes.vector.base import as_ids, as_vectors
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The ``VectorIndex`` protocol and the factory that maps a backend name to its class.
+"""The ``VectorIndex`` protocol and the helpers every backend shares.
 
 A vector index holds L2-normalised float32 vectors under int64 chunk ids and returns
 inner-product (= cosine) scores. File-backed indexes write one file per *generation*:
@@ -41,35 +41,6 @@ class VectorIndex(Protocol):
         """Delete what only other generations needed (called after a commit)."""
 
 
-INDEX_KINDS = ("faiss", "chroma", "milvus", "numpy")
-
-
-def open_index(kind: str, directory: Path, dim: int, generation: int, options: dict | None = None,
-               new: bool = False) -> VectorIndex:
-    """Open (or create) the index of backend ``kind`` in ``directory`` at ``generation``. ``new``: for a new store, so a
-    collection on a server that already exists (another store's) is refused rather than shared by two writers."""
-    options = dict(options or {})
-    if kind in ("chroma", "milvus") and options.get("uri"):
-        options["new"] = new
-    if kind == "faiss":
-        from indexes.faiss_index import FaissIndex
-
-        return FaissIndex(directory, dim, generation, **options)
-    if kind == "chroma":
-        from indexes.chroma_index import ChromaIndex
-
-        return ChromaIndex(directory, dim, **options)
-    if kind == "milvus":
-        from indexes.milvus_index import MilvusIndex
-
-        return MilvusIndex(directory, dim, **options)
-    if kind == "numpy":
-        from indexes.numpy_index import NumpyIndex
-
-        return NumpyIndex(directory, dim, generation)
-    raise ConfigError(f"unknown index backend {kind!r}: choose one of {', '.join(INDEX_KINDS)}")
-
-
 def as_ids(ids) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
 
@@ -90,20 +61,3 @@ def generation_files(directory: Path, pattern: str, keep: int) -> list[Path]:
         if middle.isdigit() and int(middle) != keep:
             out.append(path)
     return out
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename into place, fsyncing so a crash leaves old or new, never half. The
-    temporary name is this process's, so two processes writing the same file never share one."""
-    import os
-
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from indexes.types import ScoredId
-from indexes.vector import as_ids, as_vectors, atomic_write, generation_files
+from indexes.files import atomic_write
+from indexes.vector.base import as_ids, as_vectors, generation_files
 
 _FILE = "vectors-{}.npz"
 

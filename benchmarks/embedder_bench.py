@@ -1,6 +1,6 @@
 """Embedding with e5-small, every passage of the development stores: torch in float32, torch with bf16 products in the
 linear layers (where the CPU has bf16 hardware), onnxruntime on the fused float32 export the embedder uses
-(``ingest/onnx_encoder.py``), and that export quantized to int8 (onnxruntime dynamic quantization, per channel, made
+(``ingest/embed/onnx.py``), and that export quantized to int8 (onnxruntime dynamic quantization, per channel, made
 once into benchmarks/data/onnx/). Passages/s, dense nDCG@10 with the same float32 question vectors, and the lowest
 cosine to torch float32's vector of a passage. One run each, in this process.
 
@@ -21,8 +21,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from indexes.store import Store  # noqa: E402
-from ingest.embedders import SentenceTransformerEmbedder, native_bf16, resolve_model_path  # noqa: E402
-from ingest.onnx_encoder import OnnxEncoder, onnx_encoder  # noqa: E402
+from ingest.embed import SentenceTransformerEmbedder  # noqa: E402
+from ingest.embed.models import native_bf16, resolve_model_path  # noqa: E402
+from ingest.embed.onnx import OnnxEncoder, onnx_encoder  # noqa: E402
 from rag.evaluation import evaluate, load_questions  # noqa: E402
 from rag.types import Hit  # noqa: E402
 

@@ -80,7 +80,8 @@ def main() -> None:
     ap.add_argument("--model", default="multilingual-e5-small")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    from ingest.embedders import SentenceTransformerEmbedder, inference_dtype, resolve_model_path
+    from ingest.embed import SentenceTransformerEmbedder
+    from ingest.embed.models import inference_dtype, resolve_model_path
 
     model_path = resolve_model_path(args.model)
     size = sum(p.stat().st_size for p in args.folder.rglob("*") if p.is_file())

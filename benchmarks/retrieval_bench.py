@@ -82,7 +82,7 @@ def main() -> None:
     (fresh / "models").symlink_to(cache_dir() / "models")
     os.environ["RAG_CACHE_DIR"] = str(fresh)
 
-    from ingest.embedders import inference_dtype, resolve_model_path
+    from ingest.embed.models import inference_dtype, resolve_model_path
     from rag.cli import eval_retriever
     from rag.config import Config, IndexConfig, LLMConfig
     from rag.knowledge_base import KnowledgeBase

@@ -23,8 +23,8 @@ from indexes.types import Chunk
 from indexes.files import cache_dir
 from ingest import chunking
 from ingest.chunking import Chunker
-from ingest.embed_cache import EmbeddingCache
-from ingest.embedders import Embedder
+from ingest.embed.cache import EmbeddingCache
+from ingest.embed import Embedder
 from ingest.loaders import DEFAULT_INCLUDE, LoadError, load, walk
 from indexes.text import search_text
 

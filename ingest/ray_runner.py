@@ -28,8 +28,8 @@ from indexes.store import DocumentUpdate, Store
 from indexes.types import Chunk
 from indexes.files import cache_dir
 from ingest.chunking import Chunker
-from ingest.embed_cache import EmbeddingCache
-from ingest.embedders import Embedder
+from ingest.embed.cache import EmbeddingCache
+from ingest.embed import Embedder
 from ingest.loaders import LoadError
 from ingest.pipeline import (FileResult, FileWork, IngestOptions, IngestReport, check_chunking, embedded_text, finish,
                              load_document, model_key, scan)

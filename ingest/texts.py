@@ -17,7 +17,7 @@ from indexes.chunk_store import DocumentRecord
 from indexes.errors import ConfigError
 from indexes.store import DocumentUpdate, Store
 from indexes.types import Chunk, make_chunk_id
-from ingest.embedders import Embedder
+from ingest.embed import Embedder
 
 
 @dataclass(frozen=True)

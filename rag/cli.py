@@ -388,7 +388,7 @@ def _cmd_cache(args) -> int:
     import datetime
 
     from indexes.files import cache_dir
-    from ingest.embed_cache import EmbeddingCache
+    from ingest.embed.cache import EmbeddingCache
 
     cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
     try:
@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         for noisy in ("sentence_transformers", "transformers", "chromadb", "httpx", "pypdf", "bm25s", "datasets"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
-    logging.getLogger("ingest.onnx_encoder").setLevel(logging.INFO)  # its one-off export says what the wait is
+    logging.getLogger("ingest.embed.onnx").setLevel(logging.INFO)  # its one-off export says what the wait is
     from rag.knowledge_base import KnowledgeBase
 
     try:

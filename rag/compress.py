@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ingest.embedders import Embedder, query_time
+from ingest.embed import Embedder, query_time
 from rag.types import Hit
 
 _LINE = re.compile(r"[^\n]+")

@@ -20,9 +20,9 @@ def _torch_device(configured: str | None) -> str:
 
 
 def devices(config: Config, index_backend: str, index_gpu: bool, embedder: str | None = None) -> dict[str, str]:
-    """``embedder``: the store's, to say whether it runs on onnxruntime (``ingest.onnx_encoder``)."""
-    from ingest.embedders import inference_dtype, resolve_model_path
-    from ingest.onnx_encoder import covered
+    """``embedder``: the store's, to say whether it runs on onnxruntime (``ingest.embed.onnx``)."""
+    from ingest.embed.models import inference_dtype, resolve_model_path
+    from ingest.embed.onnx import covered
     from rag.llama_flags import build_simd, this_cpu
     from rag.llm import physical_cores, runs_on_llama_cpp
 

@@ -27,8 +27,9 @@ from indexes.store import DocumentUpdate, Store, StoreSettings
 from indexes.text import search_text
 from indexes.versions import activate, finish_version, list_versions, next_version_name, remove_unfinished, version_path
 from indexes.files import cache_dir
-from ingest.embed_cache import EmbeddingCache
-from ingest.embedders import SentenceTransformerEmbedder, known_model, resolve_model_path
+from ingest.embed.cache import EmbeddingCache
+from ingest.embed import SentenceTransformerEmbedder
+from ingest.embed.models import known_model, resolve_model_path
 from ingest.pipeline import model_key
 from rag.evaluation import Question, evaluate, load_questions
 from rag.retrieval import Retriever

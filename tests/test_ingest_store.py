@@ -221,7 +221,7 @@ def test_embedding_cache_prunes_by_age_and_upgrades_an_old_cache(tmp_path, monke
     import sqlite3
     import time
 
-    from ingest.embed_cache import EmbeddingCache
+    from ingest.embed.cache import EmbeddingCache
 
     path = tmp_path / "embeddings.sqlite"
     db = sqlite3.connect(path)  # the layout before vectors had ages
@@ -249,7 +249,7 @@ def test_embedding_cache_prunes_by_age_and_upgrades_an_old_cache(tmp_path, monke
 
 def test_cache_command_lists_and_prunes(tmp_path, capsys):
     from indexes.files import cache_dir
-    from ingest.embed_cache import EmbeddingCache
+    from ingest.embed.cache import EmbeddingCache
 
     cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
     cache.embed("some-model", ["x", "y"], lambda texts: np.ones((len(texts), 3)))

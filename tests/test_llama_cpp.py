@@ -99,7 +99,7 @@ def test_questions_for_fine_tuning_are_written_on_llama_cpp(tmp_path):
 def test_the_question_writer_backend_follows_the_hardware(monkeypatch):
     import torch
 
-    from ingest import embedders
+    from ingest.embed import models as embedders
     from rag.llm import TransformersGenerator
     from rag.synthetic import question_writer
 

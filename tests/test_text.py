@@ -90,7 +90,7 @@ def test_chunker_rejects_bad_settings():
 
 
 def test_garbled_text_is_detected_but_real_mixed_text_is_not():
-    from ingest.loaders import _looks_garbled
+    from ingest.loaders.pdf import _looks_garbled
 
     garbled = "၂ܱ֥؋ࡥٺႿ LATEX νልࢺ֥ക ຦ಖ ୍ ᄅ ರ ൐Ⴈ tlmgr ۽ऎ ॴϱЧശࠩ TEX Live ശޡࠩЇ νልޡЇ " * 5
     assert _looks_garbled(garbled)
@@ -209,7 +209,7 @@ def test_a_line_ending_with_its_page_number_is_running_only_if_other_pages_have_
 
 
 def test_a_bookmark_title_is_found_where_the_pdf_prints_it_with_ligatures_and_curly_quotes():
-    from ingest.loaders import _find_title
+    from ingest.loaders.pdf import _find_title
 
     page = "Contents\n85 Error: pdﬂatex (ﬁle x.ttf): can’t ﬁnd table ‘maxp’\nNew in this version."
     assert _find_title(page, "85 Error: pdflatex (file x.ttf): can't find table `maxp'", 0) == page.index("85")
@@ -217,7 +217,7 @@ def test_a_bookmark_title_is_found_where_the_pdf_prints_it_with_ligatures_and_cu
 
 
 def test_texs_ts1_symbols_that_pypdf_returns_as_glyph_names_read_as_text():
-    from ingest.loaders import _fix_ligatures
+    from ingest.loaders.pdf import _fix_ligatures
 
     page = "CTEX 主要有三个部分：\n/x88 http://www.ctex.org 主页\n/x88宏包 bibentry\n如何显示千分号 /x87 ？ 1/x87 error /x8a /x880"
     assert _fix_ligatures(page) == "CTEX 主要有三个部分：\n• http://www.ctex.org 主页\n•宏包 bibentry\n如何显示千分号 ‰ ？ 1‰ error /x8a /x880"

@@ -31,7 +31,7 @@ from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from langchain_core.vectorstores import VectorStore  # noqa: E402
 from pydantic import ConfigDict  # noqa: E402
 
-from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder  # noqa: E402
+from ingest.embed import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder  # noqa: E402
 from ingest.texts import Text  # noqa: E402
 from rag.config import Config  # noqa: E402
 from rag.integrations._metadata import hit_metadata  # noqa: E402

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from indexes.errors import require
-from ingest.embedders import Embedder
+from ingest.embed import Embedder
 from rag.generation import Generator
 from rag.serve.settings import ServeSettings
 

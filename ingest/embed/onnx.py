@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from indexes.files import build_once, cache_dir
+from ingest.embed.models import load_sentence_transformer
+
 log = logging.getLogger(__name__)
 
 _PROBES = ("query: how often should the air filter be cleaned?", "passage: 压缩机保修期延长至十年。",
@@ -128,8 +131,6 @@ def onnx_encoder(model_folder: str) -> OnnxEncoder | None:
     folder = Path(model_folder)
     if not folder.is_dir() or not _installed():
         return None
-    from indexes.files import build_once, cache_dir
-
     target = cache_dir() / "models" / "onnx" / f"{folder.name}-{_fingerprint(folder)}"  # beside the converted models
     if (target / "unmatched").exists() or not ((target / ".complete").exists() or covered(folder)):
         return None
@@ -163,7 +164,6 @@ def _export(folder: Path, out: Path) -> None:
     import onnx
     import torch
 
-    from ingest.embedders import load_sentence_transformer
 
     log.info("preparing %s for onnxruntime: an ONNX export, once (under a minute)", folder.name)
     st = load_sentence_transformer(str(folder), "cpu")

@@ -1,127 +1,22 @@
-"""Loaders: files to ``Document``s. PDF (pypdf, pages and outline kept), Markdown, HTML, plain text.
-
-A file that cannot be read raises ``LoadError`` with the reason; the pipeline reports it
-and goes on with the other files.
-"""
+"""PDF (pypdf): one text with page offsets, the outline as headings, running headers, contents and index pages
+dropped, TeX ligatures repaired."""
 
 from __future__ import annotations
 
-import fnmatch
+import io
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
-from indexes.errors import RagError, require
+from indexes.errors import require
+from ingest.loaders.document import Document, Heading, LoadError
 
 log = logging.getLogger(__name__)
 
 
-class LoadError(RagError):
-    """A file could not be turned into text; the message says why."""
-
-
-@dataclass(frozen=True)
-class Heading:
-    offset: int
-    level: int
-    title: str
-
-
-@dataclass(frozen=True)
-class Document:
-    """The text of one file. ``page_starts[i]`` is the offset where page ``i + 1`` starts."""
-
-    source: str
-    text: str
-    page_starts: tuple[int, ...] = ()
-    headings: tuple[Heading, ...] = ()
-    warnings: tuple[str, ...] = ()
-
-
-DEFAULT_INCLUDE = ("*.pdf", "*.md", "*.markdown", "*.txt", "*.text", "*.rst", "*.html", "*.htm")
-_SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv"}
-
-
-def walk(paths: Iterable[Path], include: Sequence[str] = DEFAULT_INCLUDE, exclude: Sequence[str] = ()) -> Iterator[Path]:
-    """Files under ``paths`` (recursively) whose name matches an include glob and no exclude glob.
-    A file named directly is always yielded unless excluded."""
-    def excluded(p: Path) -> bool:
-        return any(fnmatch.fnmatch(str(p), g) or fnmatch.fnmatch(p.name, g) for g in exclude)
-
-    for root in paths:
-        root = Path(root)
-        if root.is_file():
-            if not excluded(root):
-                yield root
-            continue
-        if not root.exists():
-            raise LoadError(f"{root} does not exist")
-        for p in sorted(root.rglob("*")):
-            if p.is_file() and not (_SKIP_DIRS & set(p.relative_to(root).parts[:-1])) and not excluded(p):
-                if any(fnmatch.fnmatch(p.name.lower(), g) for g in include):
-                    yield p
-
-
-def load(path: Path, data: bytes | None = None, source: str | None = None) -> Document:
-    """Load one file; ``data`` avoids a second read when the caller already has the bytes."""
-    path = Path(path)
-    data = path.read_bytes() if data is None else data
-    source = source or str(path)
-    if not data.strip():
-        raise LoadError("empty file")
-    suffix = path.suffix.lower()
-    if suffix == ".pdf" or data[:5] == b"%PDF-":
-        return _load_pdf(data, source)
-    text = _decode(data)
-    if suffix in (".html", ".htm", ".xhtml") or re.match(r"\s*(<!doctype html|<html)", text[:200], re.I):
-        return _load_html(text, source)
-    if suffix in (".md", ".markdown"):
-        return Document(source, text, headings=tuple(_markdown_headings(text)))
-    return Document(source, text)
-
-
-def _decode(data: bytes) -> str:
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    if b"\x00" in data[:8192]:
-        raise LoadError("binary file (contains NUL bytes), not text")
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        if encoding != "utf-8-sig":
-            log.info("decoded as %s", encoding)
-        controls = sum(1 for ch in text[:8192] if ord(ch) < 32 and ch not in "\n\r\t\f")
-        if controls > 0.01 * min(len(text), 8192):
-            raise LoadError("binary file (many control characters), not text")
-        return text.replace("\r\n", "\n").replace("\r", "\n")
-    raise LoadError("cannot decode the text: it is neither UTF-8 nor GB18030; convert it to UTF-8")
-
-
-_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
-
-
-def _markdown_headings(text: str) -> Iterator[Heading]:
-    fence = False
-    offset = 0
-    for line in text.splitlines(keepends=True):
-        if line.lstrip().startswith(("```", "~~~")):
-            fence = not fence
-        elif not fence:
-            m = _MD_HEADING.match(line.rstrip("\n"))
-            if m:
-                yield Heading(offset, len(m.group(1)), m.group(2).strip())
-        offset += len(line)
-
-
-def _load_pdf(data: bytes, source: str) -> Document:
+def load_pdf(data: bytes, source: str) -> Document:
     pypdf = require("pypdf", None)
-    import io
-
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
@@ -311,7 +206,6 @@ def _looks_garbled(text: str) -> bool:
     """Replacement/private-use/control characters, or letters scattered over many unrelated scripts
     (what a CJK font without a Unicode map decodes to)."""
     import unicodedata
-    from collections import Counter
 
     sample = text[:4000]
     bad = sum(1 for ch in sample if ch == "\ufffd" or (0xE000 <= ord(ch) <= 0xF8FF) or (ord(ch) < 32 and ch not in "\n\t"))
@@ -323,77 +217,3 @@ def _looks_garbled(text: str) -> bool:
     odd = sum(n for script, n in scripts.items() if script not in common)
     many = sum(1 for n in scripts.values() if n >= 0.02 * letters)
     return letters >= 50 and (many >= 5 or odd > 0.3 * letters)
-
-
-_BLOCK = {"p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dt", "dd", "table", "tr", "pre",
-          "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "br", "hr", "figure", "figcaption", "header"}
-_DROP = ["script", "style", "noscript", "nav", "footer", "aside", "form", "template", "svg", "iframe", "button"]
-_CONTAINERS = {"div", "section", "ul", "ol", "table", "header", "aside", "menu", "dl"}
-_BOILERPLATE = re.compile(r"(^|[-_ ])(nav|navbar|sidebar|sphinxsidebar|menu|breadcrumbs?|footer|related|toc|skip|cookie)([-_ ]|$)", re.I)
-
-
-def _load_html(html: str, source: str) -> Document:
-    bs4 = require("bs4", None, "beautifulsoup4")
-    soup = bs4.BeautifulSoup(html, "html.parser")
-    for tag in soup(_DROP):
-        tag.decompose()
-    for tag in soup.find_all(True):
-        if tag.decomposed:
-            continue
-        attrs = " ".join([*(tag.get("class") or []), tag.get("id") or "", tag.get("role") or ""])
-        # Only containers are judged by class/id: an inline link classed "toc-backref" inside a heading is content.
-        if tag.get("role") == "navigation" or (_BOILERPLATE.search(attrs) and tag.name in _CONTAINERS):
-            tag.decompose()
-    root = soup.find("main") or soup.find(attrs={"role": "main"}) or soup.find("article") or soup.body or soup
-    parts: list[str] = []
-    headings: list[Heading] = []
-    length = 0
-
-    def emit(s: str) -> None:
-        nonlocal length
-        parts.append(s)
-        length += len(s)
-
-    def newline(n: int) -> None:
-        tail = "".join(parts[-2:])
-        have = len(tail) - len(tail.rstrip("\n")) if tail.strip() or parts else n
-        if length and have < n:
-            emit("\n" * (n - have))
-
-    def visit(node) -> None:
-        if isinstance(node, bs4.NavigableString):
-            if isinstance(node, (bs4.Comment, bs4.Doctype, bs4.Declaration, bs4.ProcessingInstruction)):
-                return
-            text = str(node)
-            in_pre = node.find_parent("pre") is not None
-            if not in_pre:
-                text = re.sub(r"\s+", " ", text)
-                if not length or parts[-1].endswith(("\n", " ")):
-                    text = text.lstrip()
-            if text:
-                emit(text)
-            return
-        name = node.name
-        if name in ("h1", "h2", "h3", "h4", "h5", "h6"):
-            newline(2)
-            title = re.sub(r"\s+", " ", node.get_text(" ")).strip().rstrip("¶").strip()
-            if title:
-                headings.append(Heading(length, int(name[1]), title))
-                emit(title)
-            newline(2)
-            return
-        block = name in _BLOCK
-        if block:
-            newline(2 if name in ("p", "pre", "table", "blockquote", "section", "article", "dl", "ul", "ol") else 1)
-        for child in node.children:
-            visit(child)
-        if block:
-            newline(1)
-
-    visit(root)
-    text = "".join(parts).strip("\n")
-    lead = len("".join(parts)) - len("".join(parts).lstrip("\n"))
-    headings = [Heading(h.offset - lead, h.level, h.title) for h in headings]
-    if not text.strip():
-        raise LoadError("HTML page has no text outside scripts, styles and navigation")
-    return Document(source, text, headings=tuple(headings))

@@ -18,15 +18,15 @@ from pathlib import Path
 
 from indexes.chunk_store import DocumentRecord
 from indexes.errors import ConfigError
-from indexes.store import DocumentUpdate, Store
-from indexes.types import Chunk
 from indexes.files import cache_dir
+from indexes.store import DocumentUpdate, Store
+from indexes.text import search_text
+from indexes.types import Chunk
 from ingest import chunking
 from ingest.chunking import Chunker
-from ingest.embed.cache import EmbeddingCache
 from ingest.embed import Embedder
+from ingest.embed.cache import EmbeddingCache
 from ingest.loaders import DEFAULT_INCLUDE, LoadError, load, walk
-from indexes.text import search_text
 
 log = logging.getLogger(__name__)
 
@@ -157,72 +157,103 @@ def check_chunking(embedder: Embedder, options: IngestOptions) -> Chunker:
     return Chunker(embedder.count_tokens, options.chunk_tokens, options.chunk_overlap)
 
 
+class Committer:
+    """The one commit loop of both runners: documents wait until ``commit_every`` chunks are ready, then commit in one
+    transaction; each file's result is recorded and reported (``options.on_file``) once. ``prepare`` runs on each
+    batch just before its commit (the local runner embeds there), ``after`` just after (the Ray runner caches the
+    vectors its workers made)."""
+
+    def __init__(self, store: Store, options: IngestOptions,
+                 prepare: Callable[[list[DocumentUpdate]], list[DocumentUpdate]] = list,
+                 after: Callable[[list[DocumentUpdate]], None] = lambda updates: None) -> None:
+        self.store, self.options, self.prepare, self.after = store, options, prepare, after
+        self.results: list[FileResult] = []
+        self._ready: list[tuple[DocumentUpdate, str]] = []
+        self._ready_chunks = 0
+
+    def tell(self, source: str, stage: str, reason: str = "") -> None:
+        if self.options.on_file is not None:
+            self.options.on_file(source, stage, reason)
+
+    def record(self, result: FileResult) -> None:
+        """A file settled without a commit: unchanged, removed or failed."""
+        self.results.append(result)
+        self.tell(result.source, result.status, result.reason)
+
+    def fail(self, source: str, reason: str) -> None:
+        self.record(FileResult(source, "failed", reason=reason))
+
+    def add(self, update: DocumentUpdate, status: str) -> None:
+        self._ready.append((update, status))
+        self._ready_chunks += len(update.chunks)
+        if self._ready_chunks >= self.options.commit_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._ready:
+            return
+        statuses = [status for _, status in self._ready]
+        updates = self.prepare([u for u, _ in self._ready])
+        self.store.commit(updates)
+        self.after(updates)
+        for u, status in zip(updates, statuses):
+            self.results.append(FileResult(u.record.source, status, len(u.chunks), warnings=u.record.warnings))
+            self.tell(u.record.source, "committed", status)
+        self._ready, self._ready_chunks = [], 0
+
+
+class _CachedEmbedding:
+    """Embeds a batch's chunks through the embedding cache, counting what was computed and what was found."""
+
+    def __init__(self, embedder: Embedder, cache: EmbeddingCache, options: IngestOptions) -> None:
+        self.embedder, self.cache, self.options = embedder, cache, options
+        self.key = model_key(embedder)
+        self.embedded = self.cached = 0
+
+    def __call__(self, pending: list[DocumentUpdate]) -> list[DocumentUpdate]:
+        if self.options.on_file is not None:
+            for u in pending:
+                self.options.on_file(u.record.source, "embedding", "")
+        texts = [embedded_text(c) for u in pending for c in u.chunks]
+        progress = self.options.progress
+        vectors, computed = self.cache.embed(self.key, texts, lambda t: self.embedder.embed_documents(t, progress=progress))
+        self.embedded += computed
+        self.cached += len(texts) - computed
+        updates, row = [], 0
+        for u in pending:
+            n = len(u.chunks)
+            updates.append(DocumentUpdate(u.record, u.chunks, vectors[row : row + n]))
+            row += n
+        return updates
+
+
 def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: IngestOptions = IngestOptions()) -> IngestReport:
     """The local runner: scan, load and chunk, embed (through the embedding cache) and commit, in this process."""
     started = time.perf_counter()
     chunker = check_chunking(embedder, options)
     cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
-    key = model_key(embedder)
     manifest = store.documents()
-    results: list[FileResult] = []
-    pending: list[tuple[DocumentUpdate, str]] = []
-    pending_chunks = 0
-    embedded = cached = 0
+    embedding = _CachedEmbedding(embedder, cache, options)
+    committer = Committer(store, options, prepare=embedding)
     seen: set[str] = set()
-
-    def tell(source: str, stage: str, reason: str = "") -> None:
-        if options.on_file is not None:
-            options.on_file(source, stage, reason)
-
-    def flush() -> None:
-        nonlocal pending, pending_chunks, embedded, cached
-        if not pending:
-            return
-        for u, _ in pending:
-            tell(u.record.source, "embedding")
-        chunks = [c for u, _ in pending for c in u.chunks]
-        texts = [embedded_text(c) for c in chunks]
-        vectors, computed = cache.embed(key, texts, lambda t: embedder.embed_documents(t, progress=options.progress))
-        embedded += computed
-        cached += len(texts) - computed
-        updates, row = [], 0
-        for u, _ in pending:
-            n = len(u.chunks)
-            updates.append(DocumentUpdate(u.record, u.chunks, vectors[row : row + n]))
-            row += n
-        store.commit(updates)
-        for u, status in pending:
-            results.append(FileResult(u.record.source, status, len(u.chunks), warnings=u.record.warnings))
-            tell(u.record.source, "committed", status)
-        pending, pending_chunks = [], 0
-
     with store.writer():
         for item in scan(manifest, paths, options):
             seen.add(item.source)
             if isinstance(item, FileResult):
-                results.append(item)
-                tell(item.source, item.status, item.reason)
+                committer.record(item)
                 continue
-            tell(item.source, "parsing")
+            committer.tell(item.source, "parsing")
             try:
-                update = load_document(item, chunker)
+                committer.add(load_document(item, chunker), item.status)
             except LoadError as exc:
-                results.append(FileResult(item.source, "failed", reason=str(exc)))
-                tell(item.source, "failed", str(exc))
-                continue
+                committer.fail(item.source, str(exc))
             except Exception as exc:  # a loader bug must not stop the other files
                 log.exception("unexpected error loading %s", item.source)
-                results.append(FileResult(item.source, "failed", reason=f"unexpected error: {exc}"))
-                tell(item.source, "failed", results[-1].reason)
-                continue
-            pending.append((update, item.status))
-            pending_chunks += len(update.chunks)
-            if pending_chunks >= options.commit_every:
-                flush()
-        flush()
-        finish(store, manifest, seen, paths, options, results)
+                committer.fail(item.source, f"unexpected error: {exc}")
+        committer.flush()
+        finish(store, manifest, seen, paths, options, committer.results)
     cache.close()
-    return IngestReport(tuple(results), embedded, cached, time.perf_counter() - started)
+    return IngestReport(tuple(committer.results), embedding.embedded, embedding.cached, time.perf_counter() - started)
 
 
 def _under(path: Path, root: Path) -> bool:

@@ -24,15 +24,26 @@ import numpy as np
 
 from indexes.chunk_store import DocumentRecord
 from indexes.errors import ConfigError, require
+from indexes.files import cache_dir
 from indexes.store import DocumentUpdate, Store
 from indexes.types import Chunk
-from indexes.files import cache_dir
 from ingest.chunking import Chunker
-from ingest.embed.cache import EmbeddingCache
 from ingest.embed import Embedder
+from ingest.embed.cache import EmbeddingCache
 from ingest.loaders import LoadError
-from ingest.pipeline import (FileResult, FileWork, IngestOptions, IngestReport, check_chunking, embedded_text, finish,
-                             load_document, model_key, scan)
+from ingest.pipeline import (
+    Committer,
+    FileResult,
+    FileWork,
+    IngestOptions,
+    IngestReport,
+    check_chunking,
+    embedded_text,
+    finish,
+    load_document,
+    model_key,
+    scan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,31 +154,29 @@ def ingest_on_ray(store: Store, embedder: Embedder, paths: Sequence[Path], optio
     started = time.perf_counter()
     check_chunking(embedder, options)
     manifest = store.documents()
-    results: list[FileResult] = []
     embedded = 0
-
-    def tell(source: str, stage: str, reason: str = "") -> None:
-        if options.on_file is not None:
-            options.on_file(source, stage, reason)
-
     with store.writer():
         work: list[FileWork] = []
         seen: set[str] = set()
+        cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
+        committer = Committer(store, options, after=lambda updates: _remember(cache, model_key(embedder), updates))
         for item in scan(manifest, paths, options, keep_data=False):
             seen.add(item.source)
             if isinstance(item, FileResult):
-                results.append(item)
-                tell(item.source, item.status, item.reason)
+                committer.record(item)
             else:
                 work.append(item)
-        if work:
-            embedded = _run(ray, store, embedder, work, options, address, actors, results, tell)
-        finish(store, manifest, seen, paths, options, results)
-    return IngestReport(tuple(results), embedded, 0, time.perf_counter() - started)
+        try:
+            if work:
+                embedded = _run(ray, embedder, work, options, address, actors, committer)
+        finally:
+            cache.close()
+        finish(store, manifest, seen, paths, options, committer.results)
+    return IngestReport(tuple(committer.results), embedded, 0, time.perf_counter() - started)
 
 
-def _run(ray, store: Store, embedder: Embedder, work: list[FileWork], options: IngestOptions, address: str | None,
-         actors: int | None, results: list[FileResult], tell) -> int:
+def _run(ray, embedder: Embedder, work: list[FileWork], options: IngestOptions, address: str | None,
+         actors: int | None, committer: Committer) -> int:
     started_here = not ray.is_initialized()
     if started_here:
         try:
@@ -187,12 +196,7 @@ def _run(ray, store: Store, embedder: Embedder, work: list[FileWork], options: I
         ds = ds.map_batches(_Embed, fn_constructor_kwargs={"embedder": embedder, "threads": int(plan.actor_cpus)},
                             compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.actor_cpus,
                             num_gpus=plan.actor_gpus, batch_size=plan.batch_size, batch_format="numpy")
-        cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
-        try:
-            return _commit_as_they_come(store, ds.iter_batches(batch_size=plan.batch_size, batch_format="numpy"), options,
-                                        results, tell, cache, model_key(embedder))
-        finally:
-            cache.close()
+        return _commit_as_they_come(ds.iter_batches(batch_size=plan.batch_size, batch_format="numpy"), committer)
     finally:
         if started_here:
             ray.shutdown()
@@ -226,48 +230,34 @@ def _remember(cache: EmbeddingCache, key: str, updates: list[DocumentUpdate]) ->
         cache.embed(key, texts, lambda todo: np.vstack([by_text[t] for t in todo]))
 
 
-def _commit_as_they_come(store: Store, batches, options: IngestOptions, results: list[FileResult], tell,
-                         cache: EmbeddingCache, key: str) -> int:
-    """Group rows by document; commit documents whose chunks are all in, ``commit_every`` chunks at a time, and
-    remember their vectors in the embedding cache under the model ``key``."""
+def _commit_as_they_come(batches, committer: Committer) -> int:
+    """Group rows by document and hand each document to the committer once all its chunks are in; the number of
+    chunks the workers embedded."""
     partial: dict[str, list[tuple[int, Chunk, np.ndarray]]] = {}
-    ready: list[tuple[DocumentUpdate, str]] = []
-    ready_chunks = embedded = 0
-
-    def flush() -> None:
-        nonlocal ready, ready_chunks
-        if ready:
-            store.commit([u for u, _ in ready])
-            _remember(cache, key, [u for u, _ in ready])
-            for u, status in ready:
-                results.append(FileResult(u.record.source, status, len(u.chunks), warnings=u.record.warnings))
-                tell(u.record.source, "committed", status)
-            ready, ready_chunks = [], 0
-
+    embedded = 0
     for batch in batches:
         for i in range(len(batch["source"])):
             source = str(batch["source"][i])
             if batch["failed"][i]:
-                results.append(FileResult(source, "failed", reason=str(batch["failed"][i])))
-                tell(source, "failed", results[-1].reason)
+                committer.fail(source, str(batch["failed"][i]))
                 continue
             n = int(batch["n_chunks"][i])
             got = partial.setdefault(source, [])
             if int(batch["ordinal"][i]) >= 0:
                 got.append((int(batch["ordinal"][i]), _chunk(batch, i), batch["vector"][i]))
                 embedded += 1
-            if len(got) < n:
-                continue
-            got = sorted(partial.pop(source), key=lambda item: item[0])
-            record = DocumentRecord(source, str(batch["digest"][i]), int(batch["size"][i]), n, str(batch["ingested_at"][i]),
-                                    tuple(json.loads(str(batch["warnings"][i]))))
-            vectors = np.vstack([v for _, _, v in got]) if got else np.zeros((0, store.settings.dim), np.float32)
-            ready.append((DocumentUpdate(record, [c for _, c, _ in got], vectors), str(batch["status"][i])))
-            ready_chunks += n
-            if ready_chunks >= options.commit_every:
-                flush()
-    flush()
+            if len(got) == n:
+                committer.add(_update(sorted(partial.pop(source), key=lambda item: item[0]), batch, i,
+                                      committer.store.settings.dim), str(batch["status"][i]))
+    committer.flush()
     return embedded
+
+
+def _update(got: list[tuple[int, Chunk, np.ndarray]], batch: dict, i: int, dim: int) -> DocumentUpdate:
+    record = DocumentRecord(str(batch["source"][i]), str(batch["digest"][i]), int(batch["size"][i]), len(got),
+                            str(batch["ingested_at"][i]), tuple(json.loads(str(batch["warnings"][i]))))
+    vectors = np.vstack([v for _, _, v in got]) if got else np.zeros((0, dim), np.float32)
+    return DocumentUpdate(record, [c for _, c, _ in got], vectors)
 
 
 def _chunk(batch: dict, i: int) -> Chunk:

@@ -8,9 +8,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ingest.embed.models import (DEFAULT_EMBEDDER, inference_dtype, load_model, load_tokenizer, resolve_model_path,
-                                 torch_device)
 from ingest.embed import onnx
+from ingest.embed.models import (
+    DEFAULT_EMBEDDER,
+    inference_dtype,
+    load_model,
+    load_tokenizer,
+    resolve_model_path,
+    torch_device,
+)
 
 
 class SentenceTransformerEmbedder:

@@ -27,8 +27,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from indexes.text import normalize  # noqa: E402
 from rag.config import Config, IndexConfig, LLMConfig  # noqa: E402
-from rag.compress import WHOLE  # noqa: E402
-from rag.generation import SYSTEM_PROMPT, answer_messages, build_answer, context_block, is_chinese  # noqa: E402
+from rag.answer.compress import WHOLE  # noqa: E402
+from rag.answer.generation import build_answer  # noqa: E402
+from rag.answer.prompts import SYSTEM_PROMPT, answer_messages, context_block, is_chinese  # noqa: E402
 from rag.knowledge_base import KnowledgeBase  # noqa: E402
 
 

@@ -6,7 +6,7 @@ The first questions of each development set; the process loads both models every
     python benchmarks/ask_bench.py [--sets python-faq,ctex-faq] [--limit 5] [--compare-prefix] [-- --set llm.compress=false ...]
 
 ``--compare-prefix`` asks each question twice, alternated: once with the saved system-message state deleted
-first (``rag.prefix_cache``; every process reads the whole prompt, as before it existed) and once with it.
+first (``rag.llm.prefix_cache``; every process reads the whole prompt, as before it existed) and once with it.
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ import re  # noqa: E402
 
 from indexes.text import normalize  # noqa: E402
 from indexes.types import Chunk  # noqa: E402
-from rag.citations import _MARK, _SENTENCE, terms  # noqa: E402
+from rag.answer.citations import _MARK, _SENTENCE, terms  # noqa: E402
 from rag.config import Config, IndexConfig  # noqa: E402
-from rag.generation import build_answer  # noqa: E402
+from rag.answer.generation import build_answer  # noqa: E402
 from rag.knowledge_base import KnowledgeBase  # noqa: E402
 from rag.types import Hit  # noqa: E402
 
@@ -119,10 +119,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llm", default=None, help="the LLM (default: the configured default)")
     ap.add_argument("--dev", type=int, default=8, help="questions from each development set")
-    ap.add_argument("--rival", type=float, default=None, help="score with another rag.citations.RIVAL (0: the check before it)")
+    ap.add_argument("--rival", type=float, default=None, help="score with another rag.answer.citations.RIVAL (0: the check before it)")
     args = ap.parse_args()
     if args.rival is not None:
-        from rag import citations
+        from rag.answer import citations
 
         citations.RIVAL = args.rival
     rows = replies(args.llm, args.dev)

@@ -27,7 +27,7 @@ LLM = "qwen2.5-coder-1.5b-instruct"
 
 def prompt_of(size: int, count) -> list[dict]:
     """A grounded prompt of about ``size`` tokens: Python FAQ passages in the answer prompt, cut to fit."""
-    from rag.generation import answer_messages
+    from rag.answer.prompts import answer_messages
     from indexes.types import Chunk
     from rag.types import Hit
 

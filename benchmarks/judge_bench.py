@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE.parent))
 from rag.config import Config, IndexConfig  # noqa: E402
 from rag.knowledge_base import KnowledgeBase  # noqa: E402
 from rag.llm import LlamaCppGenerator, TransformersGenerator  # noqa: E402
-from rag.rerank import LlamaCppJudgeReranker, LLMJudgeReranker  # noqa: E402
+from rag.retrieval.rerank import LlamaCppJudgeReranker, LLMJudgeReranker  # noqa: E402
 
 LLM = "qwen2.5-coder-1.5b-instruct"
 

@@ -1,5 +1,5 @@
 """First token on a fresh llama.cpp context, as in a new process, with and without the prompt's opening saved on
-disk (``rag/prefix_cache.py``): the default answer prompts of the first development questions, each measured both
+disk (``rag/llm/prefix_cache.py``): the default answer prompts of the first development questions, each measured both
 ways, alternated, in one process with the model loaded.
 
     python benchmarks/fetch_data.py && python benchmarks/answer_bench.py --prompts compressed   # builds the stores

@@ -1,6 +1,6 @@
 """Question generation for fine-tuning: the same preset on llama.cpp (4-bit GGUF, one prompt at a time) and on
 transformers (the bf16 copy, batches of 8), on the same sampled chunks of both development stores, one run each:
-seconds per question and the share of questions the filter keeps (``rag.synthetic.clean``).
+seconds per question and the share of questions the filter keeps (``rag.adapt.synthetic.clean``).
 
     python benchmarks/fetch_data.py && python benchmarks/retrieval_bench.py   # builds the stores
     python benchmarks/question_bench.py [--llm qwen2.5-coder-0.5b-instruct] [--chunks 8]
@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from indexes.store import Store  # noqa: E402
 from rag.llm import LlamaCppGenerator, TransformersGenerator  # noqa: E402
-from rag.synthetic import LLMQuestionWriter, generate_questions, sample_chunks  # noqa: E402
+from rag.adapt.synthetic import LLMQuestionWriter, generate_questions, sample_chunks  # noqa: E402
 
 
 def main() -> int:

@@ -27,8 +27,8 @@ import numpy as np
 from indexes.bm25 import BM25Index
 from indexes.chunk_store import ChunkStore, DocumentRecord
 from indexes.errors import StoreError
-from indexes.types import Chunk, ScoredId
 from indexes.files import atomic_write
+from indexes.types import Chunk, ScoredId
 from indexes.vector import VectorIndex, open_index
 
 log = logging.getLogger(__name__)

@@ -51,8 +51,8 @@ class LLMConfig:
     server_model: str = "default"  # the model name sent to an OpenAI-compatible server
     max_new_tokens: int = 384
     device: str | None = None
-    check_citations: bool = True  # match each answer sentence to the passage that supports it (rag.citations)
-    compress: bool = True  # give the LLM only the sentences that bear on the question (rag.compress); false: whole passages
+    check_citations: bool = True  # match each answer sentence to the passage that supports it (rag.answer.citations)
+    compress: bool = True  # give the LLM only the sentences that bear on the question (rag.answer.compress); false: whole passages
     context_tokens: int = 360  # the passages' token budget in a compressed prompt (benchmarks/RESULTS.md: 360 against 400)
 
 

@@ -23,8 +23,9 @@ def devices(config: Config, index_backend: str, index_gpu: bool, embedder: str |
     """``embedder``: the store's, to say whether it runs on onnxruntime (``ingest.embed.onnx``)."""
     from ingest.embed.models import inference_dtype, resolve_model_path
     from ingest.embed.onnx import covered
-    from rag.llama_flags import build_simd, this_cpu
-    from rag.llm import physical_cores, runs_on_llama_cpp
+    from rag.llm import runs_on_llama_cpp
+    from rag.llm.build_flags import build_simd, this_cpu
+    from rag.llm.presets import physical_cores
 
     device = _torch_device(config.device)
     dtype = inference_dtype(config.embedder_dtype, device)

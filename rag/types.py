@@ -1,8 +1,10 @@
-"""The face's nouns: a retrieved hit, a citation and an answer."""
+"""The face's nouns (a retrieved hit, a citation, an answer) and its one verb every room shares: the ``Generator``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from indexes.types import Chunk, page_label
 
@@ -54,3 +56,13 @@ class Answer:
         return {"question": self.question, "answer": self.text, "answered": self.answered,
                 "citations": [c.to_dict() for c in self.citations], "unsupported": list(self.unsupported),
                 "sources": [h.to_dict() for h in self.hits]}
+
+
+Message = dict[str, str]
+
+
+class Generator(Protocol):
+    name: str
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
+        """Yield the reply to a chat ``messages`` list piece by piece."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
-from rag.generation import ExtractiveGenerator
+from rag.answer.extractive import ExtractiveGenerator
 from rag.serve.app import create_app
 from rag.serve.settings import ServeSettings
 from rag.serve.worker import run_job

@@ -8,7 +8,8 @@ import pytest
 
 from indexes.errors import ConfigError
 from rag.config import Config, IndexConfig, apply_overrides, load_config
-from rag.generation import ExtractiveGenerator, build_answer, cited_numbers
+from rag.answer.extractive import ExtractiveGenerator
+from rag.answer.generation import build_answer, cited_numbers
 from rag.knowledge_base import KnowledgeBase
 from tests.conftest import EchoGenerator
 
@@ -96,7 +97,7 @@ def test_citations_are_checked_against_the_passages(kb):
 
 def test_chinese_punctuation_is_not_a_term_a_sentence_must_find_in_its_passage():
     from indexes.types import Chunk
-    from rag.citations import check_citations
+    from rag.answer.citations import check_citations
     from rag.types import Hit
 
     passage = "37 如何设置双倍或者更大的行间距？\n使用命令\n\\renewcommand{\\baselinestretch}{⟨倍数⟩}"
@@ -109,7 +110,7 @@ def test_chinese_punctuation_is_not_a_term_a_sentence_must_find_in_its_passage()
 
 def test_a_citation_to_a_passage_sharing_only_generic_words_is_moved_to_the_one_that_says_it():
     from indexes.types import Chunk
-    from rag.citations import check_citations
+    from rag.answer.citations import check_citations
     from rag.types import Hit
 
     warranty = ("How long is the warranty? Every Aurora heat pump comes with a five-year warranty on parts and labour. "
@@ -126,7 +127,7 @@ def test_a_citation_to_a_passage_sharing_only_generic_words_is_moved_to_the_one_
 
 def test_a_sentence_that_only_restates_the_question_is_not_vouched_for_by_a_passage():
     from indexes.types import Chunk
-    from rag.citations import check_citations
+    from rag.answer.citations import check_citations
     from rag.types import Hit
 
     lists = ("How are lists implemented in CPython? CPython's lists are really variable-length arrays, not Lisp-style "
@@ -143,7 +144,7 @@ def test_a_sentence_that_only_restates_the_question_is_not_vouched_for_by_a_pass
 
 def test_a_pleasantry_loses_its_marker_but_a_short_answer_keeps_it():
     from indexes.types import Chunk
-    from rag.citations import check_citations
+    from rag.answer.citations import check_citations
     from rag.types import Hit
 
     hits = [Hit(Chunk(1, "m.md", "Clean the air filter every three months.", 0, 0), 1.0, 1)]
@@ -160,7 +161,8 @@ def test_citation_parsing_and_unknown_numbers():
 
 def test_extractive_generator_quotes_the_best_sentence():
     from indexes.types import Chunk
-    from rag.generation import answer_messages, generate
+    from rag.answer.generation import generate
+    from rag.answer.prompts import answer_messages
     from rag.types import Hit
 
     hits = [Hit(Chunk(1, "/d/a.md", "Clean the filter monthly. Never use a pressure washer.", 0, 1), 0.9, 1),
@@ -186,7 +188,7 @@ def test_config_overrides_are_checked(tmp_path):
 
 
 def test_chinese_prose_full_of_latex_commands_is_chinese_but_an_english_page_naming_a_chinese_author_is_not():
-    from rag.generation import is_chinese
+    from rag.answer.prompts import is_chinese
 
     latex = ("如何给公式分组编号？可以这样写：\n\\begin{subequations}\n\\renewcommand{\\theequation}"
              "{\\theparentequation-\\arabic{equation}}\n\\begin{equation}\nx = y + z\n\\end{equation}\n"
@@ -216,7 +218,7 @@ def test_a_follow_up_is_answered_in_its_own_language_even_when_the_rewrite_chang
 
 
 def test_the_terminal_shows_the_checked_answer_when_the_check_changed_the_markers(kb, capsys):
-    from rag.cli import _stream_to_terminal
+    from rag.cli.query import _stream_to_terminal
 
     _stream_to_terminal(kb.ask_stream("warranty length", k=2))  # the echo's [1] is unsupported: the check drops it
     out = [line.rstrip() for line in capsys.readouterr().out.splitlines()]

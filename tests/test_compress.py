@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 
 from indexes.types import Chunk
-from rag.compress import compress, units
+from rag.answer.compress import compress, units
 from rag.config import Config, IndexConfig
-from rag.generation import count_tokens
+from rag.answer.generation import count_tokens
 from rag.knowledge_base import KnowledgeBase
 from rag.types import Hit
 from tests.conftest import EchoGenerator, HashEmbedder
@@ -116,7 +116,7 @@ def test_not_found_on_the_shortened_prompt_is_asked_again_over_the_whole_passage
 
 
 def test_sentences_scored_for_an_earlier_question_are_not_embedded_again():
-    from rag.compress import SentenceVectors
+    from rag.answer.compress import SentenceVectors
 
     class Recording(HashEmbedder):
         def __init__(self) -> None:

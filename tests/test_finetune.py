@@ -12,9 +12,9 @@ from indexes.types import Chunk
 from indexes.versions import activate, active_version, list_versions
 from rag.cli import main
 from rag.config import Config, IndexConfig
-from rag.finetune import FinetuneOptions, finetune_embedder, start_model
+from rag.adapt.embedder import FinetuneOptions, finetune_embedder, start_model
 from rag.knowledge_base import KnowledgeBase
-from rag.synthetic import InverseClozeWriter, SyntheticQuestion, clean, generate_questions, held_out, question_prompt, segments
+from rag.adapt.synthetic import (InverseClozeWriter, SyntheticQuestion, clean, generate_questions, held_out, question_prompt, segments)
 
 TOPICS = ["pump", "valve", "filter", "sensor", "boiler", "radiator", "thermostat", "fan", "compressor", "pipe"]
 
@@ -50,7 +50,7 @@ def test_question_filter_and_document_split():
     assert held_out("/a/doc.md") == held_out("/a/doc.md")
     split = [held_out(f"/d/{i}.md") for i in range(1000)]
     assert 0.1 < sum(split) / 1000 < 0.3
-    from rag.synthetic import SyntheticQuestion, split_by_source
+    from rag.adapt.synthetic import SyntheticQuestion, split_by_source
 
     qs = [SyntheticQuestion(i, f"/d/{i % 5}.md", f"q{i}", True) for i in range(50)]
     train, test = split_by_source(qs, 0.3)
@@ -164,7 +164,7 @@ def test_interrupted_reembedding_leaves_the_old_version_active(tmp_path, e5, mon
     store = tmp_path / "store"
     kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False)))
     kb.ingest([_corpus(tmp_path)], progress=False)
-    import rag.finetune as ft
+    import rag.adapt.embedder as ft
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # as if the process were stopped while re-embedding
@@ -188,14 +188,14 @@ def test_interrupted_reembedding_leaves_the_old_version_active(tmp_path, e5, mon
 
 
 def test_training_examples_must_have_one_shape(tmp_path):
-    from rag.finetune import train_embedder
+    from rag.adapt.embedder import train_embedder
 
     with pytest.raises(ValueError, match="one length"):
         train_embedder("unused", [("q", "p"), ("q", "p", "negative")], tmp_path / "m", FinetuneOptions(), tmp_path / "w")
 
 
 def test_the_llm_target_is_a_statement_of_the_chunk_never_its_heading_question():
-    from rag.finetune_llm import answer_sentence
+    from rag.adapt.llm import answer_sentence
 
     chunk = ("How can I evaluate an arbitrary Python expression from C?\n\nCall the function PyRun_String() with the "
              "start symbol Py_eval_input; it parses an expression, evaluates it and returns its value. It is in the C API.")
@@ -205,7 +205,7 @@ def test_the_llm_target_is_a_statement_of_the_chunk_never_its_heading_question()
 
 
 def test_answer_metrics_count_gold_citations_and_context_pasted_back(tmp_path, corpus, hash_embedder):
-    from rag.finetune_llm import Example, LLMFinetuneOptions, evaluate_answers
+    from rag.adapt.llm import Example, LLMFinetuneOptions, evaluate_answers
     from tests.conftest import EchoGenerator
 
     kb = KnowledgeBase.open(tmp_path / "store", Config(index=IndexConfig(gpu=False)), embedder=hash_embedder)
@@ -243,7 +243,7 @@ def _tiny_causal_lm(folder) -> None:
 def test_finetune_llm_trains_a_lora_adapter_that_loads_through_llm_and_answers(tmp_path, e5, capsys):
     from safetensors.torch import load_file
 
-    from rag.finetune_llm import LLMFinetuneOptions, finetune_llm
+    from rag.adapt.llm import LLMFinetuneOptions, finetune_llm
 
     base = tmp_path / "tiny-lm"
     _tiny_causal_lm(base)

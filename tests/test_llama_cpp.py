@@ -53,7 +53,7 @@ def test_closing_a_knowledge_base_frees_the_llm_it_loaded_but_not_one_it_was_giv
 
 
 def test_the_llm_judge_on_llama_cpp_scores_the_answering_passage_highest(light):
-    from rag.rerank import LlamaCppJudgeReranker, load_reranker
+    from rag.retrieval.rerank import LlamaCppJudgeReranker, load_reranker
 
     judge = load_reranker("llm", lambda: light)
     assert isinstance(judge, LlamaCppJudgeReranker)  # no transformers copy of the model
@@ -82,7 +82,7 @@ def test_the_context_grows_to_fit_a_long_prompt_and_still_answers():
 
 def test_questions_for_fine_tuning_are_written_on_llama_cpp(tmp_path):
     from indexes.types import Chunk
-    from rag.synthetic import generate_questions, question_writer
+    from rag.adapt.synthetic import generate_questions, question_writer
 
     writer = question_writer(LIGHT, backend="llama.cpp")  # auto picks transformers on a CPU with native bf16
     assert isinstance(writer.generator, LlamaCppGenerator)
@@ -101,7 +101,7 @@ def test_the_question_writer_backend_follows_the_hardware(monkeypatch):
 
     from ingest.embed import models as embedders
     from rag.llm import TransformersGenerator
-    from rag.synthetic import question_writer
+    from rag.adapt.synthetic import question_writer
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(embedders, "native_bf16", lambda: False)
@@ -196,9 +196,9 @@ def test_adapters_llama_cpp_cannot_apply_stay_on_transformers_or_say_why(tmp_pat
 
 
 def test_a_new_context_starts_from_the_saved_system_message_and_answers_the_same(light, monkeypatch):
-    import rag.prefix_cache as prefix_cache
+    import rag.llm.prefix_cache as prefix_cache
     from indexes.files import cache_dir
-    from rag.generation import SYSTEM_PROMPT
+    from rag.answer.prompts import SYSTEM_PROMPT
 
     read: list[bool] = []
     original = prefix_cache.start_from_prefix

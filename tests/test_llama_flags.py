@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from rag.llama_flags import build_simd, cmake_args, cpu_flags
+from rag.llm.build_flags import build_simd, cmake_args, cpu_flags
 from tests.conftest import ROOT
 
 AVX512_CPU = ("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 bmi2 fma f16c avx512f avx512cd avx512vl avx512dq avx512bw "

@@ -67,7 +67,7 @@ def test_a_question_is_answered_without_importing_torch(corpus, tmp_path, e5):
     assert main(["ingest", str(corpus), "--store", str(store)]) == 0  # exports the encoder if it is not yet made
     script = f"""
 import json, sys
-from rag.compress import compress
+from rag.answer.compress import compress
 from rag.knowledge_base import KnowledgeBase
 kb = KnowledgeBase.open({str(store)!r})
 hits = kb.search("How often should the air filter be cleaned?", k=3)

@@ -115,7 +115,7 @@ def test_bf16_products_hold_for_the_embedding_thread_only():
 
     import torch
 
-    from ingest.embed.models import _bf16_linear
+    from ingest.embed.sentence_transformers import _bf16_linear
 
     x, w = torch.randn(4, 64), torch.randn(8, 64)
     seen = {}

@@ -10,10 +10,10 @@ from indexes.errors import ConfigError
 from indexes.text import tokenize
 from indexes.types import Chunk
 from rag.config import Config, IndexConfig
-from rag.context import drop_near_duplicates, merge_chunks, widen
+from rag.retrieval.context import drop_near_duplicates, merge_chunks, widen
 from rag.evaluation import Question, evaluate, is_relevant, load_questions
 from rag.knowledge_base import KnowledgeBase
-from rag.rerank import rerank
+from rag.retrieval.rerank import rerank
 from rag.retrieval import RetrievalSettings, lexical_weight, rrf, weighted
 from rag.types import Hit
 

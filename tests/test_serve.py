@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from rag.generation import ExtractiveGenerator  # noqa: E402
+from rag.answer.extractive import ExtractiveGenerator  # noqa: E402
 from rag.serve.app import create_app  # noqa: E402
 from rag.serve.db import ServerDB  # noqa: E402
 from rag.serve.keys import create_key  # noqa: E402

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexes.types import ScoredId
 from indexes.files import atomic_write
+from indexes.types import ScoredId
 from indexes.vector.base import as_ids, as_vectors, generation_files
 
 _FILE = "vectors-{}.npz"

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from indexes.errors import ConfigError, StoreError, require
-from indexes.types import ScoredId
 from indexes.files import atomic_write
+from indexes.types import ScoredId
 from indexes.vector.base import as_ids, as_vectors, generation_files
 
 log = logging.getLogger(__name__)

@@ -107,14 +107,7 @@ def _state_dict(cfg: dict, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _tokenizer_json(cfg: dict, pieces: list[tuple[str, float]], norm: dict[int, tuple[int, ...]]):
-    from tokenizers import (
-        Regex,
-        Tokenizer,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-    )
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 
     tok = Tokenizer(models.Unigram(pieces, unk_id=cfg["unk"], byte_fallback=False))
     # The file's map is NFKC plus: control characters dropped, tabs/newlines to spaces.

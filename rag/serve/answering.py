@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.generation import language_of, standalone_question
-from rag.knowledge_base import AnswerStream
-from rag.retrieval import Filters, rrf
 from indexes.errors import NotFoundError
+from rag.answer.generation import standalone_question
+from rag.answer.prompts import language_of
+from rag.answer.stream import AnswerStream
+from rag.retrieval import Filters, rrf
 from rag.serve.deps import Services, allow
 from rag.serve.keys import Principal
 from rag.types import Hit

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from indexes.errors import require
 from ingest.embed import Embedder
-from rag.generation import Generator
 from rag.serve.settings import ServeSettings
+from rag.types import Generator
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("rag.serve.access")

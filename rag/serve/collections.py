@@ -21,8 +21,8 @@ from indexes.store import Store
 from indexes.versions import active_path
 from ingest.embed import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
 from rag.config import Config
-from rag.generation import Generator
 from rag.knowledge_base import KnowledgeBase
+from rag.types import Generator
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from indexes.errors import RagError
 from rag.config import Config, config_to_dict
 from rag.serve.db import ServerDB
-from rag.serve.worker import Emit, run_job
+from rag.serve.worker import Emit
 
 log = logging.getLogger(__name__)
 

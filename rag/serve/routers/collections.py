@@ -61,9 +61,8 @@ def versions(name: str, s: Services = Depends(services), who: Principal = Depend
 
 @router.post("/{name}/versions/{version}/activate")
 def activate(name: str, version: str, s: Services = Depends(services), who: Principal = Depends(need("admin"))) -> dict:
-    from indexes.versions import activate as switch
-
     from indexes.errors import NotFoundError
+    from indexes.versions import activate as switch
     from indexes.versions import list_versions
 
     root = s.collections.path(allow(who, name))

@@ -10,17 +10,31 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 
 from indexes.errors import ConfigError, RagError
-from rag.generation import count_tokens
+from rag.answer.generation import count_tokens
 from rag.retrieval import Filters
 from rag.serve import answering
-from rag.serve.gate import answer_stream
 from rag.serve.deps import Services, allow, need, services
 from rag.serve.errors import TooLarge, error_body, status_of
+from rag.serve.gate import answer_stream
 from rag.serve.keys import Principal
+from rag.serve.openai_protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    Delta,
+    Embedding,
+    EmbeddingList,
+    EmbeddingRequest,
+    Model,
+    ModelList,
+    StreamChoice,
+    Usage,
+    completion_id,
+    now,
+)
 from rag.serve.webui_tasks import is_task_prompt, task_reply
-from rag.serve.openai_protocol import (AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
-                                       Delta, Embedding, EmbeddingList, EmbeddingRequest, Model, ModelList, StreamChoice, Usage,
-                                       completion_id, now)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai"])

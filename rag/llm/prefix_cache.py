@@ -19,8 +19,8 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from indexes.files import atomic_write
-from indexes.files import cache_dir
+from indexes.files import atomic_write, cache_dir
+from rag.llm import llama_internals
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,12 @@ def start_from_prefix(llm, tokens: Sequence[int], path: Path) -> bool:
     else evaluated now and saved there. Whether the state was read from disk."""
     import llama_cpp
 
-    ctx = llm._ctx.ctx
+    ctx = llm.ctx
     if path.is_file():
         data = path.read_bytes()
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         if llama_cpp.llama_state_set_data(ctx, buf, len(data)) == len(data):
-            llm.input_ids[: len(tokens)] = tokens
-            llm.n_tokens = len(tokens)
-            llm._requires_eval = True  # the logits are not those of a live decode: the next call reads on
+            llama_internals.restored(llm, tokens)
             return True
         log.warning("prompt state %s does not load: rebuilding it", path)
         path.unlink(missing_ok=True)

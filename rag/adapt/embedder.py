@@ -1,6 +1,6 @@
 """Domain adaptation of the embedder, entirely local.
 
-1. questions for a sample of chunks, written by the local LLM (cached, resumable; ``rag.synthetic``),
+1. questions for a sample of chunks, written by the local LLM (cached, resumable; ``rag.adapt.synthetic``),
    split into train and held-out *by source document*;
 2. hard negatives mined with the current model (``mine_hard_negatives``, a relative margin below the
    positive's score guards against false negatives);
@@ -23,17 +23,17 @@ from pathlib import Path
 
 from indexes.chunk_store import DocumentRecord
 from indexes.errors import ConfigError, require
+from indexes.files import cache_dir
 from indexes.store import DocumentUpdate, Store, StoreSettings
 from indexes.text import search_text
 from indexes.versions import activate, finish_version, list_versions, next_version_name, remove_unfinished, version_path
-from indexes.files import cache_dir
-from ingest.embed.cache import EmbeddingCache
 from ingest.embed import SentenceTransformerEmbedder
+from ingest.embed.cache import EmbeddingCache
 from ingest.embed.models import known_model, resolve_model_path
 from ingest.pipeline import model_key
+from rag.adapt.synthetic import generate_questions, question_writer, sample_chunks, split_by_source
 from rag.evaluation import Question, evaluate, load_questions
 from rag.retrieval import Retriever
-from rag.synthetic import generate_questions, question_writer, sample_chunks, split_by_source
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from indexes.text import words
 from indexes.types import Chunk
 from rag.types import Hit
 
+
 def drop_near_duplicates(hits: Sequence[Hit], threshold: float = 0.8) -> list[Hit]:
     """Keep a hit only if its word overlap (Jaccard) with every better-ranked kept hit is below ``threshold``."""
     kept: list[tuple[Hit, set[str]]] = []

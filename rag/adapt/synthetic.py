@@ -17,7 +17,7 @@ from indexes.errors import ConfigError
 from indexes.store import Store
 from indexes.text import search_text, words
 from indexes.types import Chunk
-from rag.generation import is_chinese
+from rag.answer.prompts import is_chinese
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,8 @@ def question_writer(spec: str, device: str | None = None, backend: str = "auto")
     if spec == "ict":
         return InverseClozeWriter()
     from ingest.embed.models import native_bf16, torch_device
-    from rag.llm import is_gguf, load_generator
+    from rag.llm import load_generator
+    from rag.llm.presets import is_gguf
 
     if backend == "auto" and is_gguf(spec):
         backend = "transformers" if torch_device(device).startswith("cuda") or native_bf16() else "auto"

@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 
 from indexes.errors import ConfigError, require
 from indexes.text import words
-from rag.generation import answer_messages, build_answer
-from rag.synthetic import SyntheticQuestion, held_out
+from rag.adapt.synthetic import SyntheticQuestion, held_out
+from rag.answer.generation import build_answer
+from rag.answer.prompts import answer_messages
 from rag.types import Hit
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """CMake flags that build llama.cpp (llama-cpp-python) for this CPU, printed for ``CMAKE_ARGS``.
 
-    CMAKE_ARGS="$(python3 rag/llama_flags.py)" pip install -e '.[models]'
+    CMAKE_ARGS="$(python3 rag/llm/build_flags.py)" pip install -e '.[models]'
 
 On x86-64 Linux every SIMD extension that ``/proc/cpuinfo`` reports is switched on, AVX-512 included (prompts read
 1.3-1.7x faster than with an AVX2 build, measured in benchmarks/RESULTS.md), and AMX never: a virtual machine can
@@ -71,7 +71,7 @@ def build_simd(system_info: str, flags: set[str] | None) -> str:
     used = {m.split(" = ")[0].strip() for m in system_info.split("|") if m.strip().endswith("= 1")}
     level = "AVX512" if "AVX512" in used else "AVX2" if "AVX2" in used else ""
     if level == "AVX2" and flags and all(f in flags for f in X86["AVX512"]):
-        return "AVX2; this CPU has AVX-512: rebuild with `CMAKE_ARGS=\"$(python3 rag/llama_flags.py)\"` for faster prompts"
+        return "AVX2; this CPU has AVX-512: rebuild with `CMAKE_ARGS=\"$(python3 rag/llm/build_flags.py)\"` for faster prompts"
     return level
 
 

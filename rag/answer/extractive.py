@@ -1,0 +1,40 @@
+"""The answerer without a model: the context sentence closest to the question, cited."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+
+from indexes.text import words
+from rag.answer.prompts import NOT_FOUND
+from rag.types import Message
+
+
+class ExtractiveGenerator:
+    """No LLM: answers with the context sentence that shares most words with the question, cited.
+    Useful without a model, and as a fast baseline; it never invents text."""
+
+    name = "extractive"
+    _PASSAGE = re.compile(r"^\[(\d+)\] \([^)]*\)\n(.*?)(?=\n\n\[\d+\] \(|\n\nQuestion: )", re.S | re.M)
+
+    @classmethod
+    def _terms(cls, text: str) -> set[str]:
+        """Content words: CJK characters and Latin words of four letters or more (drops most function words)."""
+        return {w for w in words(text) if len(w) >= 4 or "\u4e00" <= w <= "\u9fff"}
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
+        prompt = messages[-1]["content"]
+        if "Context passages:" not in prompt:  # e.g. a question rewrite: keep the question as it is
+            yield prompt.rsplit("Last question:", 1)[-1].split("\n")[0].strip()
+            return
+        question = prompt.rsplit("Question: ", 1)[-1].split("\n\nAnswer from the passages", 1)[0]
+        q = self._terms(question)
+        best, best_score = None, 0.0
+        for m in self._PASSAGE.finditer(prompt):
+            for sentence in re.split(r"(?<=[.!?。！？])\s*|\n\s*\n", m.group(2)):  # a heading line is no answer
+                words = self._terms(sentence)
+                score = len(q & words) / (1 + len(words) ** 0.5)
+                if (sentence.strip() and not sentence.rstrip().endswith(("?", "？")) and not sentence.lstrip().startswith("#")
+                        and score > best_score):
+                    best, best_score = f"{sentence.strip()} [{m.group(1)}]", score
+        yield best if best else NOT_FOUND

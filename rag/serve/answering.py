@@ -6,19 +6,24 @@ collection's read lock, so searches go on while an answer is generated.
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexes.errors import NotFoundError
+from indexes.errors import NotFoundError, RagError
 from rag.answer.generation import standalone_question
 from rag.answer.prompts import language_of
 from rag.answer.stream import AnswerStream
 from rag.retrieval import Filters, rrf
 from rag.serve.deps import Services, allow
+from rag.serve.errors import error_body, status_of
 from rag.serve.keys import Principal
 from rag.types import Hit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,3 +112,28 @@ def webui_source_event(hit: Hit) -> dict:
                                        "document": [c.text],
                                        "metadata": [{"source": name, "file": c.source, "page": c.page, "page_end": c.page_end,
                                                      "chunk_id": c.chunk_id, "headings": list(c.headings)}]}}
+
+
+def _event(kind: str, data) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def stream_answer(s: Services, collections: list[str], history, question: str, k, filters, on_answer=None):
+    """The event stream of one answer; ``on_answer(prepared)`` runs when it is complete (e.g. to save a chat turn)."""
+    try:
+        prepared = prepare(s, collections, history, question, k, filters)
+        yield _event("sources", s.collections.public({"question": question, "standalone": prepared.standalone,
+                                 "sources": [prepared.source(h, False) for h in prepared.stream.hits]}))
+        for piece in prepared.stream:
+            if piece:
+                yield _event("token", {"text": piece})
+        answer = prepared.stream.answer
+        if on_answer is not None:
+            on_answer(prepared)
+        yield _event("answer", s.collections.public(answer.to_dict() | {"standalone": prepared.standalone,
+                                                                         "timings_ms": prepared.timings_ms}))
+    except RagError as exc:
+        yield _event("error", error_body(status_of(exc), str(exc)))
+    except Exception as exc:
+        log.exception("error while streaming an answer")
+        yield _event("error", error_body(500, f"internal error ({type(exc).__name__}); the server log has the details"))

@@ -89,6 +89,10 @@ class LLMGate:
             self._held.add(slot)
         return slot
 
+
+    def stream(self, request, events):
+        """``events`` as a server-sent event response holding one slot of this gate until it ends or the client goes."""
+        return answer_stream(request, events, self.acquire())
     def stalled(self) -> list[Slot]:
         """The slots that made no progress for ``stall_s``."""
         with self._lock:

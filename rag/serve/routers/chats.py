@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from indexes.errors import NotFoundError
 from rag.serve import answering
 from rag.serve.deps import Services, need, services
-from rag.serve.gate import answer_stream
 from rag.serve.keys import Principal
-from rag.serve.routers.search import Query_, stream_answer
+from rag.serve.schemas.rest import Message, NewChat
 
 router = APIRouter(prefix="/chats", tags=["chats"])
-
-
-class NewChat(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    collection: str
-    title: str = Field("", max_length=200)
-
-
-class Message(Query_):
-    question: str = Field(min_length=1, max_length=4000)
-    k: int | None = Field(None, ge=1, le=50)
-    stream: bool = False
 
 
 def _may_see(who: Principal, owner: str) -> bool:
@@ -76,8 +62,8 @@ def send(chat_id: str, body: Message, request: Request, s: Services = Depends(se
         s.db.add_turn(chat_id, body.question, prepared.standalone, a.text, a.answered, s.collections.public(prepared.sources()))
 
     if body.stream:
-        events = stream_answer(s, collections, history, body.question, body.k, body.filters, on_answer=save)
-        return answer_stream(request, events, s.gate.acquire())
+        events = answering.stream_answer(s, collections, history, body.question, body.k, body.filters, on_answer=save)
+        return s.gate.stream(request, events)
     prepared = answering.answer_now(s, collections, history, body.question, body.k, body.filters)
     save(prepared)
     return s.collections.public(prepared.stream.answer.to_dict() | {"standalone": prepared.standalone, "chat": chat_id})

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from indexes.errors import ConflictError
 from rag.serve.deps import Services, allow, need, services
 from rag.serve.keys import Principal
+from rag.serve.schemas.rest import NewCollection
 
 router = APIRouter(prefix="/collections", tags=["collections"])
-
-
-class NewCollection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=64)
-    embedder: str | None = None  # a preset, folder or hub id; default the server's (multilingual-e5-small)
-    index: Literal["faiss", "chroma", "numpy"] | None = None
 
 
 @router.get("")

@@ -15,9 +15,8 @@ from rag.retrieval import Filters
 from rag.serve import answering
 from rag.serve.deps import Services, allow, need, services
 from rag.serve.errors import TooLarge, error_body, status_of
-from rag.serve.gate import answer_stream
 from rag.serve.keys import Principal
-from rag.serve.openai_protocol import (
+from rag.serve.schemas.openai import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -97,7 +96,7 @@ def chat_completions(req: ChatCompletionRequest, request: Request, s: Services =
         return _task(req, task_reply(question))
     max_tokens = req.max_completion_tokens or req.max_tokens
     if req.stream:
-        return answer_stream(request, _stream(s, req, targets, history, question, max_tokens), s.gate.acquire())
+        return s.gate.stream(request, _stream(s, req, targets, history, question, max_tokens))
     prepared = answering.answer_now(s, targets, history, question, req.top_k, _filters(req), max_tokens)
     answer = prepared.stream.answer
     gen = s.collections.generator

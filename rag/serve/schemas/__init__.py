@@ -1,0 +1,1 @@
+"""Request and reply bodies: the OpenAI wire models (``openai``) and the REST ones (``rest``); pydantic only."""

@@ -231,6 +231,24 @@ def _interpolate(model, base: dict, weight: float) -> None:
                            for k, v in model.state_dict().items()})
 
 
+def _questions(kb, options: FinetuneOptions, work: Path, report: Callable[[str], None]):
+    """Synthetic questions for a sample of the store's chunks (cached under ``work``), split into training and held-out
+    by document: the sampled chunks by id, the writer, and the two lists."""
+    chunks = sample_chunks(kb.store, options.chunks, options.seed)
+    if len(chunks) < 20:
+        raise ConfigError(f"only {len(chunks)} usable chunks: fine-tuning needs a corpus of at least a few dozen passages")
+    by_id = {c.id: c for c in chunks}
+    writer = question_writer(options.llm, kb.config.device, kb.config.llm.backend)
+    cache = work / f"questions-{options.llm.replace('/', '_')[-40:]}-{writer.key}.jsonl"
+    questions = generate_questions(chunks, writer, cache, batch_size=options.generation_batch, progress=options.progress)
+    good = [q for q in questions if q.ok]
+    train, test = split_questions(good, by_id, options.heldout)
+    report(f"{len(good)} usable questions of {len(questions)} ({len(train)} train, {len(test)} held out by document)")
+    if len(train) < 16 or len(test) < 5:
+        raise ConfigError(f"too few questions to train and test ({len(train)} train, {len(test)} held out): use more chunks")
+    return by_id, writer, train, test
+
+
 def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
                       report: Callable[[str], None] = lambda msg: log.info(msg)) -> FinetuneResult:
     require("datasets", "finetune", "datasets")
@@ -243,19 +261,8 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     work.mkdir(exist_ok=True)
 
     t = time.perf_counter()
-    chunks = sample_chunks(kb.store, options.chunks, options.seed)
-    if len(chunks) < 20:
-        raise ConfigError(f"only {len(chunks)} usable chunks: fine-tuning needs a corpus of at least a few dozen passages")
-    by_id = {c.id: c for c in chunks}
-    writer = question_writer(options.llm, kb.config.device, kb.config.llm.backend)
-    questions = generate_questions(chunks, writer, work / f"questions-{options.llm.replace('/', '_')[-40:]}-{writer.key}.jsonl",
-                                   batch_size=options.generation_batch, progress=options.progress)
+    by_id, writer, train, test = _questions(kb, options, work, report)
     seconds["questions"] = time.perf_counter() - t
-    good = [q for q in questions if q.ok]
-    train, test = split_questions(good, by_id, options.heldout)
-    report(f"{len(good)} usable questions of {len(questions)} ({len(train)} train, {len(test)} held out by document)")
-    if len(train) < 16 or len(test) < 5:
-        raise ConfigError(f"too few questions to train and test ({len(train)} train, {len(test)} held out): use more chunks")
 
     t = time.perf_counter()
     for name in remove_unfinished(root):

@@ -32,57 +32,16 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
     from fastapi.middleware.cors import CORSMiddleware
 
     from rag.serve import errors
-    from rag.serve.collections import Collections
-    from rag.serve.db import ServerDB
-    from rag.serve.deps import Services
-    from rag.serve.gate import LLMGate
-    from rag.serve.jobs import Jobs, subprocess_runner
-    from rag.serve.metrics import Metrics
     from rag.serve.routers import chats, collections, documents, health, openai, search
 
-    root = settings.root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
     if generator is None:
         from rag.llm import load_generator
 
         llm = settings.config.llm
         generator = load_generator(llm.name, model=llm.server_model, device=llm.device or settings.config.device,
                                    backend=llm.backend)
-    db = ServerDB(root)
-    metrics = Metrics()
-    cols = Collections(root, settings.config, generator, embedder_factory)
-    jobs = Jobs(db, root, settings.config, runner or subprocess_runner,
-                on_commit=lambda name: metrics.jobs.labels("committed").inc())
-    gate = LLMGate(settings.llm_slots, settings.llm_queue, settings.llm_wait_s, settings.llm_stall_s)
-    services = Services(settings, db, cols, jobs, gate, metrics)
-
-    def warm_up() -> None:
-        try:
-            for name in cols.names():
-                with cols.reading(name) as kb:
-                    getattr(kb.embedder, "model", None)
-            if hasattr(generator, "load"):
-                generator.load()
-            services.ready = True
-        except Exception:
-            log.exception("loading the models failed; /readyz stays false")
-
-    @asynccontextmanager
-    async def lifespan(app):
-        resumed = jobs.resume()
-        if resumed:
-            log.warning("resumed %d unfinished job(s)", resumed)
-        if warm:
-            threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
-        else:
-            services.ready = True
-        stop = threading.Event()
-        threading.Thread(target=_watchdog, args=(gate, stop, on_stuck or _end_process), name="llm-watchdog",
-                         daemon=True).start()
-        yield
-        stop.set()
-        jobs.stop()
-
+    services = _services(settings, generator, embedder_factory, runner)
+    lifespan = _lifespan(services, generator, warm, on_stuck or _end_process)
     app = fastapi.FastAPI(title="rag-kb", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
                           description="Knowledge-base search and cited answers: an OpenAI-compatible API under /v1, "
                                       "and REST resources for collections, documents, jobs, search, ask and chats.")
@@ -92,13 +51,66 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"])
 
     app.add_middleware(_BodyLimit)
-    app.add_middleware(_Timing, metrics=metrics)
+    app.add_middleware(_Timing, metrics=services.metrics)
 
     for module in (health, openai, collections, documents, search, chats):
         app.include_router(module.router)
     _offline_docs(app)
     _web_page(app)
     return app
+
+
+def _services(settings: ServeSettings, generator: Generator, embedder_factory, runner):
+    """The server's state: its database, collections, ingest jobs, LLM gate and metrics."""
+    from rag.serve.collections import Collections
+    from rag.serve.db import ServerDB
+    from rag.serve.deps import Services
+    from rag.serve.gate import LLMGate
+    from rag.serve.jobs import Jobs, subprocess_runner
+    from rag.serve.metrics import Metrics
+
+    root = settings.root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    db = ServerDB(root)
+    metrics = Metrics()
+    cols = Collections(root, settings.config, generator, embedder_factory)
+    jobs = Jobs(db, root, settings.config, runner or subprocess_runner,
+                on_commit=lambda name: metrics.jobs.labels("committed").inc())
+    gate = LLMGate(settings.llm_slots, settings.llm_queue, settings.llm_wait_s, settings.llm_stall_s)
+    return Services(settings, db, cols, jobs, gate, metrics)
+
+
+def _lifespan(services, generator: Generator, warm: bool, on_stuck: Callable[[], None]):
+    """Start: resume unfinished jobs, load the models in the background (``/readyz`` turns true once they are) and
+    start the LLM watchdog. Stop: the watchdog, then the jobs."""
+
+    def warm_up() -> None:
+        try:
+            for name in services.collections.names():
+                with services.collections.reading(name) as kb:
+                    getattr(kb.embedder, "model", None)
+            if hasattr(generator, "load"):
+                generator.load()
+            services.ready = True
+        except Exception:
+            log.exception("loading the models failed; /readyz stays false")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        resumed = services.jobs.resume()
+        if resumed:
+            log.warning("resumed %d unfinished job(s)", resumed)
+        if warm:
+            threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+        else:
+            services.ready = True
+        stop = threading.Event()
+        threading.Thread(target=_watchdog, args=(services.gate, stop, on_stuck), name="llm-watchdog", daemon=True).start()
+        yield
+        stop.set()
+        services.jobs.stop()
+
+    return lifespan
 
 
 def _watchdog(gate, stop: threading.Event, on_stuck: Callable[[], None]) -> None:

@@ -26,10 +26,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from indexes.text import normalize  # noqa: E402
-from rag.config import Config, IndexConfig, LLMConfig  # noqa: E402
 from rag.answer.compress import WHOLE  # noqa: E402
 from rag.answer.generation import build_answer  # noqa: E402
 from rag.answer.prompts import SYSTEM_PROMPT, answer_messages, context_block, is_chinese  # noqa: E402
+from rag.config import Config, IndexConfig, LLMConfig  # noqa: E402
 from rag.knowledge_base import KnowledgeBase  # noqa: E402
 
 
@@ -52,7 +52,9 @@ def run(set_name: str, prompt: str, llm: str, limit: int, k: int, budget: int, t
     store = HERE / "data" / "stores" / set_name
     kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False), llm=LLMConfig(name=llm, context_tokens=budget)))
     kb.ingest([HERE / "data" / set_name], progress=False)
-    questions = [json.loads(line) for line in (HERE / "questions" / f"{set_name}.jsonl").read_text().splitlines() if line.strip()][:limit]
+    questions = [
+        json.loads(line) for line in (HERE / "questions" / f"{set_name}.jsonl").read_text().splitlines() if line.strip()
+    ][:limit]
     label = (f"compressed{budget}w{WHOLE}retry" if prompt == "compressed" else prompt) + (f"-{tag}" if tag else "")
     cache = HERE / "data" / "answers" / f"{set_name}-{label}-{llm.replace('/', '_')}.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,8 @@ def run(set_name: str, prompt: str, llm: str, limit: int, k: int, budget: int, t
         hits = kb.context(q["question"], k)
         start = time.perf_counter()
         first = None
-        if prompt == "compressed":  # what `rag ask` does: compress (timed), ask, ask again over whole passages on NOT_FOUND
+        # what `rag ask` does: compress (timed), ask, ask again over whole passages on NOT_FOUND
+        if (prompt == "compressed"):
             stream = kb.answer_stream(q["question"], hits)
             compress_s = time.perf_counter() - start
             messages = stream.messages()
@@ -80,15 +83,28 @@ def run(set_name: str, prompt: str, llm: str, limit: int, k: int, budget: int, t
                 parts.append(piece)
             reply, escalated, compress_s = "".join(parts), False, 0.0
         total = time.perf_counter() - start
-        row = {"question": q["question"], "gold": q["gold"], "reply": reply, "ttft_s": first or total, "total_s": total,
-               "prompt_tokens": kb.generator.count_tokens(messages[0]["content"] + messages[1]["content"])
-               if hasattr(kb.generator, "count_tokens") else None, "escalated": escalated, "compress_s": compress_s,
-               "passages": [h.chunk.text for h in hits]}
+        row = {
+            "question": q["question"],
+            "gold": q["gold"],
+            "reply": reply,
+            "ttft_s": first or total,
+            "total_s": total,
+            "prompt_tokens": kb.generator.count_tokens(messages[0]["content"] + messages[1]["content"])
+            if hasattr(kb.generator, "count_tokens")
+            else None,
+            "escalated": escalated,
+            "compress_s": compress_s,
+            "passages": [h.chunk.text for h in hits],
+        }
         with open(cache, "a") as fh:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         rows.append(row)
-        print(f"  {set_name} {prompt} {i}/{len(questions)}: first token {row['ttft_s']:.1f} s, answer {total:.1f} s"
-              + (" (asked again over whole passages)" if escalated else ""), file=sys.stderr, flush=True)
+        print(
+            f"  {set_name} {prompt} {i}/{len(questions)}: first token {row['ttft_s']:.1f} s, answer {total:.1f} s"
+            + (" (asked again over whole passages)" if escalated else ""),
+            file=sys.stderr,
+            flush=True,
+        )
     kb.close()
     return rows
 
@@ -106,7 +122,12 @@ def score(rows: list[dict], check: bool) -> dict:
         if gold_at:
             seen += 1
             cited_gold += bool({c.number for c in answer.citations} & gold_at)
-    return {"n": len(rows), "language": lang / max(1, len(rows)), "gold_seen": seen, "cited_gold": cited_gold / max(1, seen)}
+    return {
+        "n": len(rows),
+        "language": lang / max(1, len(rows)),
+        "gold_seen": seen,
+        "cited_gold": cited_gold / max(1, seen),
+    }
 
 
 def main() -> int:
@@ -123,19 +144,29 @@ def main() -> int:
     for set_name in args.sets.split(","):
         for prompt in args.prompts.split(","):
             rows = run(set_name, prompt, args.llm, args.limit, args.k, args.budget, args.tag)
-            for check in ((False, True) if prompt in ("now", "compressed") else (False,)):
+            for check in (False, True) if prompt in ("now", "compressed") else (False,):
                 name = f"compressed {args.budget}" if prompt == "compressed" else prompt
                 label = f"{name} prompt, " + ("citations checked" if check else "model's citations")
                 table.append((set_name, label, score(rows, check), rows))
-    print(f"\nLLM {args.llm}, k={args.k}, first {args.limit} questions per set; peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-    print(f"{'set':11} {'configuration':38} {'n':>3} {'in language':>12} {'gold seen':>10} {'cites gold':>11} {'ttft med':>9} {'answer med':>11} {'prompt tok':>11} {'compress':>9} {'again':>6}")
+    print(
+        f"\nLLM {args.llm}, k={args.k}, first {args.limit} questions per set; peak RSS "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    )
+    print(
+        f"{'set':11} {'configuration':38} {'n':>3} {'in language':>12} {'gold seen':>10} {'cites gold':>11} "
+        f"{'ttft med':>9} {'answer med':>11} {'prompt tok':>11} {'compress':>9} {'again':>6}"
+    )
     for set_name, label, m, rows in table:
         tok = [r["prompt_tokens"] for r in rows if r.get("prompt_tokens")]
-        print(f"{set_name:11} {label:38} {m['n']:>3} {m['language']:>12.2f} {m['gold_seen']:>10} {m['cited_gold']:>11.2f} "
-              f"{statistics.median(r['ttft_s'] for r in rows):>8.1f}s {statistics.median(r['total_s'] for r in rows):>10.1f}s "
-              f"{statistics.median(tok) if tok else float('nan'):>11.0f} "
-              f"{statistics.median(r.get('compress_s', 0.0) for r in rows):>8.2f}s {sum(bool(r.get('escalated')) for r in rows):>6}")
+        print(
+            f"{set_name:11} {label:38} {m['n']:>3} {m['language']:>12.2f} {m['gold_seen']:>10} "
+            f"{m['cited_gold']:>11.2f} "
+            f"{statistics.median(r['ttft_s'] for r in rows):>8.1f}s "
+            f"{statistics.median(r['total_s'] for r in rows):>10.1f}s "
+            f"{statistics.median(tok) if tok else float('nan'):>11.0f} "
+            f"{statistics.median(r.get('compress_s', 0.0) for r in rows):>8.2f}s "
+            f"{sum(bool(r.get('escalated')) for r in rows):>6}"
+        )
     return 0
 
 

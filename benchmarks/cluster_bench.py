@@ -55,12 +55,11 @@ def main() -> None:
     args = ap.parse_args()
     logging.disable(logging.WARNING)
 
+    from indexes.files import cache_dir
     from rag.cli import eval_retriever
     from rag.config import Config, IndexConfig
     from rag.evaluation import evaluate, load_questions
     from rag.knowledge_base import KnowledgeBase
-
-    from indexes.files import cache_dir
 
     models = cache_dir() / "models"
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
@@ -68,14 +67,41 @@ def main() -> None:
         ray_address, milvus = args.ray, args.milvus
         if ray_address is None:
             port = _free_port()
-            stack.enter_context(_server([str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-                                         f"--port={port}", "--include-dashboard=false", "--disable-usage-stats",
-                                         f"--temp-dir={tmp / 'ray'}"], port, {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}))
+            stack.enter_context(
+                _server(
+                    [
+                        str(BIN / "ray"),
+                        "start",
+                        "--head",
+                        "--block",
+                        "--node-ip-address=127.0.0.1",
+                        f"--port={port}",
+                        "--include-dashboard=false",
+                        "--disable-usage-stats",
+                        f"--temp-dir={tmp / 'ray'}",
+                    ],
+                    port,
+                    {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
+                )
+            )
             ray_address = f"127.0.0.1:{port}"
         if milvus is None:
             port = _free_port()
-            stack.enter_context(_server([str(BIN / "milvus-lite"), "server", "--data-dir", str(tmp / "milvus"), "--host",
-                                         "127.0.0.1", "--port", str(port)], port))
+            stack.enter_context(
+                _server(
+                    [
+                        str(BIN / "milvus-lite"),
+                        "server",
+                        "--data-dir",
+                        str(tmp / "milvus"),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                    ],
+                    port,
+                )
+            )
             milvus = f"http://127.0.0.1:{port}"
         print("| set | runner, vectors | ingest s | chunks | dense nDCG@10 | hybrid nDCG@10 | hybrid median ms |")
         print("|---|---|---|---|---|---|---|")
@@ -84,10 +110,16 @@ def main() -> None:
             if not folder.exists():
                 raise SystemExit(f"{folder} is missing: run `python benchmarks/fetch_data.py` first")
             questions = load_questions(HERE / "questions" / f"{name}.jsonl")
-            runs = {"local, FAISS (default)": (Config(index=IndexConfig(gpu=False)), None),
-                    f"Ray {ray_address}, Milvus server": (Config(index=IndexConfig(backend="milvus", uri=milvus)), ray_address)}
+            runs = {
+                "local, FAISS (default)": (Config(index=IndexConfig(gpu=False)), None),
+                f"Ray {ray_address}, Milvus server": (
+                    Config(index=IndexConfig(backend="milvus", uri=milvus)),
+                    ray_address,
+                ),
+            }
             for label, (config, address) in runs.items():
-                cache = tmp / "cache" / f"{name}-{label.split(',')[0]}"  # a fresh embedding cache, the prepared models shared
+                # a fresh embedding cache, the prepared models shared
+                cache = tmp / "cache" / f"{name}-{label.split(',')[0]}"
                 cache.mkdir(parents=True)
                 (cache / "models").symlink_to(models)
                 os.environ["RAG_CACHE_DIR"] = str(cache)
@@ -102,8 +134,12 @@ def main() -> None:
                     scores[mode] = evaluate(mode, lambda q, k, r=retriever: r.search(q, k), questions)
                 hybrid = scores["hybrid"]
                 median = hybrid.metrics["median_ms"]
-                print(f"| {name} | {label} | {seconds:.1f} | {kb.store.chunks.count()} | {scores['dense'].metrics['ndcg@10']:.3f} "
-                      f"| {hybrid.metrics['ndcg@10']:.3f} | {median:.0f} |", flush=True)
+                print(
+                    f"| {name} | {label} | {seconds:.1f} | {kb.store.chunks.count()} | "
+                    f"{scores['dense'].metrics['ndcg@10']:.3f} "
+                    f"| {hybrid.metrics['ndcg@10']:.3f} | {median:.0f} |",
+                    flush=True,
+                )
                 kb.close()
     Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
 

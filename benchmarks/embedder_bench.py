@@ -36,7 +36,8 @@ def int8_encoder(folder: Path) -> OnnxEncoder:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         quantize_dynamic(str(folder / "model.onnx"), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=True, extra_options={"DefaultTensorType": 1})  # 1: float, for the fused ops' outputs
+                         # 1: float, for the fused ops' outputs
+                         reduce_range=True, extra_options={"DefaultTensorType": 1})
     encoder = OnnxEncoder(folder)
     encoder._session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     return encoder
@@ -79,9 +80,12 @@ def main() -> int:
                 return [Hit(chunks[i], float(scores[i]), r) for r, i in enumerate(np.argsort(-scores)[:k], 1)]
 
             ndcg = evaluate(name, search, questions).metrics["ndcg@10"]
-            print(f"{set_name} {name:28} {len(texts)} passages {seconds:5.1f} s ({len(texts) / seconds:4.1f}/s), "
-                  f"dense nDCG@10 {ndcg:.3f}, lowest cosine to torch float32 {np.min(np.sum(reference * vectors, 1)):.5f}",
-                  flush=True)
+            print(
+                f"{set_name} {name:28} {len(texts)} passages {seconds:5.1f} s ({len(texts) / seconds:4.1f}/s), "
+                f"dense nDCG@10 {ndcg:.3f}, lowest cosine to torch float32 "
+                f"{np.min(np.sum(reference * vectors, 1)):.5f}",
+                flush=True,
+            )
     return 0
 
 

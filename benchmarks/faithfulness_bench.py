@@ -34,8 +34,8 @@ import re  # noqa: E402
 from indexes.text import normalize  # noqa: E402
 from indexes.types import Chunk  # noqa: E402
 from rag.answer.citations import _MARK, _SENTENCE, terms  # noqa: E402
-from rag.config import Config, IndexConfig  # noqa: E402
 from rag.answer.generation import build_answer  # noqa: E402
+from rag.config import Config, IndexConfig  # noqa: E402
 from rag.knowledge_base import KnowledgeBase  # noqa: E402
 from rag.types import Hit  # noqa: E402
 
@@ -65,7 +65,9 @@ def conversations(dev: int) -> list[tuple[str, list[str]]]:
             row = json.loads(line)
             out.append(("example-corpus", [row["question"], *row.get("follow_ups", [])]))
     for name in ("python-faq", "ctex-faq"):
-        rows = [json.loads(x) for x in (HERE / "questions" / f"{name}.jsonl").read_text().splitlines() if x.strip()][:dev]
+        rows = [json.loads(x) for x in (HERE / "questions" / f"{name}.jsonl").read_text().splitlines() if x.strip()][
+            :dev
+        ]
         out += [(name, [r["question"]]) for r in rows]
     return out
 
@@ -93,9 +95,17 @@ def replies(llm: str | None, dev: int) -> list[dict]:
             stream = chat.ask_stream(question)
             for _ in stream:
                 pass
-            row = {"set": set_name, "history": turns[:i], "question": question, "language": stream.language, "reply": stream.reply,
-                   "hits": [{"rank": h.rank, "source": h.chunk.source, "text": h.chunk.text, "headings": list(h.chunk.headings)}
-                            for h in stream.hits]}
+            row = {
+                "set": set_name,
+                "history": turns[:i],
+                "question": question,
+                "language": stream.language,
+                "reply": stream.reply,
+                "hits": [
+                    {"rank": h.rank, "source": h.chunk.source, "text": h.chunk.text, "headings": list(h.chunk.headings)}
+                    for h in stream.hits
+                ],
+            }
             done.append(row)
             with open(cache, "a") as f:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -107,7 +117,10 @@ def replies(llm: str | None, dev: int) -> list[dict]:
 
 def checked(row: dict):
     """The cached reply through today's citation check."""
-    hits = [Hit(Chunk(h["rank"], h["source"], h["text"], 0, 0, headings=tuple(h["headings"])), 0.0, h["rank"]) for h in row["hits"]]
+    hits = [
+        Hit(Chunk(h["rank"], h["source"], h["text"], 0, 0, headings=tuple(h["headings"])), 0.0, h["rank"])
+        for h in row["hits"]
+    ]
     return build_answer(row["question"], row["reply"], hits, True, row["language"])
 
 
@@ -119,7 +132,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llm", default=None, help="the LLM (default: the configured default)")
     ap.add_argument("--dev", type=int, default=8, help="questions from each development set")
-    ap.add_argument("--rival", type=float, default=None, help="score with another rag.answer.citations.RIVAL (0: the check before it)")
+    ap.add_argument(
+        "--rival",
+        type=float,
+        default=None,
+        help="score with another rag.answer.citations.RIVAL (0: the check before it)",
+    )
     args = ap.parse_args()
     if args.rival is not None:
         from rag.answer import citations
@@ -127,10 +145,24 @@ def main() -> int:
         citations.RIVAL = args.rival
     rows = replies(args.llm, args.dev)
     gold_path = QUESTIONS / "gold.jsonl"
-    gold = {key(g["question"], g["sentence"]): g["passages"] for g in map(json.loads, gold_path.read_text().splitlines())} \
-        if gold_path.exists() else {}
-    tally = {k: 0 for k in ("right", "wrong passage", "not in any", "flag right", "flag wrong", "unflagged false", "unflagged true",
-                            "no claim")}
+    gold = (
+        {key(g["question"], g["sentence"]): g["passages"] for g in map(json.loads, gold_path.read_text().splitlines())}
+        if gold_path.exists()
+        else {}
+    )
+    tally = {
+        k: 0
+        for k in (
+            "right",
+            "wrong passage",
+            "not in any",
+            "flag right",
+            "flag wrong",
+            "unflagged false",
+            "unflagged true",
+            "no claim",
+        )
+    }
     unlabeled = []
     for r in rows:
         r["sentences"] = sentences(checked(r))
@@ -150,15 +182,26 @@ def main() -> int:
                 tally["unflagged true" if says else "unflagged false"] += 1
     shown = tally["right"] + tally["wrong passage"] + tally["not in any"]
     false = tally["not in any"] + tally["flag right"] + tally["unflagged false"]
-    print(f"{len(rows)} answers, {sum(len(r['sentences']) for r in rows)} sentences, {len(unlabeled)} without a gold label, "
-          f"{tally['no claim']} no claim")
-    print(f"shown as supported: {shown}; its passage says it: {tally['right']} ({tally['right'] / max(1, shown):.2f}); "
-          f"another passage says it: {tally['wrong passage']}; no passage says it: {tally['not in any']}")
-    print(f"in no passage (gold): {false}; flagged: {tally['flag right']} ({tally['flag right'] / max(1, false):.2f}); "
-          f"shown as supported: {tally['not in any']}; too short to check: {tally['unflagged false']}")
+    print(
+        f"{len(rows)} answers, {sum(len(r['sentences']) for r in rows)} sentences, {len(unlabeled)} without a gold "
+        "label, "
+        f"{tally['no claim']} no claim"
+    )
+    print(
+        f"shown as supported: {shown}; its passage says it: {tally['right']} ({tally['right'] / max(1, shown):.2f}); "
+        f"another passage says it: {tally['wrong passage']}; no passage says it: {tally['not in any']}"
+    )
+    print(
+        f"in no passage (gold): {false}; flagged: {tally['flag right']} ({tally['flag right'] / max(1, false):.2f}); "
+        f"shown as supported: {tally['not in any']}; too short to check: {tally['unflagged false']}"
+    )
     print(f"true sentences flagged as unsupported: {tally['flag wrong']}")
     for question, s in unlabeled:
-        print(f"  unlabeled: {json.dumps({'question': question, 'sentence': s['sentence'], 'shown': s['shown'], 'cited': s['cited']}, ensure_ascii=False)}")
+        print(
+            "  unlabeled: "
+            + json.dumps({"question": question, "sentence": s["sentence"], "shown": s["shown"], "cited": s["cited"]},
+                         ensure_ascii=False)
+        )
     return 0
 
 

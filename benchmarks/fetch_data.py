@@ -1,6 +1,7 @@
 """Fetch the development corpora from Debian packages (not committed: licences vary).
 
-    python benchmarks/fetch_data.py            # -> benchmarks/data/python-faq/*.html, benchmarks/data/ctex-faq/ctex-faq.pdf
+    python benchmarks/fetch_data.py            # -> benchmarks/data/python-faq/*.html,
+    benchmarks/data/ctex-faq/ctex-faq.pdf
 
 English: the Python FAQ pages from ``python3.11-doc``. Chinese: ``ctex-faq.pdf`` from
 ``texlive-lang-chinese``. Questions live in ``benchmarks/questions/`` (paraphrased, with verbatim gold phrases).

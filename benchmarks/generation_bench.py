@@ -27,11 +27,10 @@ LLM = "qwen2.5-coder-1.5b-instruct"
 
 def prompt_of(size: int, count) -> list[dict]:
     """A grounded prompt of about ``size`` tokens: Python FAQ passages in the answer prompt, cut to fit."""
-    from rag.answer.prompts import answer_messages
     from indexes.types import Chunk
-    from rag.types import Hit
-
     from ingest.loaders import load
+    from rag.answer.prompts import answer_messages
+    from rag.types import Hit
 
     texts = [load(p).text for p in sorted((HERE / "data" / "python-faq").glob("*.html"))]
     if not texts:
@@ -65,10 +64,21 @@ def measure(backend: str, sizes: list[int], new: int) -> None:
             parts.append(piece)
         total = time.perf_counter() - start
         produced = count("".join(parts))
-        print(json.dumps({"backend": backend, "size": size, "prompt_tokens": tokens, "ttft_s": round(first or total, 2),
-                          "total_s": round(total, 2), "new_tokens": produced,
-                          "decode_tok_s": round((produced - 1) / (total - first), 1) if first and produced > 1 else None,
-                          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "backend": backend,
+                    "size": size,
+                    "prompt_tokens": tokens,
+                    "ttft_s": round(first or total, 2),
+                    "total_s": round(total, 2),
+                    "new_tokens": produced,
+                    "decode_tok_s": round((produced - 1) / (total - first), 1) if first and produced > 1 else None,
+                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                }
+            ),
+            flush=True,
+        )
 
 
 def main() -> int:
@@ -88,15 +98,22 @@ def main() -> int:
         if not todo:
             continue
         print(f"{backend}: sizes {todo} ...", file=sys.stderr, flush=True)
-        child = subprocess.Popen([sys.executable, __file__, "--child", backend, "--sizes", ",".join(map(str, todo)),
-                                  "--new", str(args.new)], stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--child", backend, "--sizes", ",".join(map(str, todo)), "--new", str(args.new)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for line in child.stdout:
             row = json.loads(line)
             done[f"{backend}:{row['size']}"] = row
             CACHE.parent.mkdir(parents=True, exist_ok=True)
             CACHE.write_text(json.dumps(done, indent=1))
-            print(f"  {backend} {row['prompt_tokens']} prompt tokens: first token {row['ttft_s']} s, "
-                  f"{row['decode_tok_s']} tokens/s", file=sys.stderr, flush=True)
+            print(
+                f"  {backend} {row['prompt_tokens']} prompt tokens: first token {row['ttft_s']} s, "
+                f"{row['decode_tok_s']} tokens/s",
+                file=sys.stderr,
+                flush=True,
+            )
         child.wait()
     print(f"\n{LLM}, {args.new} new tokens per prompt, greedy")
     print(f"{'backend':13} {'prompt tok':>10} {'first token':>12} {'decode tok/s':>13} {'peak RSS':>9}")
@@ -104,8 +121,11 @@ def main() -> int:
         for size in sizes:
             r = done.get(f"{backend}:{size}")
             if r:
-                print(f"{backend:13} {r['prompt_tokens']:>10} {r['ttft_s']:>11.1f}s {r['decode_tok_s'] or float('nan'):>13.1f} "
-                      f"{r['peak_rss_mb']:>7} MB")
+                print(
+                    f"{backend:13} {r['prompt_tokens']:>10} {r['ttft_s']:>11.1f}s "
+                    f"{r['decode_tok_s'] or float('nan'):>13.1f} "
+                    f"{r['peak_rss_mb']:>7} MB"
+                )
     return 0
 
 

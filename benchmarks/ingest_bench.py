@@ -63,7 +63,13 @@ def run_langchain(folder: Path, model_path: str) -> tuple[float, int, int]:
     docs, ok = [], 0
     for path in walk([folder]):
         suffix = path.suffix.lower()
-        loader = PyPDFLoader(str(path)) if suffix == ".pdf" else BSHTMLLoader(str(path), bs_kwargs={"features": "html.parser"}) if suffix in (".html", ".htm") else TextLoader(str(path), autodetect_encoding=True)
+        loader = (
+            PyPDFLoader(str(path))
+            if suffix == ".pdf"
+            else BSHTMLLoader(str(path), bs_kwargs={"features": "html.parser"})
+            if suffix in (".html", ".htm")
+            else TextLoader(str(path), autodetect_encoding=True)
+        )
         try:
             docs.extend(loader.load())
             ok += 1
@@ -94,15 +100,27 @@ def main() -> None:
         runs["lc"].append(lc)
     ours, fp32, lc = (statistics.median(runs[k]) for k in ("ours", "fp32", "lc"))
     every = lambda k: ", ".join(f"{t:.1f}" for t in runs[k])  # noqa: E731
-    print(f"corpus: {args.folder} ({size / 1e6:.1f} MB), model: {args.model}, {os.cpu_count()} CPU cores, "
-          f"median of {args.repeat} alternated runs")
+    print(
+        f"corpus: {args.folder} ({size / 1e6:.1f} MB), model: {args.model}, {os.cpu_count()} CPU cores, "
+        f"median of {args.repeat} alternated runs"
+    )
     print(f"{'pipeline':36} {'files':>6} {'chunks':>7} {'seconds':>8} {'MB/s':>6} {'chunks/s':>9}  every run (s)")
     probe = SentenceTransformerEmbedder(args.model)
-    auto = f"rag ingest ({'onnxruntime, float32' if probe.on_onnxruntime() else 'torch, ' + inference_dtype('auto', 'cpu')})"
-    print(f"{auto:36} {files_ours:6d} {n_ours:7d} {ours:8.1f} {size / 1e6 / ours:6.2f} {n_ours / ours:9.1f}  {every('ours')}")
-    print(f"{'rag ingest (torch, float32)':36} {files_ours:6d} {n_ours:7d} {fp32:8.1f} {size / 1e6 / fp32:6.2f} {n_ours / fp32:9.1f}  {every('fp32')}")
+    engine = "onnxruntime, float32" if probe.on_onnxruntime() else "torch, " + inference_dtype("auto", "cpu")
+    auto = f"rag ingest ({engine})"
+    print(
+        f"{auto:36} {files_ours:6d} {n_ours:7d} {ours:8.1f} {size / 1e6 / ours:6.2f} {n_ours / ours:9.1f}  "
+        f"{every('ours')}"
+    )
+    print(
+        f"{'rag ingest (torch, float32)':36} {files_ours:6d} {n_ours:7d} {fp32:8.1f} {size / 1e6 / fp32:6.2f} "
+        f"{n_ours / fp32:9.1f}  {every('fp32')}"
+    )
     print(f"{'rag ingest (unchanged, re-run)':36} {files_ours:6d} {0:7d} {again:8.1f}")
-    print(f"{'LangChain (loader+splitter+HF+FAISS)':36} {files_lc:6d} {n_lc:7d} {lc:8.1f} {size / 1e6 / lc:6.2f} {n_lc / lc:9.1f}  {every('lc')}")
+    print(
+        f"{'LangChain (loader+splitter+HF+FAISS)':36} {files_lc:6d} {n_lc:7d} {lc:8.1f} {size / 1e6 / lc:6.2f} "
+        f"{n_lc / lc:9.1f}  {every('lc')}"
+    )
     print(f"rag ingest is {lc / ours:.2f}x the LangChain pipeline's speed ({lc / fp32:.2f}x on torch in float32)")
 
 

@@ -34,12 +34,17 @@ def main() -> int:
     args = ap.parse_args()
     store = HERE / "data" / "stores" / args.set
     kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False)), create=False)
-    questions = [json.loads(line)["question"] for line in (HERE / "questions" / f"{args.set}.jsonl").read_text().splitlines()
-                 if line.strip()][: args.questions]
+    questions = [
+        json.loads(line)["question"]
+        for line in (HERE / "questions" / f"{args.set}.jsonl").read_text().splitlines()
+        if line.strip()
+    ][: args.questions]
     lists = [[h.chunk.text for h in kb.search(q, args.top)] for q in questions]
     kb.close()
-    judges = {"llama.cpp": lambda: LlamaCppJudgeReranker(LlamaCppGenerator(LLM)),
-              "transformers": lambda: LLMJudgeReranker(TransformersGenerator(LLM))}
+    judges = {
+        "llama.cpp": lambda: LlamaCppJudgeReranker(LlamaCppGenerator(LLM)),
+        "transformers": lambda: LLMJudgeReranker(TransformersGenerator(LLM)),
+    }
     rows = []
     for name, make in judges.items():
         judge = make()

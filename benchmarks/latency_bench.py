@@ -55,7 +55,10 @@ def main() -> None:
     vecs = rng.normal(size=(args.chunks, dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     qrng = np.random.default_rng(2)
-    queries = [" ".join(texts[i].split()[j : j + 6]) for i, j in zip(qrng.integers(0, args.chunks, args.queries), qrng.integers(0, 100, args.queries))]
+    queries = [
+        " ".join(texts[i].split()[j : j + 6])
+        for i, j in zip(qrng.integers(0, args.chunks, args.queries), qrng.integers(0, 100, args.queries))
+    ]
 
     with tempfile.TemporaryDirectory() as tmp:
         kb = KnowledgeBase.open(Path(tmp) / "store", Config(index=IndexConfig(gpu=False)))
@@ -64,8 +67,13 @@ def main() -> None:
         updates = []
         for d in range(0, args.chunks, per_doc):
             src = f"/synthetic/doc{d // per_doc}.txt"
-            chunks = [Chunk(make_chunk_id(src, "h", i), src, texts[d + i], 0, len(texts[d + i])) for i in range(min(per_doc, args.chunks - d))]
-            updates.append(DocumentUpdate(DocumentRecord(src, "h", 0, len(chunks), "now"), chunks, vecs[d : d + len(chunks)]))
+            chunks = [
+                Chunk(make_chunk_id(src, "h", i), src, texts[d + i], 0, len(texts[d + i]))
+                for i in range(min(per_doc, args.chunks - d))
+            ]
+            updates.append(
+                DocumentUpdate(DocumentRecord(src, "h", 0, len(chunks), "now"), chunks, vecs[d : d + len(chunks)])
+            )
         kb.store.commit(updates)
         kb.store.refresh_lexical()
         build = time.perf_counter() - t
@@ -87,15 +95,21 @@ def main() -> None:
             embed_ms.append(1000 * (time.perf_counter() - t))
         print(f"{args.chunks} chunks, {args.queries} queries, k=10; store built in {build:.0f}s")
         print(f"{'system':44} {'median ms':>10} {'p95 ms':>8}")
-        print(f"{'query embedding alone (e5-small, CPU)':44} {statistics.median(embed_ms):10.1f} {percentile(embed_ms, 0.95):8.1f}")
-        print(f"{'rag dense (FAISS flat)':44} {statistics.median(dense_only):10.1f} {percentile(dense_only, 0.95):8.1f}")
-        print(f"{'rag hybrid (bm25s + FAISS flat, RRF)':44} {statistics.median(ours):10.1f} {percentile(ours, 0.95):8.1f}")
+        print(
+            f"{'query embedding alone (e5-small, CPU)':44} {statistics.median(embed_ms):10.1f} "
+            f"{percentile(embed_ms, 0.95):8.1f}"
+        )
+        print(
+            f"{'rag dense (FAISS flat)':44} {statistics.median(dense_only):10.1f} {percentile(dense_only, 0.95):8.1f}"
+        )
+        print(
+            f"{'rag hybrid (bm25s + FAISS flat, RRF)':44} {statistics.median(ours):10.1f} {percentile(ours, 0.95):8.1f}"
+        )
 
         if not args.skip_langchain:
             from langchain_classic.retrievers import EnsembleRetriever
             from langchain_community.retrievers import BM25Retriever
             from langchain_community.vectorstores import FAISS
-
             from langchain_core.embeddings import Embeddings
 
             class Emb(Embeddings):  # the same model and prompts as ours, through LangChain's interface
@@ -107,13 +121,18 @@ def main() -> None:
 
             faiss_store = FAISS.from_embeddings(list(zip(texts, vecs.tolist())), Emb())
             bm25 = BM25Retriever.from_texts(texts, k=10)
-            ensemble = EnsembleRetriever(retrievers=[bm25, faiss_store.as_retriever(search_kwargs={"k": 10})], weights=[0.5, 0.5])
+            ensemble = EnsembleRetriever(
+                retrievers=[bm25, faiss_store.as_retriever(search_kwargs={"k": 10})], weights=[0.5, 0.5]
+            )
             theirs = []
             for q in queries[: min(len(queries), 30)]:
                 t = time.perf_counter()
                 ensemble.invoke(q)
                 theirs.append(1000 * (time.perf_counter() - t))
-            print(f"{'LangChain EnsembleRetriever (rank_bm25+FAISS)':44} {statistics.median(theirs):10.1f} {percentile(theirs, 0.95):8.1f}")
+            print(
+                f"{'LangChain EnsembleRetriever (rank_bm25+FAISS)':44} {statistics.median(theirs):10.1f} "
+                f"{percentile(theirs, 0.95):8.1f}"
+            )
         kb.close()
 
 

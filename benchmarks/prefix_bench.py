@@ -32,8 +32,11 @@ def main() -> int:
     times: dict[str, list[float]] = {"without": [], "with": []}
     for set_name in args.sets.split(","):
         kb = KnowledgeBase.open(HERE / "data" / "stores" / set_name, Config(index=IndexConfig(gpu=False)))
-        questions = [json.loads(line)["question"] for line in (HERE / "questions" / f"{set_name}.jsonl").read_text().splitlines()
-                     if line.strip()][:args.limit]
+        questions = [
+            json.loads(line)["question"]
+            for line in (HERE / "questions" / f"{set_name}.jsonl").read_text().splitlines()
+            if line.strip()
+        ][: args.limit]
         for q in questions:
             messages = kb.answer_stream(q, kb.context(q, 5)).messages()
             for kind in times:
@@ -44,10 +47,17 @@ def main() -> int:
                 start = time.perf_counter()
                 next(iter(kb.generator.stream(messages, 4)))
                 times[kind].append(time.perf_counter() - start)
-                print(f"  {set_name} {kind} saved opening: first token {times[kind][-1]:.2f} s", file=sys.stderr, flush=True)
+                print(
+                    f"  {set_name} {kind} saved opening: first token {times[kind][-1]:.2f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
         kb.close()
     for kind, ts in times.items():
-        print(f"{kind} the saved opening: median first token {statistics.median(ts):.2f} s ({', '.join(f'{t:.1f}' for t in ts)})")
+        print(
+            f"{kind} the saved opening: median first token {statistics.median(ts):.2f} s "
+            f"({', '.join(f'{t:.1f}' for t in ts)})"
+        )
     return 0
 
 

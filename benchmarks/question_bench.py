@@ -18,8 +18,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from indexes.store import Store  # noqa: E402
-from rag.llm import LlamaCppGenerator, TransformersGenerator  # noqa: E402
 from rag.adapt.synthetic import LLMQuestionWriter, generate_questions, sample_chunks  # noqa: E402
+from rag.llm import LlamaCppGenerator, TransformersGenerator  # noqa: E402
 
 
 def main() -> int:

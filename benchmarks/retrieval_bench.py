@@ -7,8 +7,10 @@ and once more with the e5 query/passage prompts set, so the model is used as int
 
     pip install -e '.[bench]'
     python benchmarks/fetch_data.py
-    python benchmarks/retrieval_bench.py [--sets python-faq,ctex-faq] [--configs dense,bm25,hybrid,...] [--embedder-dtype float32] [--json]
-    python benchmarks/retrieval_bench.py --questions benchmarks/questions/crosslingual --sets example-corpus,python-faq,ctex-faq --no-langchain
+    python benchmarks/retrieval_bench.py [--sets python-faq,ctex-faq] [--configs dense,bm25,hybrid,...]
+    [--embedder-dtype float32] [--json]
+    python benchmarks/retrieval_bench.py --questions benchmarks/questions/crosslingual --sets
+    example-corpus,python-faq,ctex-faq --no-langchain
 
 ``--questions`` picks another folder of question files, e.g. ``crosslingual/``: the first 26 questions of each
 set asked in the other language (Chinese about the English Python FAQ and the English example manual, English
@@ -46,15 +48,20 @@ def langchain_search(folder: Path, model_path: str, prompts: bool):
             docs.extend(BSHTMLLoader(str(path), bs_kwargs={"features": "html.parser"}).load())
     chunks = RecursiveCharacterTextSplitter(chunk_size=500, chunk_overlap=50).split_documents(docs)
     kwargs = {"normalize_embeddings": True}
-    emb = HuggingFaceEmbeddings(model_name=model_path, encode_kwargs={**kwargs, **({"prompt": "passage: "} if prompts else {})},
-                                query_encode_kwargs={**kwargs, **({"prompt": "query: "} if prompts else {})})
+    emb = HuggingFaceEmbeddings(
+        model_name=model_path,
+        encode_kwargs={**kwargs, **({"prompt": "passage: "} if prompts else {})},
+        query_encode_kwargs={**kwargs, **({"prompt": "query: "} if prompts else {})},
+    )
     store = FAISS.from_documents(chunks, emb)
 
     def search(question: str, k: int) -> list[Hit]:
         out = []
         for rank, (doc, dist) in enumerate(store.similarity_search_with_score(question, k=k), start=1):
             page = doc.metadata.get("page")
-            chunk = Chunk(rank, doc.metadata.get("source", ""), doc.page_content, 0, 0, page + 1 if page is not None else None)
+            chunk = Chunk(
+                rank, doc.metadata.get("source", ""), doc.page_content, 0, 0, page + 1 if page is not None else None
+            )
             out.append(Hit(chunk, -float(dist), rank))
         return out
 
@@ -95,8 +102,12 @@ def main() -> None:
         questions = load_questions(args.questions / f"{name}.jsonl")[: args.limit or None]
         reports = []
         with tempfile.TemporaryDirectory() as tmp:
-            config = Config(embedder=args.embedder, index=IndexConfig(gpu=False), llm=LLMConfig(name=args.judge),
-                            embedder_dtype=args.embedder_dtype)
+            config = Config(
+                embedder=args.embedder,
+                index=IndexConfig(gpu=False),
+                llm=LLMConfig(name=args.judge),
+                embedder_dtype=args.embedder_dtype,
+            )
             kb = KnowledgeBase.open(Path(tmp) / "store", config)
             kb.ingest([folder], progress=False)
             for config in args.configs.split(","):
@@ -105,11 +116,16 @@ def main() -> None:
             kb.close()
         if not args.no_langchain:
             model_path = resolve_model_path(args.embedder)
-            reports.append(evaluate("LangChain (as usually written)", langchain_search(folder, model_path, False), questions))
+            reports.append(
+                evaluate("LangChain (as usually written)", langchain_search(folder, model_path, False), questions)
+            )
             reports.append(evaluate("LangChain + e5 prompts", langchain_search(folder, model_path, True), questions))
         out[name] = reports
         if not args.json:
-            print(f"\n## {name}: {len(questions)} questions, embedder {args.embedder} ({inference_dtype(args.embedder_dtype, 'cpu')})\n")
+            print(
+                f"\n## {name}: {len(questions)} questions, embedder {args.embedder} "
+                f"({inference_dtype(args.embedder_dtype, 'cpu')})\n"
+            )
             print(format_table(reports))
     if args.json:
         print(json.dumps({n: [r.to_dict() for r in rs] for n, rs in out.items()}, ensure_ascii=False, indent=2))

@@ -6,7 +6,8 @@ while the others ask whole answers: their errors, whether ``/readyz`` ever said 
 LLM gauge returns to 0 afterwards; clients told 429 wait as ``Retry-After`` says. Run it with a real LLM
 (``--phases stop --llm qwen2.5-coder-0.5b-instruct``); the search and ask phases are meant for the extractive one.
 
-    python benchmarks/serve_bench.py [--seconds 60] [--clients 8] [--cli-questions 3] [--phases search,ask,stop] [--llm NAME]
+    python benchmarks/serve_bench.py [--seconds 60] [--clients 8] [--cli-questions 3] [--phases search,ask,stop] [--llm
+    NAME]
 
 Bounded: every request has a timeout, each phase stops after ``--seconds``, the server is stopped at the end.
 """
@@ -30,8 +31,12 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-QUESTIONS = [json.loads(line)["question"] for f in sorted((ROOT / "benchmarks" / "questions").glob("*.jsonl"))
-             for line in f.read_text().splitlines() if line.strip()]
+QUESTIONS = [
+    json.loads(line)["question"]
+    for f in sorted((ROOT / "benchmarks" / "questions").glob("*.jsonl"))
+    for line in f.read_text().splitlines()
+    if line.strip()
+]
 
 
 def free_port() -> int:
@@ -58,8 +63,11 @@ def upload(url: str, collection: str, files: list[tuple[str, bytes]]) -> str:
 
 def synthetic_doc(n: int, sections: int = 60) -> bytes:
     """Distinct text (about two chunks per section), so every job embeds new vectors (no cache hits)."""
-    return "\n\n".join(f"## Part {n}.{i}\n\n" + " ".join(f"Batch {n} item {i}.{j} describes valve {j * i % 97} and seal {n}."
-                                                        for j in range(45)) for i in range(sections)).encode()
+    return "\n\n".join(
+        f"## Part {n}.{i}\n\n"
+        + " ".join(f"Batch {n} item {i}.{j} describes valve {j * i % 97} and seal {n}." for j in range(45))
+        for i in range(sections)
+    ).encode()
 
 
 def load(url: str, route: str, seconds: float, clients: int) -> dict:
@@ -92,9 +100,14 @@ def load(url: str, route: str, seconds: float, clients: int) -> dict:
         t.join()
     latencies.sort()
     n = len(latencies)
-    return {"requests": n, "rps": n / seconds, "p50_ms": 1000 * statistics.median(latencies) if n else float("nan"),
-            "p95_ms": 1000 * latencies[int(0.95 * (n - 1))] if n else float("nan"), "errors": len(errors),
-            "error_examples": sorted(set(errors))[:3]}
+    return {
+        "requests": n,
+        "rps": n / seconds,
+        "p50_ms": 1000 * statistics.median(latencies) if n else float("nan"),
+        "p95_ms": 1000 * latencies[int(0.95 * (n - 1))] if n else float("nan"),
+        "errors": len(errors),
+        "error_examples": sorted(set(errors))[:3],
+    }
 
 
 def load_with_stops(url: str, seconds: float, clients: int) -> dict:
@@ -130,7 +143,9 @@ def load_with_stops(url: str, seconds: float, clients: int) -> dict:
         while time.monotonic() < stop:
             t = time.perf_counter()
             try:
-                r = httpx.post(f"{url}/collections/bench/ask", json={"question": QUESTIONS[i % len(QUESTIONS)]}, timeout=600)
+                r = httpx.post(
+                    f"{url}/collections/bench/ask", json={"question": QUESTIONS[i % len(QUESTIONS)]}, timeout=600
+                )
                 ok, why = r.status_code == 200, f"{r.status_code} {r.text[:120]}"
             except httpx.HTTPError as exc:
                 ok, why = False, type(exc).__name__
@@ -168,10 +183,18 @@ def load_with_stops(url: str, seconds: float, clients: int) -> dict:
     freed = "rag_llm_active 0.0" in httpx.get(f"{url}/metrics", timeout=30).text
     latencies.sort()
     n = len(latencies)
-    return {"requests": n, "rps": n / seconds, "p50_ms": 1000 * statistics.median(latencies) if n else float("nan"),
-            "p95_ms": 1000 * latencies[int(0.95 * (n - 1))] if n else float("nan"), "errors": len(errors),
-            "error_examples": sorted(set(errors))[:3], "stopped": stopped[0], "not_ready": not_ready[0], "busy": busy[0],
-            "freed_s": time.monotonic() - t if freed else None}
+    return {
+        "requests": n,
+        "rps": n / seconds,
+        "p50_ms": 1000 * statistics.median(latencies) if n else float("nan"),
+        "p95_ms": 1000 * latencies[int(0.95 * (n - 1))] if n else float("nan"),
+        "errors": len(errors),
+        "error_examples": sorted(set(errors))[:3],
+        "stopped": stopped[0],
+        "not_ready": not_ready[0],
+        "busy": busy[0],
+        "freed_s": time.monotonic() - t if freed else None,
+    }
 
 
 _DOCS = itertools.count(1)
@@ -196,7 +219,8 @@ def while_ingesting(url: str, fn) -> tuple[dict, dict]:
     feeder.start()
     time.sleep(3)  # the first job's worker is up and embedding
     result = fn()
-    stats["chunks"] = httpx.get(f"{url}/collections/bench", timeout=30).json()["chunks"] - stats["before"]  # committed meanwhile
+    # committed meanwhile
+    stats["chunks"] = httpx.get(f"{url}/collections/bench", timeout=30).json()["chunks"] - stats["before"]
     done.set()
     feeder.join()
     return result, stats
@@ -206,8 +230,13 @@ def cli_search(store: Path, questions: list[str]) -> list[float]:
     out = []
     for q in questions:
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "rag.cli", "search", q, "--store", str(store), "--json"], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "rag.cli", "search", q, "--store", str(store), "--json"],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         out.append(time.perf_counter() - t)
     return out
 
@@ -225,8 +254,23 @@ def main() -> int:
         root, port = Path(tmp) / "root", free_port()
         url = f"http://127.0.0.1:{port}"
         log = open(Path(tmp) / "server.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--root", str(root), "--port", str(port),
-                                 "--set", f"llm.name={args.llm}"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rag.cli",
+                "serve",
+                "--root",
+                str(root),
+                "--port",
+                str(port),
+                "--set",
+                f"llm.name={args.llm}",
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 300
             while True:
@@ -245,21 +289,32 @@ def main() -> int:
                 corpus += [p for p in sorted(data.rglob("*")) if p.suffix in (".html", ".pdf")]
             state = wait_job(url, upload(url, "bench", [(p.name, p.read_bytes()) for p in corpus]))
             base = httpx.get(f"{url}/collections/bench", timeout=30).json()
-            print(f"collection: {base['documents']} documents, {base['chunks']} chunks "
-                  f"({sum(f['status'] == 'committed' for f in state['files'])} files committed); "
-                  f"{args.clients} clients, {args.seconds:g} s per phase, {os.cpu_count()} CPUs, LLM {args.llm}", flush=True)
+            print(
+                f"collection: {base['documents']} documents, {base['chunks']} chunks "
+                f"({sum(f['status'] == 'committed' for f in state['files'])} files committed); "
+                f"{args.clients} clients, {args.seconds:g} s per phase, {os.cpu_count()} CPUs, LLM {args.llm}",
+                flush=True,
+            )
             rows = []
             for route in [r for r in ("search", "ask") if r in phases]:
                 idle = load(url, route, args.seconds, args.clients)
                 busy, ingest = while_ingesting(url, lambda: load(url, route, args.seconds, args.clients))
                 rows.append((f"{route}, idle", idle, ""))
                 secs = ingest["job_seconds"]
-                rows.append((f"{route}, during ingest", busy,
-                             f"{ingest['chunks']} chunks committed by {ingest['jobs']} jobs"
-                             + (f", {statistics.median(secs):.1f} s per job" if secs else "")))
+                rows.append(
+                    (
+                        f"{route}, during ingest",
+                        busy,
+                        f"{ingest['chunks']} chunks committed by {ingest['jobs']} jobs"
+                        + (f", {statistics.median(secs):.1f} s per job" if secs else ""),
+                    )
+                )
             print(f"\n{'phase':24} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'errors':>7}")
             for name, r, note in rows:
-                print(f"{name:24} {r['requests']:>9} {r['rps']:>8.1f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['errors']:>7}  {note}")
+                print(
+                    f"{name:24} {r['requests']:>9} {r['rps']:>8.1f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} "
+                    f"{r['errors']:>7}  {note}"
+                )
                 for e in r["error_examples"]:
                     print(f"    error: {e}")
             if "search" in phases:
@@ -267,16 +322,28 @@ def main() -> int:
                 print(f"\nsearch p95 during ingest / idle: {search_busy['p95_ms'] / search_idle['p95_ms']:.2f}x")
             if "stop" in phases:
                 r = load_with_stops(url, args.seconds, args.clients)
-                freed = f"back to 0 {r['freed_s']:.1f} s after the phase" if r["freed_s"] is not None else "STUCK (not 0 after 300 s)"
-                print(f"\nstop phase: {r['stopped']} answers stopped at their first token by {args.clients // 2} clients; "
-                      f"{args.clients - args.clients // 2} others: {r['requests']} whole answers, p50 {r['p50_ms']:.0f} ms, "
-                      f"p95 {r['p95_ms']:.0f} ms, {r['errors']} errors; {r['busy']} told to retry (429); /readyz not ready "
-                      f"{r['not_ready']} times; LLM gauge {freed}")
+                freed = (
+                    f"back to 0 {r['freed_s']:.1f} s after the phase"
+                    if r["freed_s"] is not None
+                    else "STUCK (not 0 after 300 s)"
+                )
+                print(
+                    f"\nstop phase: {r['stopped']} answers stopped at their first token by {args.clients // 2} "
+                    "clients; "
+                    f"{args.clients - args.clients // 2} others: {r['requests']} whole answers, p50 {r['p50_ms']:.0f} "
+                    "ms, "
+                    f"p95 {r['p95_ms']:.0f} ms, {r['errors']} errors; {r['busy']} told to retry (429); /readyz not "
+                    "ready "
+                    f"{r['not_ready']} times; LLM gauge {freed}"
+                )
                 for e in r["error_examples"]:
                     print(f"    error: {e}")
         finally:
-            problems = [line for line in (Path(tmp) / "server.log").read_text(errors="replace").splitlines()
-                        if line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback"))]
+            problems = [
+                line
+                for line in (Path(tmp) / "server.log").read_text(errors="replace").splitlines()
+                if line.startswith(("WARNING", "ERROR", "CRITICAL", "Traceback"))
+            ]
             if problems:
                 print("\nserver log warnings and errors:\n  " + "\n  ".join(problems[-20:]))
             proc.send_signal(signal.SIGTERM)
@@ -286,11 +353,18 @@ def main() -> int:
                 proc.kill()
         if args.cli_questions:
             store = Path(tmp) / "cli-store"
-            subprocess.run([sys.executable, "-m", "rag.cli", "ingest", str(ROOT / "examples" / "corpus"), "--store", str(store)],
-                           cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-m", "rag.cli", "ingest", str(ROOT / "examples" / "corpus"), "--store", str(store)],
+                cwd=ROOT,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             times = cli_search(store, QUESTIONS[: args.cli_questions])
-            print(f"without a server, one `rag search` process per question: {statistics.median(times):.1f} s median "
-                  f"({len(times)} questions, one at a time)")
+            print(
+                f"without a server, one `rag search` process per question: {statistics.median(times):.1f} s median "
+                f"({len(times)} questions, one at a time)"
+            )
     return 0
 
 

@@ -90,9 +90,12 @@ class BM25Index:
             if not rows:
                 return []
             mask[rows] = 1.0
-        known = [t for t in tokens if t in self._retriever.vocab_dict] if hasattr(self._retriever, "vocab_dict") else tokens
+        known = (
+            [t for t in tokens if t in self._retriever.vocab_dict] if hasattr(self._retriever, "vocab_dict") else tokens
+        )
         if not known:
             return []
-        docs, scores = self._retriever.retrieve([known], k=min(k, len(self._ids)), show_progress=False,
-                                                weight_mask=mask, n_threads=1)
+        docs, scores = self._retriever.retrieve(
+            [known], k=min(k, len(self._ids)), show_progress=False, weight_mask=mask, n_threads=1
+        )
         return [ScoredId(int(self._ids[d]), float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]

@@ -71,7 +71,8 @@ class ChunkStore:
                 # stores from before chunks could cross a page break; their chunks each lie on one page
                 self._db.execute("ALTER TABLE chunks ADD COLUMN page_end INTEGER")
             if "metadata" not in {r[1] for r in self._db.execute("PRAGMA table_info(documents)")}:
-                self._db.execute("ALTER TABLE documents ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'")  # stores before add_texts
+                # stores before add_texts
+                self._db.execute("ALTER TABLE documents ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open chunk store {self.path}: {exc}") from exc
 
@@ -95,10 +96,20 @@ class ChunkStore:
     @staticmethod
     def insert_chunks(db: sqlite3.Connection, chunks: Iterable[tuple[int, Chunk]]) -> None:
         db.executemany(
-            "INSERT OR REPLACE INTO chunks(id, source, ordinal, text, start, end, page, headings, page_end) VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO chunks(id, source, ordinal, text, start, end, page, headings, page_end) VALUES "
+            "(?,?,?,?,?,?,?,?,?)",
             [
-                (c.id, c.source, ordinal, c.text, c.start, c.end, c.page, json.dumps(list(c.headings), ensure_ascii=False),
-                 c.page_end)
+                (
+                    c.id,
+                    c.source,
+                    ordinal,
+                    c.text,
+                    c.start,
+                    c.end,
+                    c.page,
+                    json.dumps(list(c.headings), ensure_ascii=False),
+                    c.page_end,
+                )
                 for ordinal, c in chunks
             ],
         )
@@ -109,16 +120,12 @@ class ChunkStore:
         for s in range(0, len(ids), 900):
             part = ids[s : s + 900]
             marks = ",".join("?" * len(part))
-            for row in self._db.execute(
-                f"SELECT {_COLUMNS} FROM chunks WHERE id IN ({marks})", part
-            ):
+            for row in self._db.execute(f"SELECT {_COLUMNS} FROM chunks WHERE id IN ({marks})", part):
                 out[row[0]] = _row_to_chunk(row)
         return out
 
     def chunks_of(self, source: str) -> list[Chunk]:
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM chunks WHERE source=? ORDER BY ordinal", (source,)
-        )
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM chunks WHERE source=? ORDER BY ordinal", (source,))
         return [_row_to_chunk(r) for r in rows]
 
     def neighbours(self, chunk_id: int, window: int) -> list[Chunk]:
@@ -132,7 +139,9 @@ class ChunkStore:
         )
         return [_row_to_chunk(r) for r in rows]
 
-    def ids(self, source_glob: str | None = None, page_min: int | None = None, page_max: int | None = None) -> np.ndarray:
+    def ids(
+        self, source_glob: str | None = None, page_min: int | None = None, page_max: int | None = None
+    ) -> np.ndarray:
         where, args = [], []
         if source_glob:
             where.append("source GLOB ?")
@@ -157,7 +166,9 @@ class ChunkStore:
 
     def search_texts(self) -> Iterator[tuple[int, str]]:
         """(id, search text) of every chunk: what the lexical index is built from."""
-        for chunk_id, headings, text in self._db.execute("SELECT id, headings, text FROM chunks ORDER BY source, ordinal"):
+        for chunk_id, headings, text in self._db.execute(
+            "SELECT id, headings, text FROM chunks ORDER BY source, ordinal"
+        ):
             yield chunk_id, search_text(tuple(json.loads(headings)), text)
 
     # -- manifest ---------------------------------------------------------
@@ -171,7 +182,9 @@ class ChunkStore:
         sources = list(sources)
         for s in range(0, len(sources), 900):
             part = sources[s : s + 900]
-            rows = self._db.execute(f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE source IN ({','.join('?' * len(part))})", part)
+            rows = self._db.execute(
+                f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE source IN ({','.join('?' * len(part))})", part
+            )
             out.update((r[0], _row_to_document(r)) for r in rows)
         return out
 
@@ -179,8 +192,15 @@ class ChunkStore:
     def upsert_document(db: sqlite3.Connection, doc: DocumentRecord) -> None:
         db.execute(
             f"INSERT OR REPLACE INTO documents({_DOCUMENT_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
-            (doc.source, doc.content_hash, doc.size, doc.n_chunks, doc.ingested_at, json.dumps(list(doc.warnings), ensure_ascii=False),
-             json.dumps(doc.metadata, ensure_ascii=False)),
+            (
+                doc.source,
+                doc.content_hash,
+                doc.size,
+                doc.n_chunks,
+                doc.ingested_at,
+                json.dumps(list(doc.warnings), ensure_ascii=False),
+                json.dumps(doc.metadata, ensure_ascii=False),
+            ),
         )
 
     # -- pending backend operations (crash recovery) ----------------------
@@ -189,8 +209,11 @@ class ChunkStore:
 
 
 def _row_to_chunk(row) -> Chunk:
-    return Chunk(id=row[0], source=row[1], text=row[2], start=row[3], end=row[4], page=row[5], headings=tuple(json.loads(row[6])),
-                 page_end=row[5] if row[7] is None else row[7])  # rows from before page ranges lie on one page
+    return Chunk(
+        id=row[0], source=row[1], text=row[2], start=row[3], end=row[4], page=row[5],
+        headings=tuple(json.loads(row[6])),
+        page_end=row[5] if row[7] is None else row[7],  # rows from before page ranges lie on one page
+    )
 
 
 def _row_to_document(row) -> DocumentRecord:

@@ -20,7 +20,8 @@ class MissingDependencyError(RagError, ImportError):
 
 
 def require(module: str, extra: str | None, package: str | None = None):
-    """Import ``module`` or raise one error naming the ``pip install`` that provides it (``extra`` None: a core dependency)."""
+    """Import ``module`` or raise one error naming the ``pip install`` that provides it (``extra`` None: a core
+    dependency)."""
     import importlib
 
     try:
@@ -28,7 +29,9 @@ def require(module: str, extra: str | None, package: str | None = None):
     except ImportError as exc:
         pkg = package or module
         if extra is None:
-            raise MissingDependencyError(f"{pkg} is missing: run `pip install {pkg}` (it is a dependency of rag-kb)") from exc
+            raise MissingDependencyError(
+                f"{pkg} is missing: run `pip install {pkg}` (it is a dependency of rag-kb)"
+            ) from exc
         raise MissingDependencyError(
             f"{pkg} is needed for this feature but is not installed: "
             f"run `pip install 'rag-kb[{extra}]'` (or `pip install {pkg}`)"

@@ -10,7 +10,9 @@ from pathlib import Path
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("RAG_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "rag")
+    root = os.environ.get("RAG_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "rag"
+    )
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path

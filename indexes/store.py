@@ -59,7 +59,9 @@ class DocumentUpdate:
 
 
 class Store:
-    def __init__(self, path: Path, settings: StoreSettings, chunks: ChunkStore, index: VectorIndex, read_only: bool = False) -> None:
+    def __init__(
+        self, path: Path, settings: StoreSettings, chunks: ChunkStore, index: VectorIndex, read_only: bool = False
+    ) -> None:
         self.path, self.settings, self.chunks, self.index = path, settings, chunks, index
         self.read_only = read_only
         self._lexical: BM25Index | None = None
@@ -78,7 +80,8 @@ class Store:
         if path.exists() and not path.is_dir():
             raise StoreError(f"{path} exists and is not a directory; choose another --store path")
         path.mkdir(parents=True, exist_ok=True)
-        open_index(settings.index, path, settings.dim, 0, settings.index_options, new=True)  # fail early on a bad backend
+        # fail early on a bad backend
+        open_index(settings.index, path, settings.dim, 0, settings.index_options, new=True)
         atomic_write(path / _SETTINGS, lambda tmp: tmp.write_text(json.dumps(asdict(settings), indent=2)))
         return cls.open(path)
 
@@ -99,7 +102,8 @@ class Store:
     @classmethod
     def open(cls, path: Path, read_only: bool = False) -> "Store":
         """Open a store. ``read_only`` is for a reader beside a writer in another process (the server): it never
-        recovers, deletes other generations' files or writes the BM25 index, any of which would break the writer's commit."""
+        recovers, deletes other generations' files or writes the BM25 index, any of which would break the writer's
+        commit."""
         path = Path(path)
         settings = cls.read_settings(path)
         chunks = ChunkStore(path / "chunks.sqlite")
@@ -117,7 +121,8 @@ class Store:
 
     @property
     def lexical_ready(self) -> bool:
-        """Whether the committed generation's BM25 index is written: an ingest's last step, so the whole ingest is in."""
+        """Whether the committed generation's BM25 index is written: an ingest's last step, so the whole ingest is
+        in."""
         return self.chunks.get_meta("bm25_generation") == str(self.chunks.generation)
 
     @contextmanager
@@ -226,9 +231,7 @@ class Store:
         return [(found[s.id], s.score) for s in raw if s.id in found]
 
     # -- reading ----------------------------------------------------------
-    def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> list[list[tuple[Chunk, float]]]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[list[tuple[Chunk, float]]]:
         """Top-``k`` committed chunks per query vector, best first."""
         raw: list[list[ScoredId]] = self.index.search(queries, k, allowed)
         found = self.chunks.get([s.id for row in raw for s in row])

@@ -42,7 +42,8 @@ _TOKEN = re.compile(rf"[{_CJK}]+|[^\W_]+", re.UNICODE)
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _STOPWORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their then there these they this "
-    "to was will with what which who whom why how when where do does did can could should would i you we he she my your "
+    "to was will with what which who whom why how when where do does did can could should would i you we he she my "
+    "your "
     "our its me from have has had been being than too very so just also any all some".split()
 )
 

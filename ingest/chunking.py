@@ -27,7 +27,9 @@ CHUNKING_VERSION = 8
 
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 # A sentence ends after Western . ! ? (followed by space) or after CJK 。！？； (no space needed).
-_SENTENCE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=\S)|(?<=[。！？；!?])(?=[^\s。！？；!?”」』）])|(?<=[。！？；][”」』）])|\n(?=\s*(?:[-*•]|\d+[.)])\s)")
+_SENTENCE = re.compile(
+    r"(?<=[.!?])[\"')\]]*\s+(?=\S)|(?<=[。！？；!?])(?=[^\s。！？；!?”」』）])|(?<=[。！？；][”」』）])|\n(?=\s*(?:[-*•]|\d+[.)])\s)"
+)
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,18 @@ class Chunker:
         for (start, end), path in self._sections(doc, set(joins)):
             for span in self._pack(text, self._units(text, start, end, joins)):
                 page, page_end = _page_of(doc, span.start), _page_of(doc, span.end - 1)
-                out.append(Chunk(id=make_chunk_id(doc.source, content_hash, len(out)), source=doc.source,
-                                 text=text[span.start : span.end], start=span.start, end=span.end, page=page, headings=path,
-                                 page_end=page_end))
+                out.append(
+                    Chunk(
+                        id=make_chunk_id(doc.source, content_hash, len(out)),
+                        source=doc.source,
+                        text=text[span.start : span.end],
+                        start=span.start,
+                        end=span.end,
+                        page=page,
+                        headings=path,
+                        page_end=page_end,
+                    )
+                )
         return out
 
     @staticmethod

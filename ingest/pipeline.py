@@ -126,8 +126,14 @@ def load_document(work: FileWork, chunker: Chunker) -> DocumentUpdate:
         raise LoadError("the file changed while it was being ingested; ingest again")
     doc = load(work.path, data, work.source)
     chunks = chunker.chunk(doc, work.digest)
-    record = DocumentRecord(work.source, work.digest, len(data), len(chunks), datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                            doc.warnings)
+    record = DocumentRecord(
+        work.source,
+        work.digest,
+        len(data),
+        len(chunks),
+        datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        doc.warnings,
+    )
     return DocumentUpdate(record, chunks, None)
 
 
@@ -136,8 +142,14 @@ def embedded_text(chunk: Chunk) -> str:
     return search_text(chunk.headings, chunk.text)
 
 
-def finish(store: Store, manifest: dict[str, DocumentRecord], seen: set[str], paths: Sequence[Path], options: IngestOptions,
-           results: list[FileResult]) -> None:
+def finish(
+    store: Store,
+    manifest: dict[str, DocumentRecord],
+    seen: set[str],
+    paths: Sequence[Path],
+    options: IngestOptions,
+    results: list[FileResult],
+) -> None:
     """The last steps of a run: with ``prune``, remove indexed sources under the given folders that the walk did not
     see; then rebuild the lexical index if anything changed."""
     if options.prune:
@@ -152,8 +164,10 @@ def finish(store: Store, manifest: dict[str, DocumentRecord], seen: set[str], pa
 
 def check_chunking(embedder: Embedder, options: IngestOptions) -> Chunker:
     if options.chunk_tokens > embedder.max_tokens:
-        raise ConfigError(f"chunk size {options.chunk_tokens} tokens exceeds what {embedder.name} reads "
-                          f"({embedder.max_tokens}); lower it with --chunk-tokens")
+        raise ConfigError(
+            f"chunk size {options.chunk_tokens} tokens exceeds what {embedder.name} reads "
+            f"({embedder.max_tokens}); lower it with --chunk-tokens"
+        )
     return Chunker(embedder.count_tokens, options.chunk_tokens, options.chunk_overlap)
 
 
@@ -163,9 +177,13 @@ class Committer:
     batch just before its commit (the local runner embeds there), ``after`` just after (the Ray runner caches the
     vectors its workers made)."""
 
-    def __init__(self, store: Store, options: IngestOptions,
-                 prepare: Callable[[list[DocumentUpdate]], list[DocumentUpdate]] = list,
-                 after: Callable[[list[DocumentUpdate]], None] = lambda updates: None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        options: IngestOptions,
+        prepare: Callable[[list[DocumentUpdate]], list[DocumentUpdate]] = list,
+        after: Callable[[list[DocumentUpdate]], None] = lambda updates: None,
+    ) -> None:
         self.store, self.options, self.prepare, self.after = store, options, prepare, after
         self.results: list[FileResult] = []
         self._ready: list[tuple[DocumentUpdate, str]] = []
@@ -216,7 +234,9 @@ class _CachedEmbedding:
                 self.options.on_file(u.record.source, "embedding", "")
         texts = [embedded_text(c) for u in pending for c in u.chunks]
         progress = self.options.progress
-        vectors, computed = self.cache.embed(self.key, texts, lambda t: self.embedder.embed_documents(t, progress=progress))
+        vectors, computed = self.cache.embed(
+            self.key, texts, lambda t: self.embedder.embed_documents(t, progress=progress)
+        )
         self.embedded += computed
         self.cached += len(texts) - computed
         updates, row = [], 0
@@ -227,7 +247,9 @@ class _CachedEmbedding:
         return updates
 
 
-def ingest(store: Store, embedder: Embedder, paths: Sequence[Path], options: IngestOptions = IngestOptions()) -> IngestReport:
+def ingest(
+    store: Store, embedder: Embedder, paths: Sequence[Path], options: IngestOptions = IngestOptions()
+) -> IngestReport:
     """The local runner: scan, load and chunk, embed (through the embedding cache) and commit, in this process."""
     started = time.perf_counter()
     chunker = check_chunking(embedder, options)

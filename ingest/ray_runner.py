@@ -185,17 +185,29 @@ def _run(ray, embedder: Embedder, work: list[FileWork], options: IngestOptions, 
             raise ConfigError(f"cannot reach the Ray cluster at {address or 'a new local cluster'}: {exc}") from exc
     try:
         plan = RayPlan.for_cluster(ray.cluster_resources(), actors)
-        log.info("ray: %d files, %d embedding actors (%.2f CPU, %.0f GPU each)", len(work), plan.actors, plan.actor_cpus,
-                 plan.actor_gpus)
+        log.info(
+            "ray: %d files, %d embedding actors (%.2f CPU, %.0f GPU each)",
+            len(work),
+            plan.actors,
+            plan.actor_cpus,
+            plan.actor_gpus,
+        )
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = options.progress
-        logging.getLogger("ray.data").setLevel(logging.WARNING if options.progress else logging.ERROR)  # its INFO is per-run noise
+        # its INFO is per-run noise
+        logging.getLogger("ray.data").setLevel(logging.WARNING if options.progress else logging.ERROR)
         rows = [{"path": str(w.path), "source": w.source, "digest": w.digest, "status": w.status} for w in work]
         ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 200))
         ds = ds.flat_map(_ReadAndChunk(embedder, options.chunk_tokens, options.chunk_overlap), num_cpus=_READ_CPUS)
-        ds = ds.map_batches(_Embed, fn_constructor_kwargs={"embedder": embedder, "threads": int(plan.actor_cpus)},
-                            compute=ray.data.ActorPoolStrategy(size=plan.actors), num_cpus=plan.actor_cpus,
-                            num_gpus=plan.actor_gpus, batch_size=plan.batch_size, batch_format="numpy")
+        ds = ds.map_batches(
+            _Embed,
+            fn_constructor_kwargs={"embedder": embedder, "threads": int(plan.actor_cpus)},
+            compute=ray.data.ActorPoolStrategy(size=plan.actors),
+            num_cpus=plan.actor_cpus,
+            num_gpus=plan.actor_gpus,
+            batch_size=plan.batch_size,
+            batch_format="numpy",
+        )
         return _commit_as_they_come(ds.iter_batches(batch_size=plan.batch_size, batch_format="numpy"), committer)
     finally:
         if started_here:
@@ -212,8 +224,10 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except OSError as exc:
-        raise ConfigError(f"nothing answers at the Ray address {address} ({exc.strerror or exc}): start a head there with "
-                          "`ray start --head --port PORT`, or run `rag ingest --ray` alone for a cluster of this machine") from exc
+        raise ConfigError(
+            f"nothing answers at the Ray address {address} ({exc.strerror or exc}): start a head there with "
+            "`ray start --head --port PORT`, or run `rag ingest --ray` alone for a cluster of this machine"
+        ) from exc
 
 
 def _is_loopback(address: str) -> bool:
@@ -247,21 +261,38 @@ def _commit_as_they_come(batches, committer: Committer) -> int:
                 got.append((int(batch["ordinal"][i]), _chunk(batch, i), batch["vector"][i]))
                 embedded += 1
             if len(got) == n:
-                committer.add(_update(sorted(partial.pop(source), key=lambda item: item[0]), batch, i,
-                                      committer.store.settings.dim), str(batch["status"][i]))
+                committer.add(
+                    _update(
+                        sorted(partial.pop(source), key=lambda item: item[0]), batch, i, committer.store.settings.dim
+                    ),
+                    str(batch["status"][i]),
+                )
     committer.flush()
     return embedded
 
 
 def _update(got: list[tuple[int, Chunk, np.ndarray]], batch: dict, i: int, dim: int) -> DocumentUpdate:
-    record = DocumentRecord(str(batch["source"][i]), str(batch["digest"][i]), int(batch["size"][i]), len(got),
-                            str(batch["ingested_at"][i]), tuple(json.loads(str(batch["warnings"][i]))))
+    record = DocumentRecord(
+        str(batch["source"][i]),
+        str(batch["digest"][i]),
+        int(batch["size"][i]),
+        len(got),
+        str(batch["ingested_at"][i]),
+        tuple(json.loads(str(batch["warnings"][i]))),
+    )
     vectors = np.vstack([v for _, _, v in got]) if got else np.zeros((0, dim), np.float32)
     return DocumentUpdate(record, [c for _, c, _ in got], vectors)
 
 
 def _chunk(batch: dict, i: int) -> Chunk:
     page, page_end = int(batch["page"][i]), int(batch["page_end"][i])
-    return Chunk(id=int(batch["id"][i]), source=str(batch["source"][i]), text=str(batch["text"][i]), start=int(batch["start"][i]),
-                 end=int(batch["end"][i]), page=None if page < 0 else page, headings=tuple(json.loads(str(batch["headings"][i]))),
-                 page_end=None if page_end < 0 else page_end)
+    return Chunk(
+        id=int(batch["id"][i]),
+        source=str(batch["source"][i]),
+        text=str(batch["text"][i]),
+        start=int(batch["start"][i]),
+        end=int(batch["end"][i]),
+        page=None if page < 0 else page,
+        headings=tuple(json.loads(str(batch["headings"][i]))),
+        page_end=None if page_end < 0 else page_end,
+    )

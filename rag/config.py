@@ -47,13 +47,13 @@ class RetrievalConfig:
 @dataclass(frozen=True)
 class LLMConfig:
     name: str = "qwen2.5-coder-1.5b-instruct"
-    backend: str = "auto"  # auto | llama.cpp | transformers: how a preset or .gguf runs (auto: llama.cpp when installed)
+    backend: str = "auto"
     server_model: str = "default"  # the model name sent to an OpenAI-compatible server
     max_new_tokens: int = 384
     device: str | None = None
     check_citations: bool = True  # match each answer sentence to the passage that supports it (rag.answer.citations)
-    compress: bool = True  # give the LLM only the sentences that bear on the question (rag.answer.compress); false: whole passages
-    context_tokens: int = 360  # the passages' token budget in a compressed prompt (benchmarks/RESULTS.md: 360 against 400)
+    compress: bool = True
+    context_tokens: int = 360
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,9 @@ def _replace(cfg, path: list[str], value, full: str):
     current = getattr(cfg, path[0])
     if len(path) == 1:
         if dataclasses.is_dataclass(current):
-            raise ConfigError(f"{full!r} is a section; set one of its keys, e.g. {full}.{dataclasses.fields(current)[0].name}=...")
+            raise ConfigError(
+                f"{full!r} is a section; set one of its keys, e.g. {full}.{dataclasses.fields(current)[0].name}=..."
+            )
         return dataclasses.replace(cfg, **{path[0]: _coerce(value, hints[path[0]], full)})
     if not dataclasses.is_dataclass(current):
         raise ConfigError(f"{'.'.join(path[:1])!r} has no sub-settings (in {full!r})")

@@ -30,7 +30,11 @@ def devices(config: Config, index_backend: str, index_gpu: bool, embedder: str |
     device = _torch_device(config.device)
     dtype = inference_dtype(config.embedder_dtype, device)
     onnx = embedder is not None and covered(Path(resolve_model_path(embedder)))
-    out = {"embedder": "onnxruntime on cpu, float32" if onnx and device == "cpu" and dtype == "float32" else f"{device}, {dtype}"}
+    out = {
+        "embedder": "onnxruntime on cpu, float32"
+        if onnx and device == "cpu" and dtype == "float32"
+        else f"{device}, {dtype}"
+    }
     if embedder is not None:
         out["queries"] = "onnxruntime on cpu, float32" if onnx else f"{device}, float32"
     if index_backend == "faiss":
@@ -39,7 +43,9 @@ def devices(config: Config, index_backend: str, index_gpu: bool, embedder: str |
             import faiss
 
             gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-        out["index"] = f"faiss on {gpus} GPU(s)" if gpus else "faiss on cpu" + ("" if index_gpu else " (index.gpu=false)")
+        out["index"] = (
+            f"faiss on {gpus} GPU(s)" if gpus else "faiss on cpu" + ("" if index_gpu else " (index.gpu=false)")
+        )
     else:
         out["index"] = f"{index_backend} on cpu"
     llm = config.llm
@@ -53,8 +59,11 @@ def devices(config: Config, index_backend: str, index_gpu: bool, embedder: str |
 
         gpu = bool(getattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)())
         simd = build_simd(llama_cpp.llama_print_system_info().decode("utf-8", "replace"), this_cpu())
-        out["llm"] = ("llama.cpp, all layers on the GPU" if gpu else
-                      f"llama.cpp on cpu ({physical_cores()} threads{', ' + simd if simd else ''})")
+        out["llm"] = (
+            "llama.cpp, all layers on the GPU"
+            if gpu
+            else f"llama.cpp on cpu ({physical_cores()} threads{', ' + simd if simd else ''})"
+        )
     else:
         out["llm"] = f"transformers on {_torch_device(llm.device or config.device)}"
     return out

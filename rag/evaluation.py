@@ -47,7 +47,9 @@ def load_questions(path: Path) -> list[Question]:
             row = json.loads(line)
             q = Question(row["question"], row.get("gold"), row.get("source"), row.get("page"))
         except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path}:{n}: expected a JSON object with 'question' and 'gold' or 'source' ({exc})") from exc
+            raise ConfigError(
+                f"{path}:{n}: expected a JSON object with 'question' and 'gold' or 'source' ({exc})"
+            ) from exc
         if not (q.gold or q.source):
             raise ConfigError(f"{path}:{n}: a question needs a 'gold' phrase or a 'source'")
         questions.append(q)
@@ -87,9 +89,18 @@ class Report:
         return [r for r in self.results if r.first_relevant is None]
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "metrics": self.metrics,
-                "failures": [{"question": r.question.question, "gold": r.question.gold or r.question.source,
-                              "retrieved": list(r.retrieved)} for r in self.failures]}
+        return {
+            "name": self.name,
+            "metrics": self.metrics,
+            "failures": [
+                {
+                    "question": r.question.question,
+                    "gold": r.question.gold or r.question.source,
+                    "retrieved": list(r.retrieved),
+                }
+                for r in self.failures
+            ],
+        }
 
 
 def score(results: Sequence[QuestionResult]) -> dict[str, float]:
@@ -116,8 +127,11 @@ def evaluate(name: str, search: Search, questions: Sequence[Question], k: int = 
         hits = search(q.question, k)
         seconds = time.perf_counter() - t
         first = next((h.rank for h in hits if is_relevant(h.chunk, q)), None)
-        seen = tuple(f"{Path(h.chunk.source).name}{f' p.{h.chunk.pages}' if h.chunk.pages else ''}: "
-                     f"{' '.join(h.chunk.text.split())[:80]}" for h in hits[:3])
+        seen = tuple(
+            f"{Path(h.chunk.source).name}{f' p.{h.chunk.pages}' if h.chunk.pages else ''}: "
+            f"{' '.join(h.chunk.text.split())[:80]}"
+            for h in hits[:3]
+        )
         results.append(QuestionResult(q, first, seen, seconds))
     return Report(name, tuple(results), score(results))
 
@@ -127,6 +141,8 @@ def format_table(reports: Sequence[Report]) -> str:
     width = max(len(r.name) for r in reports) + 2
     lines = [f"{'configuration':{width}}" + "".join(f"{c:>11}" for c in cols)]
     for r in reports:
-        lines.append(f"{r.name:{width}}" + "".join(
-            f"{r.metrics[c]:>11.1f}" if c == "median_ms" else f"{r.metrics[c]:>11.3f}" for c in cols))
+        lines.append(
+            f"{r.name:{width}}"
+            + "".join(f"{r.metrics[c]:>11.1f}" if c == "median_ms" else f"{r.metrics[c]:>11.3f}" for c in cols)
+        )
     return "\n".join(lines)

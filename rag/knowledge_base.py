@@ -42,12 +42,25 @@ class KnowledgeBase:
         self._owns_generator = generator is None  # loaded here, so freed by close(); a given one is the caller's
         r = config.retrieval
         reranker = load_reranker(r.rerank, lambda: self.generator, config.device)
-        self.retriever = Retriever(store, embedder, RetrievalSettings(r.mode, r.fusion, r.rrf_k, r.dense_weight, r.candidates),
-                                   reranker, r.rerank_top)
+        self.retriever = Retriever(
+            store,
+            embedder,
+            RetrievalSettings(r.mode, r.fusion, r.rrf_k, r.dense_weight, r.candidates),
+            reranker,
+            r.rerank_top,
+        )
 
     @classmethod
-    def open(cls, path: str | Path, config: Config | None = None, *, embedder: Embedder | None = None,
-             generator: Generator | None = None, create: bool = True, read_only: bool = False) -> "KnowledgeBase":
+    def open(
+        cls,
+        path: str | Path,
+        config: Config | None = None,
+        *,
+        embedder: Embedder | None = None,
+        generator: Generator | None = None,
+        create: bool = True,
+        read_only: bool = False,
+    ) -> "KnowledgeBase":
         """Open the store at ``path``, creating it (when ``create``) with ``config``'s embedder and index.
 
         Opening a store with an embedder other than the one that built it is an error, not garbage results.
@@ -62,23 +75,35 @@ class KnowledgeBase:
             kept_at = store.settings.index_options.get("uri")
             if config.index.uri is not None and config.index.uri != kept_at:
                 store.close()
-                raise StoreError(f"store {path} keeps its vectors {f'at {kept_at}' if kept_at else 'in its own directory'}, "
-                                 f"not at {config.index.uri}: a store's place is fixed when it is created; drop --uri, or "
-                                 "ingest into a new --store to use that server")
+                raise StoreError(
+                    f"store {path} keeps its vectors {f'at {kept_at}' if kept_at else 'in its own directory'}, "
+                    f"not at {config.index.uri}: a store's place is fixed when it is created; drop --uri, or "
+                    "ingest into a new --store to use that server"
+                )
             built_with = store.settings.embedder
             if wanted is not None and wanted != built_with:
                 store.close()
-                raise StoreError(f"store {path} was built with the embedder {built_with!r} (dimension {store.settings.dim}); "
-                                 f"you asked for {wanted!r}. Use --embedder {built_with}, or ingest into a new --store")
-            embedder = embedder or SentenceTransformerEmbedder(built_with, device=config.device, dtype=config.embedder_dtype)
+                raise StoreError(
+                    f"store {path} was built with the embedder {built_with!r} (dimension {store.settings.dim}); "
+                    f"you asked for {wanted!r}. Use --embedder {built_with}, or ingest into a new --store"
+                )
+            embedder = embedder or SentenceTransformerEmbedder(
+                built_with, device=config.device, dtype=config.embedder_dtype
+            )
         else:
             if not create:
                 raise StoreError(f"no store at {path}: create one with `rag ingest DOCS --store {path}`")
-            embedder = embedder or SentenceTransformerEmbedder(wanted or DEFAULT_EMBEDDER, device=config.device,
-                                                              dtype=config.embedder_dtype)
+            embedder = embedder or SentenceTransformerEmbedder(
+                wanted or DEFAULT_EMBEDDER, device=config.device, dtype=config.embedder_dtype
+            )
             options = _index_options(config.index)
-            settings = StoreSettings(embedder=embedder.name, dim=embedder.dim, index=config.index.backend, index_options=options,
-                                     ingest={"chunk_tokens": config.ingest.chunk_tokens, "chunk_overlap": config.ingest.chunk_overlap})
+            settings = StoreSettings(
+                embedder=embedder.name,
+                dim=embedder.dim,
+                index=config.index.backend,
+                index_options=options,
+                ingest={"chunk_tokens": config.ingest.chunk_tokens, "chunk_overlap": config.ingest.chunk_overlap},
+            )
             store = Store.create(path, settings)
         return cls(store, embedder, config, generator, root)
 
@@ -95,27 +120,45 @@ class KnowledgeBase:
         self.close()
 
     # -- ingestion ----------------------------------------------------------
-    def ingest(self, paths: Sequence[str | Path], prune: bool = False, progress: bool = True, force: Sequence[str] = (),
-               on_file: Callable[[str, str, str], None] | None = None, skip_duplicates: bool = False,
-               ray: str | bool | None = None) -> IngestReport:
+    def ingest(
+        self,
+        paths: Sequence[str | Path],
+        prune: bool = False,
+        progress: bool = True,
+        force: Sequence[str] = (),
+        on_file: Callable[[str, str, str], None] | None = None,
+        skip_duplicates: bool = False,
+        ray: str | bool | None = None,
+    ) -> IngestReport:
         """Add or update documents; ``force`` re-indexes those sources even if unchanged; ``on_file`` hears each
-        file's stages; ``skip_duplicates`` reports a file unchanged whose content another source holds (see ``IngestOptions``).
-        ``ray``: read, chunk and embed on the Ray cluster at this address (``True``: a new local one); see ``ingest.ray_runner``."""
+        file's stages; ``skip_duplicates`` reports a file unchanged whose content another source holds (see
+        ``IngestOptions``).
+        ``ray``: read, chunk and embed on the Ray cluster at this address (``True``: a new local one); see
+        ``ingest.ray_runner``."""
         self._check_dim()
         c = self.config.ingest
         chunking = self.store.settings.ingest
-        options = IngestOptions(include=c.include, exclude=c.exclude, prune=prune,
-                                chunk_tokens=int(chunking.get("chunk_tokens", c.chunk_tokens)),
-                                chunk_overlap=int(chunking.get("chunk_overlap", c.chunk_overlap)),
-                                commit_every=c.commit_every, progress=progress, force=frozenset(force), on_file=on_file,
-                                skip_duplicates=skip_duplicates)
+        options = IngestOptions(
+            include=c.include,
+            exclude=c.exclude,
+            prune=prune,
+            chunk_tokens=int(chunking.get("chunk_tokens", c.chunk_tokens)),
+            chunk_overlap=int(chunking.get("chunk_overlap", c.chunk_overlap)),
+            commit_every=c.commit_every,
+            progress=progress,
+            force=frozenset(force),
+            on_file=on_file,
+            skip_duplicates=skip_duplicates,
+        )
         prepare = getattr(self.embedder, "prepare_queries", None)
         if prepare is not None:
             prepare()  # the onnxruntime export, once, here: before Ray workers would each make it, and for questions
         if ray is not None and ray is not False:
             from ingest.ray_runner import ingest_on_ray
 
-            return ingest_on_ray(self.store, self.embedder, [Path(p) for p in paths], options, None if ray is True else str(ray))
+            return ingest_on_ray(
+                self.store, self.embedder, [Path(p) for p in paths], options, None if ray is True else str(ray)
+            )
         return ingest(self.store, self.embedder, [Path(p) for p in paths], options)
 
     def add_texts(self, texts: Sequence[Text]) -> int:
@@ -136,16 +179,21 @@ class KnowledgeBase:
 
     def _check_dim(self) -> None:
         if self.embedder.dim != self.store.settings.dim:
-            raise StoreError(f"the embedder {self.embedder.name!r} gives {self.embedder.dim}-d vectors but the store holds "
-                             f"{self.store.settings.dim}-d ones; use the embedder the store was built with")
+            raise StoreError(
+                f"the embedder {self.embedder.name!r} gives {self.embedder.dim}-d vectors but the store holds "
+                f"{self.store.settings.dim}-d ones; use the embedder the store was built with"
+            )
 
     # -- retrieval and answers ----------------------------------------------
-    def search(self, question: str, k: int | None = None, filters: Filters = Filters(), mode: str | None = None) -> list[Hit]:
+    def search(
+        self, question: str, k: int | None = None, filters: Filters = Filters(), mode: str | None = None
+    ) -> list[Hit]:
         """Best chunks first; ``mode`` (dense, bm25, hybrid) overrides the configured one."""
         return self.retriever.search(question, k or self.config.retrieval.k, filters, mode)
 
-    def search_timed(self, question: str, k: int | None = None, filters: Filters = Filters(),
-                     mode: str | None = None) -> tuple[list[Hit], dict[str, float]]:
+    def search_timed(
+        self, question: str, k: int | None = None, filters: Filters = Filters(), mode: str | None = None
+    ) -> tuple[list[Hit], dict[str, float]]:
         """``search`` plus the milliseconds each stage took (embed, dense, bm25, fuse, rerank)."""
         return self.retriever.search_timed(question, k or self.config.retrieval.k, filters, mode)
 
@@ -155,11 +203,14 @@ class KnowledgeBase:
             from rag.llm import load_generator
 
             llm = self.config.llm
-            self._generator = load_generator(llm.name, model=llm.server_model, device=llm.device or self.config.device,
-                                             backend=llm.backend)
+            self._generator = load_generator(
+                llm.name, model=llm.server_model, device=llm.device or self.config.device, backend=llm.backend
+            )
         return self._generator
 
-    def context(self, question: str, k: int | None = None, filters: Filters = Filters(), mode: str | None = None) -> list[Hit]:
+    def context(
+        self, question: str, k: int | None = None, filters: Filters = Filters(), mode: str | None = None
+    ) -> list[Hit]:
         """The passages the LLM sees: retrieved, near-duplicates dropped, widened to neighbours if configured."""
         r = self.config.retrieval
         k = k or r.k
@@ -168,20 +219,24 @@ class KnowledgeBase:
             hits = drop_near_duplicates(hits, r.dedupe)[:k]
         return widen(hits, self.store.chunks, r.neighbours)
 
-    def ask(self, question: str, k: int | None = None, filters: Filters = Filters(), language: str | None = None) -> Answer:
+    def ask(
+        self, question: str, k: int | None = None, filters: Filters = Filters(), language: str | None = None
+    ) -> Answer:
         stream = self.ask_stream(question, k, filters, language)
         for _ in stream:
             pass
         return stream.answer
 
-    def ask_stream(self, question: str, k: int | None = None, filters: Filters = Filters(),
-                   language: str | None = None) -> "AnswerStream":
+    def ask_stream(
+        self, question: str, k: int | None = None, filters: Filters = Filters(), language: str | None = None
+    ) -> "AnswerStream":
         """Iterate to receive the answer's text as it is generated; ``.answer`` holds the ``Answer`` afterwards."""
         hits = self.context(question, k, filters)
         return self.answer_stream(question, hits, language=language)
 
-    def answer_stream(self, question: str, hits: list[Hit], max_new_tokens: int | None = None,
-                      language: str | None = None) -> "AnswerStream":
+    def answer_stream(
+        self, question: str, hits: list[Hit], max_new_tokens: int | None = None, language: str | None = None
+    ) -> "AnswerStream":
         """An answer to ``question`` from these passages (e.g. retrieved by ``context``), streamed, in ``language``
         (default the question's; a rewritten follow-up passes the user's own, which the rewrite may have changed)."""
         llm = self.config.llm
@@ -190,9 +245,12 @@ class KnowledgeBase:
             from rag.answer.compress import compress
 
             generator = self.generator
-            shown = compress(question, hits, self.embedder, llm.context_tokens, lambda text: count_tokens(generator, text))
-        return AnswerStream(question, hits, self.generator, max_new_tokens or llm.max_new_tokens, llm.check_citations, language,
-                            shown)
+            shown = compress(
+                question, hits, self.embedder, llm.context_tokens, lambda text: count_tokens(generator, text)
+            )
+        return AnswerStream(
+            question, hits, self.generator, max_new_tokens or llm.max_new_tokens, llm.check_citations, language, shown
+        )
 
     def chat(self) -> "Conversation":
         return Conversation(self)
@@ -200,11 +258,20 @@ class KnowledgeBase:
     def info(self) -> dict:
         s = self.store.settings
         docs = self.store.documents()
-        return {"store": str(self.store.path), "embedder": s.embedder, "dim": s.dim, "index": s.index,
-                "index_options": s.index_options, "chunking": s.ingest, "documents": len(docs),
-                "chunks": self.store.chunks.count(), "vectors": len(self.store.index),
-                "generation": self.store.chunks.generation, "bytes_on_disk": self.store.size_on_disk(),
-                "warnings": {d.source: list(d.warnings) for d in docs.values() if d.warnings}}
+        return {
+            "store": str(self.store.path),
+            "embedder": s.embedder,
+            "dim": s.dim,
+            "index": s.index,
+            "index_options": s.index_options,
+            "chunking": s.ingest,
+            "documents": len(docs),
+            "chunks": self.store.chunks.count(),
+            "vectors": len(self.store.index),
+            "generation": self.store.chunks.generation,
+            "bytes_on_disk": self.store.size_on_disk(),
+            "warnings": {d.source: list(d.warnings) for d in docs.values() if d.warnings},
+        }
 
 
 def _index_options(index: IndexConfig) -> dict:

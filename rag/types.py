@@ -17,8 +17,18 @@ class Hit:
 
     def to_dict(self) -> dict:
         c = self.chunk
-        return {"rank": self.rank, "score": round(self.score, 6), "text": c.text, "source": c.source, "page": c.page,
-                "page_end": c.page_end, "chunk_id": c.chunk_id, "start": c.start, "end": c.end, "headings": list(c.headings)}
+        return {
+            "rank": self.rank,
+            "score": round(self.score, 6),
+            "text": c.text,
+            "source": c.source,
+            "page": c.page,
+            "page_end": c.page_end,
+            "chunk_id": c.chunk_id,
+            "start": c.start,
+            "end": c.end,
+            "headings": list(c.headings),
+        }
 
 
 @dataclass(frozen=True)
@@ -39,8 +49,14 @@ class Citation:
         return page_label(self.page, self.page_end)
 
     def to_dict(self) -> dict:
-        return {"n": self.number, "source": self.source, "page": self.page, "page_end": self.page_end,
-                "chunk_id": self.chunk_id, "text": self.text}
+        return {
+            "n": self.number,
+            "source": self.source,
+            "page": self.page,
+            "page_end": self.page_end,
+            "chunk_id": self.chunk_id,
+            "text": self.text,
+        }
 
 
 @dataclass(frozen=True)
@@ -53,9 +69,14 @@ class Answer:
     unsupported: tuple[str, ...] = ()  # sentences of the answer that no passage supports (left uncited)
 
     def to_dict(self) -> dict:
-        return {"question": self.question, "answer": self.text, "answered": self.answered,
-                "citations": [c.to_dict() for c in self.citations], "unsupported": list(self.unsupported),
-                "sources": [h.to_dict() for h in self.hits]}
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "answered": self.answered,
+            "citations": [c.to_dict() for c in self.citations],
+            "unsupported": list(self.unsupported),
+            "sources": [h.to_dict() for h in self.hits],
+        }
 
 
 Message = dict[str, str]

@@ -110,7 +110,7 @@ def e5():
     from ingest.embed import SentenceTransformerEmbedder
 
     emb = SentenceTransformerEmbedder("multilingual-e5-small")
-    emb.model  # load now, once
+    assert emb.model is not None  # load now, once
     return emb
 
 
@@ -143,9 +143,20 @@ def ray_cluster(tmp_path_factory):
     from tests.servers import free_port, server
 
     root, port = tmp_path_factory.mktemp("ray"), free_port()
-    command = [str(_BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-               "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={root / 't'}"]
-    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(ROOT)}  # loopback only; workers import tests.conftest
+    command = [
+        str(_BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={root / 't'}",
+    ]
+    # loopback only; workers import tests.conftest
+    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(ROOT)}
     try:
         with server(command, port, root / "server.log", env):
             yield f"127.0.0.1:{port}"

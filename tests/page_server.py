@@ -1,6 +1,7 @@
 """``python -m tests.page_server ROOT PORT``: a live server for the browser tests, on 127.0.0.1, with the test
 embedder, the extractive LLM streamed a word at a time (so a page can be seen receiving tokens), and jobs run in
-the server's process, each file stage held 0.3 s. A question containing "slowly" streams one word a second (to test the stop button)."""
+the server's process, each file stage held 0.3 s. A question containing "slowly" streams one word a second (to test the
+stop button)."""
 
 from __future__ import annotations
 
@@ -39,9 +40,12 @@ def main() -> None:
         def slow(event):
             emit(event)
             time.sleep(0.3)
+
         return run_job(spec, slow, embedder=emb)
 
-    app = create_app(ServeSettings(root=root), generator=WordByWord(), embedder_factory=lambda name: emb, runner=runner, warm=False)
+    app = create_app(
+        ServeSettings(root=root), generator=WordByWord(), embedder_factory=lambda name: emb, runner=runner, warm=False
+    )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

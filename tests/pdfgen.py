@@ -18,8 +18,10 @@ def write_pdf(path: Path, pages: list[list[str]]) -> Path:
     objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {n_pages} >>".encode())
     for i, lines in enumerate(pages):
         content_id = 4 + 2 * i
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 {font_id} 0 R >> >> "
-                       f"/Contents {content_id} 0 R >>".encode())
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 {font_id} 0 R >> >> "
+            f"/Contents {content_id} 0 R >>".encode()
+        )
         ops = ["BT", "/F1 11 Tf", "14 TL", "72 720 Td"]
         for line in lines:
             ops.append(f"({_escape(line)}) Tj T*")

@@ -26,7 +26,10 @@ def main() -> None:
     ap.add_argument("--slow", action="store_true"), ap.add_argument("--prune", action="store_true")
     ap.add_argument("--commit-every", type=int, default=2000)
     args = ap.parse_args()
-    config = Config(index=IndexConfig(backend=args.backend, uri=args.uri, gpu=False), ingest=IngestConfig(commit_every=args.commit_every))
+    config = Config(
+        index=IndexConfig(backend=args.backend, uri=args.uri, gpu=False),
+        ingest=IngestConfig(commit_every=args.commit_every),
+    )
     kb = KnowledgeBase.open(args.store, config, embedder=SlowHashEmbedder() if args.slow else HashEmbedder())
 
     def heard(source: str, stage: str, reason: str) -> None:
@@ -34,7 +37,12 @@ def main() -> None:
             print("COMMITTED", source, flush=True)
 
     report = kb.ingest([args.docs], prune=args.prune, progress=False, on_file=heard, ray=args.address)
-    print(json.dumps({"embedded": report.embedded, "files": [[f.source, f.status, f.chunks, f.reason] for f in report.files]}), flush=True)
+    print(
+        json.dumps(
+            {"embedded": report.embedded, "files": [[f.source, f.status, f.chunks, f.reason] for f in report.files]}
+        ),
+        flush=True,
+    )
     kb.close()
 
 

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-
 def is_loopback(address: str) -> bool:
     import ipaddress
 

@@ -9,8 +9,8 @@ import numpy as np
 
 from indexes.types import Chunk
 from rag.answer.compress import compress, units
-from rag.config import Config, IndexConfig
 from rag.answer.generation import count_tokens
+from rag.config import Config, IndexConfig
 from rag.knowledge_base import KnowledgeBase
 from rag.types import Hit
 from tests.conftest import EchoGenerator, HashEmbedder
@@ -33,8 +33,15 @@ NOISE = "Our company was founded in a small town. The founders liked long walks.
 def test_units_are_sentences_and_lines_with_their_spans():
     text = "# Title\nFirst sentence. Second one!\n中文句子。第二句？\n    code_line(x)"
     got = units(text, 0)
-    assert [u.text for u in got] == ["# Title", "First sentence.", "Second one!", "中文句子。", "第二句？", "code_line(x)"]
-    assert all(text[u.start:u.end] == u.text for u in got)
+    assert [u.text for u in got] == [
+        "# Title",
+        "First sentence.",
+        "Second one!",
+        "中文句子。",
+        "第二句？",
+        "code_line(x)",
+    ]
+    assert all(text[u.start : u.end] == u.text for u in got)
 
 
 def test_the_budget_keeps_the_relevant_sentences_with_their_neighbours_and_drops_passages_that_add_nothing():
@@ -46,13 +53,22 @@ def test_the_budget_keeps_the_relevant_sentences_with_their_neighbours_and_drops
     assert "The feet are rubber." not in kept and " … " not in kept.split("every month")[0]
     assert sum(words(h.chunk.text) for h in out) <= 30
     assert out[0].chunk.chunk_id == hits[0].chunk.chunk_id  # the citation still opens the whole chunk
-    everything = compress("How often should the air filter be cleaned?", hits, HashEmbedder(), budget=10_000, count=words)
+    everything = compress(
+        "How often should the air filter be cleaned?", hits, HashEmbedder(), budget=10_000, count=words
+    )
     assert [h.chunk.text for h in everything] == [FILTER, NOISE, WARRANTY]  # a budget that fits all changes nothing
 
 
 def test_a_repeated_sentence_is_kept_once():
     twice = "Clean the air filter every three months."
-    out = compress("air filter", [hit(1, twice), hit(2, twice + " Use lukewarm water.")], HashEmbedder(), budget=100, count=words, whole=0)
+    out = compress(
+        "air filter",
+        [hit(1, twice), hit(2, twice + " Use lukewarm water.")],
+        HashEmbedder(),
+        budget=100,
+        count=words,
+        whole=0,
+    )
     assert sum(h.chunk.text.count(twice) for h in out) == 1
 
 
@@ -75,10 +91,13 @@ def test_the_answer_prompt_is_compressed_and_citations_map_to_the_retrieved_pass
 
 def test_the_first_passage_goes_in_whole_and_counts_against_the_budget():
     hits = [hit(1, NOISE), hit(2, FILTER), hit(3, WARRANTY)]
-    out = compress("How often should the air filter be cleaned?", hits, HashEmbedder(), budget=words(NOISE) + 12, count=words)
+    out = compress(
+        "How often should the air filter be cleaned?", hits, HashEmbedder(), budget=words(NOISE) + 12, count=words
+    )
     assert out[0].chunk.text == NOISE and len(out) >= 2 and "three months" in out[1].chunk.text
     assert sum(words(h.chunk.text) for h in out) <= words(NOISE) + 12
-    assert compress("air filter", hits, HashEmbedder(), budget=3, count=words) == hits[:1]  # the first alone overflows it
+    # the first alone overflows it
+    assert (compress("air filter", hits, HashEmbedder(), budget=3, count=words) == hits[:1])
 
 
 class ScriptedGenerator(EchoGenerator):
@@ -112,7 +131,9 @@ def test_not_found_on_the_shortened_prompt_is_asked_again_over_the_whole_passage
         assert pieces == ["The documents do not contain the answer to this question."] and len(gen.prompts) == 4
         kb.config = dataclasses.replace(config, llm=dataclasses.replace(config.llm, compress=False))
         gen.replies = ["NOT_FOUND"]  # whole passages from the start: asked once
-        assert list(kb.ask_stream("谁画了蒙娜丽莎？", k=5)) == ["文档中没有找到这个问题的答案。"] and len(gen.prompts) == 5
+        assert (
+            list(kb.ask_stream("谁画了蒙娜丽莎？", k=5)) == ["文档中没有找到这个问题的答案。"] and len(gen.prompts) == 5
+        )
 
 
 def test_sentences_scored_for_an_earlier_question_are_not_embedded_again():
@@ -131,7 +152,9 @@ def test_sentences_scored_for_an_earlier_question_are_not_embedded_again():
     first = kept.get(embedder, ["a b", "c d", "a b"])
     assert embedder.texts == ["a b", "c d"] and np.allclose(first[0], first[2])
     again = kept.get(embedder, ["c d", "e f"])
-    assert embedder.texts == ["a b", "c d", "e f"] and np.allclose(again, HashEmbedder().embed_documents(["c d", "e f"]))
+    assert embedder.texts == ["a b", "c d", "e f"] and np.allclose(
+        again, HashEmbedder().embed_documents(["c d", "e f"])
+    )
     kept.get(embedder, ["g h"])  # over the size: the least recently used ("a b") goes
     kept.get(embedder, ["a b", "c d"])
     assert embedder.texts[-2:] == ["g h", "a b"]

@@ -42,7 +42,9 @@ def _contents(kb: KnowledgeBase) -> dict[int, tuple]:
 
 
 @pytest.mark.parametrize("backend", ["faiss", "milvus-server"])
-def test_ray_ingest_builds_the_same_store_as_a_local_run_and_stays_incremental(backend, ray_cluster, corpus, tmp_path, request):
+def test_ray_ingest_builds_the_same_store_as_a_local_run_and_stays_incremental(
+    backend, ray_cluster, corpus, tmp_path, request
+):
     extra = []
     if backend == "milvus-server":
         pytest.importorskip("milvus_lite")
@@ -59,7 +61,9 @@ def test_ray_ingest_builds_the_same_store_as_a_local_run_and_stays_incremental(b
     ours, theirs = distributed.store.search(question, 10)[0], local.store.search(question, 10)[0]
     assert [c.id for c, _ in ours] == [c.id for c, _ in theirs]
     assert np.allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-5)  # the same vectors, to float tolerance
-    assert [h.chunk.id for h in distributed.search("保修期多久", k=3)] == [h.chunk.id for h in local.search("保修期多久", k=3)]
+    assert [h.chunk.id for h in distributed.search("保修期多久", k=3)] == [
+        h.chunk.id for h in local.search("保修期多久", k=3)
+    ]
     distributed.close()
 
     again = _drive(tmp_path / "ray", corpus, ray_cluster, *extra)
@@ -87,8 +91,13 @@ def test_killing_the_ray_driver_leaves_a_consistent_store_that_the_next_run_fini
     for i in range(30):
         (docs / f"doc{i}.md").write_text(f"# Doc {i}\n\nUnique topic number {i} about gearbox model G{i}.\n")
     store = tmp_path / "store"
-    proc = subprocess.Popen([*DRIVER, str(store), str(docs), ray_cluster, "--slow", "--commit-every", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [*DRIVER, str(store), str(docs), ray_cluster, "--slow", "--commit-every", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     committed = 0
     for line in proc.stdout:
         committed += line.startswith("COMMITTED")
@@ -101,7 +110,8 @@ def test_killing_the_ray_driver_leaves_a_consistent_store_that_the_next_run_fini
     kb = KnowledgeBase.open(store, embedder=HashEmbedder())
     held = kb.store.documents()
     assert 3 <= len(held) < 30
-    assert set(kb.store.index.ids().tolist()) == set(_contents(kb))  # every committed chunk has its vector, nothing more
+    # every committed chunk has its vector, nothing more
+    assert set(kb.store.index.ids().tolist()) == set(_contents(kb))
     kb.close()
     report = _drive(store, docs, ray_cluster)
     statuses = [status for _, status, _, _ in report["files"]]
@@ -111,12 +121,31 @@ def test_killing_the_ray_driver_leaves_a_consistent_store_that_the_next_run_fini
     kb.close()
 
 
-def test_rag_ingest_on_ray_into_milvus_then_search_matches_the_embedded_default(ray_cluster, milvus_server, corpus, tmp_path, e5):
+def test_rag_ingest_on_ray_into_milvus_then_search_matches_the_embedded_default(
+    ray_cluster, milvus_server, corpus, tmp_path, e5
+):
     """The command a user runs, with the real default embedder: Ray for ingestion, a Milvus server for the vectors."""
     cli = [sys.executable, "-m", "rag.cli"]
     before = listeners()
-    run = subprocess.run([*cli, "ingest", str(corpus), "--store", str(tmp_path / "cluster"), "--ray", ray_cluster,
-                          "--index", "milvus", "--uri", milvus_server, "--json"], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            *cli,
+            "ingest",
+            str(corpus),
+            "--store",
+            str(tmp_path / "cluster"),
+            "--ray",
+            ray_cluster,
+            "--index",
+            "milvus",
+            "--uri",
+            milvus_server,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert_loopback_only(before)
     assert json.loads(run.stdout)["embedded"] == 14

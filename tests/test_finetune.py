@@ -10,11 +10,19 @@ import pytest
 from indexes.errors import ConfigError, StoreError
 from indexes.types import Chunk
 from indexes.versions import activate, active_version, list_versions
+from rag.adapt.embedder import FinetuneOptions, finetune_embedder, start_model
+from rag.adapt.synthetic import (
+    InverseClozeWriter,
+    SyntheticQuestion,
+    clean,
+    generate_questions,
+    held_out,
+    question_prompt,
+    segments,
+)
 from rag.cli import main
 from rag.config import Config, IndexConfig
-from rag.adapt.embedder import FinetuneOptions, finetune_embedder, start_model
 from rag.knowledge_base import KnowledgeBase
-from rag.adapt.synthetic import (InverseClozeWriter, SyntheticQuestion, clean, generate_questions, held_out, question_prompt, segments)
 
 TOPICS = ["pump", "valve", "filter", "sensor", "boiler", "radiator", "thermostat", "fan", "compressor", "pipe"]
 
@@ -25,8 +33,11 @@ def _corpus(tmp_path):
     for i in range(40):
         t = TOPICS[i % len(TOPICS)]
         (folder / f"note{i}.md").write_text(
-            f"# Note {i} on the {t}\n\nThe {t} of unit model X{i} must be serviced every {i + 2} weeks by a technician. "
-            f"Service code S{i}{t[:2].upper()} is printed on its label, and spare part P-{1000 + i} replaces the {t} seal.\n")
+            f"# Note {i} on the {t}\n\nThe {t} of unit model X{i} must be serviced every {i + 2} weeks by a "
+            "technician. "
+            f"Service code S{i}{t[:2].upper()} is printed on its label, and spare part P-{1000 + i} replaces the {t} "
+            "seal.\n"
+        )
     return folder
 
 
@@ -45,7 +56,8 @@ def test_question_filter_and_document_split():
     assert clean("The pump needs service every week", "p", must_ask=False)[1] == ""
     chat = question_prompt("泵多久保养一次。", chinese=True)
     assert chat[0]["role"] == "system" and chat[-1]["role"] == "user" and "泵多久保养一次。" in chat[-1]["content"]
-    assert len(chat) >= 4 and [m["role"] for m in chat[1:-1]] == ["user", "assistant"] * (len(chat) // 2 - 1)  # demonstrations
+    # demonstrations
+    assert len(chat) >= 4 and [m["role"] for m in chat[1:-1]] == ["user", "assistant"] * (len(chat) // 2 - 1)
     assert all("？" in m["content"] for m in chat[1:-1] if m["role"] == "assistant")
     assert held_out("/a/doc.md") == held_out("/a/doc.md")
     split = [held_out(f"/d/{i}.md") for i in range(1000)]
@@ -55,7 +67,9 @@ def test_question_filter_and_document_split():
     qs = [SyntheticQuestion(i, f"/d/{i % 5}.md", f"q{i}", True) for i in range(50)]
     train, test = split_by_source(qs, 0.3)
     assert {q.source for q in train}.isdisjoint({q.source for q in test}) and 15 <= len(test) <= 30 and train
-    assert InverseClozeWriter().write(["Short. This is the longest sentence in the passage. End."]) == ["This is the longest sentence in the passage."]
+    assert InverseClozeWriter().write(["Short. This is the longest sentence in the passage. End."]) == [
+        "This is the longest sentence in the passage."
+    ]
 
 
 def test_segments_cover_the_chunk_at_sentence_ends():
@@ -80,8 +94,12 @@ class _CountingWriter:
 
 
 def test_questions_per_segment_are_cached(tmp_path):
-    chunks = [Chunk(i, f"/d/{i}.md", " ".join(f"Line {i}-{j} is about the {TOPICS[j % 10]} service." for j in range(40)), 0, 0)
-              for i in range(3)]
+    chunks = [
+        Chunk(
+            i, f"/d/{i}.md", " ".join(f"Line {i}-{j} is about the {TOPICS[j % 10]} service." for j in range(40)), 0, 0
+        )
+        for i in range(3)
+    ]
     writer, cache = _CountingWriter(), tmp_path / "q.jsonl"
     first = generate_questions(chunks, writer, cache, progress=False)
     assert len(first) == writer.calls > 3 and {q.chunk_id for q in first} == {0, 1, 2}
@@ -96,8 +114,10 @@ def test_questions_per_segment_are_cached(tmp_path):
 def test_cached_questions_are_judged_by_the_current_filter(tmp_path):
     chunk = Chunk(7, "/d/7.md", "The pump of the cooling loop is serviced every spring by the plant team.", 0, 0)
     cache = tmp_path / "q.jsonl"
-    old_verdicts = [SyntheticQuestion(7, "/d/7.md", "When is the cooling pump serviced?", False, "an old rule", 0),
-                    SyntheticQuestion(7, "/d/7.md", "What does the passage say?", True, "", 1)]
+    old_verdicts = [
+        SyntheticQuestion(7, "/d/7.md", "When is the cooling pump serviced?", False, "an old rule", 0),
+        SyntheticQuestion(7, "/d/7.md", "What does the passage say?", True, "", 1),
+    ]
     cache.write_text("".join(json.dumps(asdict(q)) + "\n" for q in old_verdicts))
     writer = _CountingWriter()
     got = generate_questions([chunk], writer, cache, progress=False, max_parts=1)
@@ -112,12 +132,26 @@ def test_finetune_makes_a_new_version_and_rollback_works(tmp_path, e5, capsys):
     kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False)))
     kb.ingest([_corpus(tmp_path)], progress=False)
     own = tmp_path / "own.jsonl"
-    own.write_text('{"question": "Which part replaces the valve seal of X11?", "gold": "P-1011"}\n'
-                   '{"question": "How often is the X3 filter serviced?", "gold": "every 5 weeks"}\n')
+    own.write_text(
+        '{"question": "Which part replaces the valve seal of X11?", "gold": "P-1011"}\n'
+        '{"question": "How often is the X3 filter serviced?", "gold": "every 5 weeks"}\n'
+    )
     with pytest.raises(ConfigError, match="Matryoshka"):
         finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", matryoshka=(1024,), progress=False))
-    result = finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True,
-                                                   questions=own, mini_batch=4, matryoshka=(384, 128), progress=False))
+    result = finetune_embedder(
+        kb,
+        FinetuneOptions(
+            chunks=40,
+            llm="ict",
+            batch_size=8,
+            heldout=0.3,
+            force=True,
+            questions=own,
+            mini_batch=4,
+            matryoshka=(384, 128),
+            progress=False,
+        ),
+    )
     kb.close()
     assert result.version == "v2" and result.train_questions >= 16 and result.heldout_questions >= 5
     assert 0 <= result.before["ndcg@10"] <= 1 and 0 <= result.after["ndcg@10"] <= 1
@@ -171,7 +205,9 @@ def test_interrupted_reembedding_leaves_the_old_version_active(tmp_path, e5, mon
 
     monkeypatch.setattr(ft, "finish_version", crash)  # stopped after the vectors, before the version's last write
     with pytest.raises(KeyboardInterrupt):
-        finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True, progress=False))
+        finetune_embedder(
+            kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True, progress=False)
+        )
     kb.close()
     assert active_version(store) == "v1"
     assert [(v.name, v.complete) for v in list_versions(store)] == [("v1", True), ("v2", False)]
@@ -179,9 +215,14 @@ def test_interrupted_reembedding_leaves_the_old_version_active(tmp_path, e5, mon
         activate(store, "v2")  # a half-built index is never served
     monkeypatch.undo()
     kb = KnowledgeBase.open(store)
-    result = finetune_embedder(kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True, progress=False))
+    result = finetune_embedder(
+        kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True, progress=False)
+    )
     kb.close()
-    assert result.version == "v2" and [(v.name, v.complete) for v in list_versions(store)] == [("v1", True), ("v2", True)]
+    assert result.version == "v2" and [(v.name, v.complete) for v in list_versions(store)] == [
+        ("v1", True),
+        ("v2", True),
+    ]
     again = KnowledgeBase.open(store)
     assert again.search("thermostat service", k=1)
     again.close()
@@ -191,15 +232,21 @@ def test_training_examples_must_have_one_shape(tmp_path):
     from rag.adapt.embedder import train_embedder
 
     with pytest.raises(ValueError, match="one length"):
-        train_embedder("unused", [("q", "p"), ("q", "p", "negative")], tmp_path / "m", FinetuneOptions(), tmp_path / "w")
+        train_embedder(
+            "unused", [("q", "p"), ("q", "p", "negative")], tmp_path / "m", FinetuneOptions(), tmp_path / "w"
+        )
 
 
 def test_the_llm_target_is_a_statement_of_the_chunk_never_its_heading_question():
     from rag.adapt.llm import answer_sentence
 
-    chunk = ("How can I evaluate an arbitrary Python expression from C?\n\nCall the function PyRun_String() with the "
-             "start symbol Py_eval_input; it parses an expression, evaluates it and returns its value. It is in the C API.")
-    assert answer_sentence("How do I evaluate an arbitrary Python expression from C?", chunk).startswith("Call the function")
+    chunk = (
+        "How can I evaluate an arbitrary Python expression from C?\n\nCall the function PyRun_String() with the "
+        "start symbol Py_eval_input; it parses an expression, evaluates it and returns its value. It is in the C API."
+    )
+    assert answer_sentence("How do I evaluate an arbitrary Python expression from C?", chunk).startswith(
+        "Call the function"
+    )
     zh = "怎样让段落开头空两个汉字？\n\n在 CJK 环境中使用命令 \\CJKindent 即可让段落开头空两个汉字。其它命令见第三节。"
     assert answer_sentence("段落开头怎样空两个汉字？", zh).startswith("在 CJK 环境中")
 
@@ -214,7 +261,9 @@ def test_answer_metrics_count_gold_citations_and_context_pasted_back(tmp_path, c
     examples = [Example("How often should the air filter be cleaned?", "", "every three months", gold)]
     options = LLMFinetuneOptions(progress=False)
     answer = evaluate_answers(kb, EchoGenerator("Clean it every three months [1]."), examples, options)
-    pasted = evaluate_answers(kb, EchoGenerator("[1] (aurora-manual.md) Clean it every three months."), examples, options)
+    pasted = evaluate_answers(
+        kb, EchoGenerator("[1] (aurora-manual.md) Clean it every three months."), examples, options
+    )
     kb.close()
     assert answer == {"examples": 1, "contains_gold": 1.0, "cites_gold_passage": 1.0, "echoes_context": 0.0}
     assert pasted["echoes_context"] == 1.0 and pasted["contains_gold"] == 1.0
@@ -229,12 +278,22 @@ def _tiny_causal_lm(folder) -> None:
     import torch
 
     tok = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
-    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                         "{% if add_generation_prompt %}assistant: {% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
     tok.eos_token = tok.sep_token
-    config = transformers.Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                                      eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id)
+    config = transformers.Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        eos_token_id=tok.sep_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(0)
     transformers.Qwen2ForCausalLM(config).save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -251,8 +310,19 @@ def test_finetune_llm_trains_a_lora_adapter_that_loads_through_llm_and_answers(t
     kb = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False)))
     kb.ingest([_corpus(tmp_path)], progress=False)
     examples = tmp_path / "examples.jsonl"
-    examples.write_text("".join(json.dumps({"question": f"How often is the {TOPICS[i % 10]} of X{i} serviced?",
-                                            "answer": f"Every {i + 2} weeks.", "gold": f"{i + 2} weeks"}) + "\n" for i in range(40)))
+    examples.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "question": f"How often is the {TOPICS[i % 10]} of X{i} serviced?",
+                    "answer": f"Every {i + 2} weeks.",
+                    "gold": f"{i + 2} weeks",
+                }
+            )
+            + "\n"
+            for i in range(40)
+        )
+    )
     result = finetune_llm(kb, LLMFinetuneOptions(base=str(base), max_new_tokens=4, progress=False), examples)
     kb.close()
     assert result.train_examples + result.heldout_examples == 40 and result.heldout_examples >= 3
@@ -268,6 +338,9 @@ def test_finetune_llm_trains_a_lora_adapter_that_loads_through_llm_and_answers(t
     loaded, _ = TransformersGenerator(result.adapter).model_and_tokenizer()
     assert type(loaded).__name__.startswith("PeftModel")  # base + adapter, not the base alone
     capsys.readouterr()
-    assert main(["ask", "How often is the X3 filter serviced?", "--store", str(store), "--llm", result.adapter, "--json"]) == 0
+    assert (
+        main(["ask", "How often is the X3 filter serviced?", "--store", str(store), "--llm", result.adapter, "--json"])
+        == 0
+    )
     answer = json.loads(capsys.readouterr().out)
     assert isinstance(answer["answer"], str) and answer["sources"]

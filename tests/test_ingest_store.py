@@ -68,7 +68,9 @@ def test_reingest_skips_unchanged_replaces_changed_and_prunes(backend, corpus, t
     kb.close()
 
 
-def test_a_new_chunking_version_rechunks_every_file_once_from_the_embedding_cache(corpus, tmp_path, hash_embedder, monkeypatch):
+def test_a_new_chunking_version_rechunks_every_file_once_from_the_embedding_cache(
+    corpus, tmp_path, hash_embedder, monkeypatch
+):
     from ingest import chunking
 
     kb = _kb(tmp_path / "store", hash_embedder)
@@ -131,11 +133,16 @@ def test_chunks_store_their_page_range_and_a_store_from_before_page_ranges_and_m
 
     path = tmp_path / "chunks.sqlite"
     old = sqlite3.connect(path)  # the table as stores wrote it before chunks could cross a page break
-    old.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY, source TEXT NOT NULL, ordinal INTEGER NOT NULL, text TEXT NOT NULL,"
-                " start INTEGER NOT NULL, end INTEGER NOT NULL, page INTEGER, headings TEXT NOT NULL DEFAULT '[]')")
+    old.execute(
+        "CREATE TABLE chunks (id INTEGER PRIMARY KEY, source TEXT NOT NULL, ordinal INTEGER NOT NULL, text TEXT NOT "
+        "NULL,"
+        " start INTEGER NOT NULL, end INTEGER NOT NULL, page INTEGER, headings TEXT NOT NULL DEFAULT '[]')"
+    )
     old.execute("INSERT INTO chunks VALUES (1, 'a.pdf', 0, 'old text', 0, 8, 1, '[]')")
-    old.execute("CREATE TABLE documents (source TEXT PRIMARY KEY, content_hash TEXT NOT NULL, size INTEGER NOT NULL,"
-                " n_chunks INTEGER NOT NULL, ingested_at TEXT NOT NULL, warnings TEXT NOT NULL DEFAULT '[]')")
+    old.execute(
+        "CREATE TABLE documents (source TEXT PRIMARY KEY, content_hash TEXT NOT NULL, size INTEGER NOT NULL,"
+        " n_chunks INTEGER NOT NULL, ingested_at TEXT NOT NULL, warnings TEXT NOT NULL DEFAULT '[]')"
+    )
     old.execute("INSERT INTO documents VALUES ('a.pdf', 'h', 8, 1, 'then', '[]')")
     old.commit()
     old.close()
@@ -193,7 +200,9 @@ def test_kill_minus_nine_during_ingest_leaves_a_working_store(backend, corpus, t
     for i in range(40):
         (many / f"doc{i}.md").write_text(f"# Doc {i}\n\nUnique topic number {i} about gearbox model G{i}.\n")
 
-    script = _KILL_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), backend=backend, store=str(store), docs=str(many))
+    script = _KILL_SCRIPT.format(
+        root=str(ROOT), tests=str(ROOT / "tests"), backend=backend, store=str(store), docs=str(many)
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     seen = 0
     for line in proc.stdout:
@@ -282,9 +291,11 @@ def test_a_milvus_file_held_by_another_process_and_a_misplaced_uri_are_clear_err
 
     kb = _kb(tmp_path / "store", hash_embedder, "milvus")
     kb.ingest([corpus / "aurora-manual.md"], progress=False)
-    script = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-              "from indexes.store import Store\n"
-              f"Store.open({str(tmp_path / 'store')!r}, read_only=True)\n")
+    script = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "from indexes.store import Store\n"
+        f"Store.open({str(tmp_path / 'store')!r}, read_only=True)\n"
+    )
     other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert other.returncode != 0 and "open in another process" in other.stderr and "milvus-lite server" in other.stderr
     kb.close()
@@ -295,16 +306,21 @@ def test_a_milvus_file_held_by_another_process_and_a_misplaced_uri_are_clear_err
 
 
 @pytest.mark.parametrize("backend", ["chroma-server", "milvus-server"])
-def test_a_second_store_cannot_take_over_another_stores_server_collection(backend, corpus, tmp_path, hash_embedder, request):
+def test_a_second_store_cannot_take_over_another_stores_server_collection(
+    backend, corpus, tmp_path, hash_embedder, request
+):
     _needs(backend)
     uri = request.getfixturevalue(backend.replace("-", "_"))
-    config = Config(index=IndexConfig(backend=backend.removesuffix("-server"), uri=uri, collection=f"shared_{tmp_path.name[-8:]}"))
+    config = Config(
+        index=IndexConfig(backend=backend.removesuffix("-server"), uri=uri, collection=f"shared_{tmp_path.name[-8:]}")
+    )
     first = KnowledgeBase.open(tmp_path / "first", config, embedder=hash_embedder)
     first.ingest([corpus], progress=False)
     with pytest.raises(StoreError, match="already exists"):
         KnowledgeBase.open(tmp_path / "second", config, embedder=hash_embedder)
     first.close()
-    again = KnowledgeBase.open(tmp_path / "first", embedder=hash_embedder)  # its own store opens it, settings from store.json
+    # its own store opens it, settings from store.json
+    again = KnowledgeBase.open(tmp_path / "first", embedder=hash_embedder)
     assert len(again.store.index) == again.store.chunks.count() > 5
     again.close()
     moved = Config(index=IndexConfig(backend=backend.removesuffix("-server"), uri="http://127.0.0.1:1"))

@@ -137,7 +137,8 @@ def test_llama_index_query_engine_answers_from_our_nodes(kb):
     nodes = retriever.retrieve("P1 protocol release")
     assert len(nodes) == 3 and all(set(n.node.metadata) == METADATA_KEYS for n in nodes)
     assert nodes[0].node.metadata["source"].endswith("release-notes.pdf") and nodes[0].node.metadata["page"] == 2
-    assert nodes[0].node.node_id == nodes[0].node.metadata["chunk_id"] and nodes[0].score == nodes[0].node.metadata["score"]
+    assert nodes[0].node.node_id == nodes[0].node.metadata["chunk_id"]
+    assert nodes[0].score == nodes[0].node.metadata["score"]
 
     response = RetrieverQueryEngine.from_args(retriever, llm=MockLLM()).query("P1 protocol release")
     assert [n.node.node_id for n in response.source_nodes] == [n.node.node_id for n in nodes]
@@ -164,7 +165,9 @@ def test_langchain_example_gives_cited_passages_with_pages(kb):
     llm = FakeListChatModel(responses=["The P1 protocol arrived in release 2 [1]."])
     result = example.cited_chain(kb, llm).invoke("P1 protocol release")
     assert result["answer"].content.endswith("[1].")
-    assert result["docs"][0].metadata["source"].endswith("release-notes.pdf") and result["docs"][0].metadata["page"] == 2
+    assert (
+        result["docs"][0].metadata["source"].endswith("release-notes.pdf") and result["docs"][0].metadata["page"] == 2
+    )
     # the passages reached the LLM numbered, as the answer cites them
     assert "[1] " + result["docs"][0].page_content[:30] in example.numbered(result["docs"])
     local = example.local_llm(kb).invoke(example.PROMPT.invoke({"passages": "[1] x", "question": "q"}))
@@ -183,8 +186,9 @@ class TestLangChainVectorStoreStandard(VectorStoreIntegrationTests):
 
     @pytest.fixture
     def vectorstore(self, tmp_path):
-        store = lc.KnowledgeBaseVectorStore.from_texts([], self.get_embeddings(), store=tmp_path / "store",
-                                                      config=Config(index=IndexConfig(gpu=False)))
+        store = lc.KnowledgeBaseVectorStore.from_texts(
+            [], self.get_embeddings(), store=tmp_path / "store", config=Config(index=IndexConfig(gpu=False))
+        )
         yield store
         store.kb.close()
 
@@ -196,8 +200,15 @@ def test_vector_store_shares_a_store_with_ingested_files_and_survives_a_reopen(t
     kb.ingest([corpus], progress=False)
     files = kb.info()["chunks"]
     store = lc.KnowledgeBaseVectorStore(kb)
-    docs = [Document(page_content="The defrost cycle runs every forty minutes in frost.", metadata={"source": "notes.txt", "n": 1}),
-            Document(page_content="Pairing the remote: hold MODE for five seconds.", metadata={"tags": ["remote", "setup"]})]
+    docs = [
+        Document(
+            page_content="The defrost cycle runs every forty minutes in frost.",
+            metadata={"source": "notes.txt", "n": 1},
+        ),
+        Document(
+            page_content="Pairing the remote: hold MODE for five seconds.", metadata={"tags": ["remote", "setup"]}
+        ),
+    ]
     ids = store.add_documents(docs, ids=["defrost", "remote"])
     assert ids == ["defrost", "remote"] and kb.info()["chunks"] == files + 2
     before = embedder.embedded
@@ -207,7 +218,9 @@ def test_vector_store_shares_a_store_with_ingested_files_and_survives_a_reopen(t
     found = store.similarity_search("how often does the defrost cycle run", k=3)
     assert found[0].id == "defrost" and found[0].metadata == {"source": "notes.txt", "n": 1}
     warranty = store.similarity_search("保修期", k=2, mode="bm25")
-    assert warranty[0].metadata["source"].endswith("保修与服务.md") and warranty[0].id == warranty[0].metadata["chunk_id"]
+    assert (
+        warranty[0].metadata["source"].endswith("保修与服务.md") and warranty[0].id == warranty[0].metadata["chunk_id"]
+    )
     retrieved = store.as_retriever(search_kwargs={"k": 1}).invoke("pairing the remote MODE")
     assert [d.id for d in retrieved] == ["remote"]
 
@@ -217,15 +230,21 @@ def test_vector_store_shares_a_store_with_ingested_files_and_survives_a_reopen(t
     store = lc.KnowledgeBaseVectorStore(kb)
     assert store.get_by_ids(["remote", "gone", "defrost"]) == [
         Document(id="remote", page_content=docs[1].page_content, metadata={"tags": ["remote", "setup"]}),
-        Document(id="defrost", page_content=docs[0].page_content, metadata={"source": "notes.txt", "n": 1})]
+        Document(id="defrost", page_content=docs[0].page_content, metadata={"source": "notes.txt", "n": 1}),
+    ]
     store.delete(["defrost"])
     assert [d.id for d in store.get_by_ids(["defrost", "remote"])] == ["remote"] and kb.info()["chunks"] == files + 1
     kb.close()
 
 
 def test_vector_store_refuses_bad_input_and_keeps_what_it_had(tmp_path):
-    store = lc.KnowledgeBaseVectorStore.from_texts(["kept text"], lc.RagEmbeddings(embedder=HashEmbedder()), ids=["a"],
-                                                  store=tmp_path / "store", config=Config(index=IndexConfig(gpu=False)))
+    store = lc.KnowledgeBaseVectorStore.from_texts(
+        ["kept text"],
+        lc.RagEmbeddings(embedder=HashEmbedder()),
+        ids=["a"],
+        store=tmp_path / "store",
+        config=Config(index=IndexConfig(gpu=False)),
+    )
     with pytest.raises(Exception, match="cannot be stored as JSON"):
         store.add_texts(["x"], [{"when": object()}], ids=["b"])
     with pytest.raises(ValueError, match="one of each"):

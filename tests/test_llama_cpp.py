@@ -30,8 +30,12 @@ def test_a_gguf_preset_streams_greedy_answers_with_the_files_chat_template(light
 
 
 def test_ask_with_the_light_preset_on_llama_cpp_answers_and_cites(corpus, tmp_path, e5, light):
-    kb = KnowledgeBase.open(tmp_path / "store", Config(index=IndexConfig(gpu=False), llm=LLMConfig(name=LIGHT)), embedder=e5,
-                            generator=light)
+    kb = KnowledgeBase.open(
+        tmp_path / "store",
+        Config(index=IndexConfig(gpu=False), llm=LLMConfig(name=LIGHT)),
+        embedder=e5,
+        generator=light,
+    )
     kb.ingest([corpus], progress=False)
     answer = kb.ask("How often should the outdoor air filter be cleaned?", k=3)
     assert answer.answered and "three months" in answer.text.lower(), answer.text
@@ -57,13 +61,18 @@ def test_the_llm_judge_on_llama_cpp_scores_the_answering_passage_highest(light):
 
     judge = load_reranker("llm", lambda: light)
     assert isinstance(judge, LlamaCppJudgeReranker)  # no transformers copy of the model
-    passages = ["The office canteen serves lunch from noon until two.",
-                "Clean the air filter of the outdoor unit every three months; in dusty areas, every month.",
-                "The warranty lasts five years and covers parts and labour."]
+    passages = [
+        "The office canteen serves lunch from noon until two.",
+        "Clean the air filter of the outdoor unit every three months; in dusty areas, every month.",
+        "The warranty lasts five years and covers parts and labour.",
+    ]
     scores = judge.scores("How often should the air filter be cleaned?", passages)
     assert all(0.0 <= s <= 1.0 for s in scores) and max(range(3), key=scores.__getitem__) == 1, scores
-    assert judge.scores("How often should the air filter be cleaned?", passages) == scores  # the cut-back cache leaks nothing
-    answer = "".join(light.stream([{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}], 24))
+    # the cut-back cache leaks nothing
+    assert (judge.scores("How often should the air filter be cleaned?", passages) == scores)
+    answer = "".join(
+        light.stream([{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}], 24)
+    )
     assert "Paris" in answer  # the generator still answers after the judge used its context
 
 
@@ -86,13 +95,28 @@ def test_questions_for_fine_tuning_are_written_on_llama_cpp(tmp_path):
 
     writer = question_writer(LIGHT, backend="llama.cpp")  # auto picks transformers on a CPU with native bf16
     assert isinstance(writer.generator, LlamaCppGenerator)
-    chunks = [Chunk(1, "/d/manual.md", "Clean the air filter of the outdoor unit every three months; in dusty areas, "
-                    "every month. Replace it when it is torn.", 0, 1),
-              Chunk(2, "/d/保修.md", "保修期为五年，包括零件和人工。在购买后三十天内完成线上注册，压缩机保修期延长至十年。", 0, 1)]
+    chunks = [
+        Chunk(
+            1,
+            "/d/manual.md",
+            "Clean the air filter of the outdoor unit every three months; in dusty areas, "
+            "every month. Replace it when it is torn.",
+            0,
+            1,
+        ),
+        Chunk(
+            2,
+            "/d/保修.md",
+            "保修期为五年，包括零件和人工。在购买后三十天内完成线上注册，压缩机保修期延长至十年。",
+            0,
+            1,
+        ),
+    ]
     questions = generate_questions(chunks, writer, tmp_path / "q.jsonl", progress=False)
     assert len(questions) == 2 and all(q.ok for q in questions), questions
     assert any(w in questions[0].question.lower() for w in ("filter", "clean")), questions[0]
-    assert any("\u4e00" <= ch <= "\u9fff" for ch in questions[1].question), questions[1]  # asked in the chunk's language
+    # asked in the chunk's language
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in questions[1].question), questions[1]
     writer.generator.close()
 
 
@@ -100,8 +124,8 @@ def test_the_question_writer_backend_follows_the_hardware(monkeypatch):
     import torch
 
     from ingest.embed import models as embedders
-    from rag.llm import TransformersGenerator
     from rag.adapt.synthetic import question_writer
+    from rag.llm import TransformersGenerator
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(embedders, "native_bf16", lambda: False)
@@ -122,14 +146,17 @@ def test_a_load_in_another_thread_is_waited_for_not_repeated(monkeypatch):
     gen = LlamaCppGenerator(LIGHT)
     loader = threading.Thread(target=gen.load)  # what `rag ask` does while it retrieves
     loader.start()
-    answer = "".join(gen.stream([{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}], 24))
+    answer = "".join(
+        gen.stream([{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}], 24)
+    )
     loader.join()
     assert "Paris" in answer and len(made) == 1
     gen.close()
 
 
 def _lora(folder, base: str = LIGHT, scale: float = 0.05, layers: int | None = None, **config):
-    """A peft-format LoRA adapter on q/k/v/o of every layer of ``base``, shaped from its GGUF; lora_B scaled by ``scale``."""
+    """A peft-format LoRA adapter on q/k/v/o of every layer of ``base``, shaped from its GGUF; lora_B scaled by
+    ``scale``."""
     import json
 
     import gguf
@@ -145,13 +172,25 @@ def _lora(folder, base: str = LIGHT, scale: float = 0.05, layers: int | None = N
         for hf, name in (("q_proj", "attn_q"), ("k_proj", "attn_k"), ("v_proj", "attn_v"), ("o_proj", "attn_output")):
             ne0, ne1 = shapes.get(f"blk.{i}.{name}.weight", shapes[f"blk.0.{name}.weight"])
             key = f"base_model.model.model.layers.{i}.self_attn.{hf}"
-            tensors[f"{key}.lora_A.weight"] = torch.randn(r, ne0, generator=g) / ne0 ** 0.5
+            tensors[f"{key}.lora_A.weight"] = torch.randn(r, ne0, generator=g) / ne0**0.5
             tensors[f"{key}.lora_B.weight"] = torch.randn(ne1, r, generator=g) * scale
     folder.mkdir(parents=True)
     save_file(tensors, str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "base_model_name_or_path": base, "task_type": "CAUSAL_LM",
-        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "use_dora": False, "use_rslora": False, **config}))
+    (folder / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "r": r,
+                "lora_alpha": 2 * r,
+                "base_model_name_or_path": base,
+                "task_type": "CAUSAL_LM",
+                "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+                "use_dora": False,
+                "use_rslora": False,
+                **config,
+            }
+        )
+    )
     return str(folder)
 
 
@@ -166,7 +205,9 @@ def test_a_lora_adapter_of_a_gguf_preset_runs_on_llama_cpp_and_changes_the_logit
     assert isinstance(tuned, LlamaCppGenerator)
     messages = [{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]
     tokens = light.tokenize(light.chat_prompt(messages), special=True)
-    delta = tuned.next_token_logits(tokens[:-1], [tokens[-1:]])[0] - light.next_token_logits(tokens[:-1], [tokens[-1:]])[0]
+    delta = (
+        tuned.next_token_logits(tokens[:-1], [tokens[-1:]])[0] - light.next_token_logits(tokens[:-1], [tokens[-1:]])[0]
+    )
     assert np.linalg.norm(delta) > 10  # the adapter is applied, not ignored
 
     # The same adapter through transformers and peft, on the base dequantized from the same GGUF: the change it makes
@@ -189,7 +230,9 @@ def test_adapters_llama_cpp_cannot_apply_stay_on_transformers_or_say_why(tmp_pat
 
     dora = _lora(tmp_path / "dora", scale=0.0, use_dora=True)
     assert isinstance(load_generator(dora), TransformersGenerator)
-    assert isinstance(load_generator(_lora(tmp_path / "plain", scale=0.0), backend="transformers"), TransformersGenerator)
+    assert isinstance(
+        load_generator(_lora(tmp_path / "plain", scale=0.0), backend="transformers"), TransformersGenerator
+    )
     foreign = _lora(tmp_path / "foreign", scale=0.0, layers=99)  # more layers than the 0.5B base has
     with pytest.raises(ConfigError, match="no counterpart"):
         "".join(load_generator(foreign).stream([{"role": "user", "content": "hi"}], 2))
@@ -203,9 +246,14 @@ def test_a_new_context_starts_from_the_saved_system_message_and_answers_the_same
     read: list[bool] = []
     original = prefix_cache.start_from_prefix
     monkeypatch.setattr(prefix_cache, "start_from_prefix", lambda *a: read.append(original(*a)) or read[-1])
-    messages = [{"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": "Context passages:\n\n[1] (atlas.md)\nThe capital of France is Paris.\n\n"
-                                            "Question: What is the capital of France?"}]
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {
+            "role": "user",
+            "content": "Context passages:\n\n[1] (atlas.md)\nThe capital of France is Paris.\n\n"
+            "Question: What is the capital of France?",
+        },
+    ]
     light.close()  # a fresh context, as in a new process
     first = "".join(light.stream(messages, 16))
     assert "Paris" in first and read == [False]  # read in full, and its opening saved

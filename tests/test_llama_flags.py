@@ -8,8 +8,10 @@ import sys
 from rag.llm.build_flags import build_simd, cmake_args, cpu_flags
 from tests.conftest import ROOT
 
-AVX512_CPU = ("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 bmi2 fma f16c avx512f avx512cd avx512vl avx512dq avx512bw "
-              "avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16\n")
+AVX512_CPU = (
+    "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 bmi2 fma f16c avx512f avx512cd avx512vl avx512dq avx512bw "
+    "avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16\n"
+)
 
 
 def _options(args: str) -> dict[str, str]:
@@ -39,8 +41,13 @@ def test_unknown_x86_cpu_and_portable_get_the_avx2_set_and_other_cpus_a_native_b
 
 def test_runs_as_a_file_before_anything_is_installed():
     # -S: no site packages, so nothing imports `types` early and rag/types.py would shadow it if rag/ led the path
-    out = subprocess.run([sys.executable, "-S", str(ROOT / "rag" / "llama_flags.py")], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-S", str(ROOT / "rag" / "llama_flags.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     assert out.stdout.startswith("-DGGML_NATIVE=") and "AMX_TILE=OFF" in out.stdout
 
 

@@ -17,7 +17,9 @@ def test_quickstart_notebook_executes(e5, monkeypatch):
     monkeypatch.setenv("RAG_EXAMPLE_CORPUS", str(CORPUS))
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+    ).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "保修与服务.md" in outputs and "[1]" in outputs
 
@@ -33,6 +35,8 @@ def test_adaptation_notebook_executes_on_a_tiny_configuration(e5, monkeypatch, t
     monkeypatch.setenv("RAG_FINETUNE_CHUNKS", "40")
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     nb = nbformat.read(ROOT / "notebooks" / "adaptation.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
+    ).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "before  nDCG@10" in outputs and "after   nDCG@10" in outputs and " v2 " in outputs

@@ -75,7 +75,9 @@ kept = compress("How often should the air filter be cleaned?", hits, kb.embedder
 print(json.dumps({{"top": hits[0].chunk.text, "kept": [h.chunk.text for h in kept],
                   "torch": "torch" in sys.modules, "transformers": "sentence_transformers" in sys.modules}}))
 """
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1]
+    )
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert "three months" in out["top"]
@@ -84,8 +86,8 @@ print(json.dumps({{"top": hits[0].chunk.text, "kept": [h.chunk.text for h in kep
 
 
 def test_a_fresh_export_is_checked_and_a_mismatch_keeps_queries_on_torch(e5, tmp_path, monkeypatch):
-    from ingest.embed import onnx as module
     from ingest.embed import SentenceTransformerEmbedder
+    from ingest.embed import onnx as module
     from ingest.embed.models import resolve_model_path
 
     shared = Path(resolve_model_path("multilingual-e5-small"))
@@ -97,7 +99,8 @@ def test_a_fresh_export_is_checked_and_a_mismatch_keeps_queries_on_torch(e5, tmp
     encoder = module.onnx_encoder.__wrapped__(folder)
     assert encoder is not None and encoder.dim == 384
     (exported,) = (tmp_path / "fresh" / "models" / "onnx").iterdir()
-    assert (exported / "model.onnx.data").stat().st_size > 100e6  # the weights are outside the graph: mapped, not copied
+    # the weights are outside the graph: mapped, not copied
+    assert (exported / "model.onnx.data").stat().st_size > 100e6
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(exported / "model.onnx"), load_external_data=False).graph.node}

@@ -18,10 +18,14 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (pip install -e '.[test]')")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the browser tests need playwright (pip install -e '.[test]')"
+)
 CHROMIUM = os.environ.get("RAG_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 if not CHROMIUM:
-    pytest.skip("the browser tests need Debian's chromium (apt-get install -y chromium); skipped", allow_module_level=True)
+    pytest.skip(
+        "the browser tests need Debian's chromium (apt-get install -y chromium); skipped", allow_module_level=True
+    )
 
 from playwright.sync_api import expect  # noqa: E402
 
@@ -42,8 +46,12 @@ class PageServer:
     def __init__(self, root: Path, log: Path) -> None:
         self.root, self.log, self.port = root, log, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.page_server", str(root), str(self.port)], cwd=ROOT,
-                                     stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.page_server", str(root), str(self.port)],
+            cwd=ROOT,
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + BOUND_S
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, log.read_text()[-3000:]
@@ -102,7 +110,11 @@ class Visit:
         self.page.goto(url)
 
     def outside(self) -> list[str]:
-        return [u for u in self.requests if urlsplit(u).scheme not in ("data", "blob") and urlsplit(u).hostname != "127.0.0.1"]
+        return [
+            u
+            for u in self.requests
+            if urlsplit(u).scheme not in ("data", "blob") and urlsplit(u).hostname != "127.0.0.1"
+        ]
 
 
 def ask(page, question: str) -> tuple[object, list[str]]:
@@ -129,7 +141,9 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
 
     page.fill("[data-testid=new-collection-name]", "manuals")
     page.click("[data-testid=new-collection-create]")
-    expect(page.locator("[data-testid=collection][data-name=manuals] [data-testid=collection-counts]")).to_have_text("0 docs · 0 chunks")
+    expect(page.locator("[data-testid=collection][data-name=manuals] [data-testid=collection-counts]")).to_have_text(
+        "0 docs · 0 chunks"
+    )
     expect(page.locator("[data-testid=collection-select]")).to_have_value("manuals")
 
     # several files at once, one of them a corrupt PDF: a bar per file, the stages, the reason in words
@@ -144,7 +158,9 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
     deadline = time.monotonic() + BOUND_S
     while page.locator(DONE).count() < 4:
         assert time.monotonic() < deadline, page.locator("[data-testid=uploads]").inner_text()
-        stages.update(filter(None, (s.get_attribute("data-status") for s in page.locator("[data-testid=upload-stage]").all())))
+        stages.update(
+            filter(None, (s.get_attribute("data-status") for s in page.locator("[data-testid=upload-stage]").all()))
+        )
         time.sleep(0.05)
     failed = page.locator("[data-testid=upload][data-name='broken.pdf'] [data-testid=upload-stage]")
     expect(failed).to_have_attribute("data-status", "failed")
@@ -155,7 +171,9 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
         assert row.locator("[data-testid=upload-progress]").get_attribute("value") == "100"
     assert stages & {"queued", "running", "parsing", "embedding"}, stages  # progress was shown before the end
     expect(page.locator("[data-testid=document]")).to_have_count(3)  # the list updated when the job committed
-    expect(page.locator("[data-testid=collection][data-name=manuals] [data-testid=collection-counts]")).to_contain_text("3 docs")
+    expect(page.locator("[data-testid=collection][data-name=manuals] [data-testid=collection-counts]")).to_contain_text(
+        "3 docs"
+    )
 
     # a streamed answer whose [n] chip opens the passage, with its file, page and neighbours
     page.click("[data-testid=tab-chat]")
@@ -203,7 +221,8 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
     expect(stop).to_be_visible()
     waiting = page.locator("[data-testid=answer]").last.locator("[data-testid=answer-text]")
     expect(waiting).to_contain_text("word0")
-    assert page.evaluate("window.__texts.some((t) => t.startsWith('Reading 5 passages'))")  # the stage before the first token
+    # the stage before the first token
+    assert page.evaluate("window.__texts.some((t) => t.startsWith('Reading 5 passages'))")
     stop.click()
     stopped = page.locator("[data-testid=answer]").last
     expect(stopped.locator("[data-testid=stopped]")).to_be_visible()
@@ -245,7 +264,9 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
     page.click("[data-testid=tab-documents]")
     row = page.locator("[data-testid=document][data-name='aurora-manual.md']")
     row.locator("[data-testid=reindex]").click()
-    expect(page.locator("[data-testid=upload]").first.locator("[data-testid=upload-stage]")).to_have_attribute("data-status", "committed")
+    expect(page.locator("[data-testid=upload]").first.locator("[data-testid=upload-stage]")).to_have_attribute(
+        "data-status", "committed"
+    )
     row.locator("[data-testid=delete-document]").click()
     expect(page.locator("[data-testid=document]")).to_have_count(2)
     assert "aurora-manual.md" not in page.locator("[data-testid=documents]").inner_text()
@@ -291,8 +312,15 @@ def test_the_page_asks_for_a_key_once_and_explains_a_refused_one(browser, tmp_pa
     _, token = create_key(ServerDB(root), "reader", ["read", "ingest", "admin"])
     server = PageServer(root, tmp_path / "server.log")
     try:
-        assert httpx.post(f"{server.url}/collections", json={"name": "notes"}, timeout=10,
-                          headers={"Authorization": f"Bearer {token}"}).status_code == 201
+        assert (
+            httpx.post(
+                f"{server.url}/collections",
+                json={"name": "notes"},
+                timeout=10,
+                headers={"Authorization": f"Bearer {token}"},
+            ).status_code
+            == 201
+        )
         visit = Visit(browser, server.url)
         page = visit.page
         dialog = page.locator("[data-testid=key-dialog]")

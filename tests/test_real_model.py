@@ -45,7 +45,10 @@ def test_cli_ingest_search_ask_json(backend, corpus, tmp_path, capsys, e5):
     pdf = search("Which smart meter protocol is supported?")
     assert pdf[0]["source"].endswith("release-notes.pdf") and pdf[0]["page"] == 2
 
-    assert main(["ask", "How often should I clean the air filter?", "--store", store, "--llm", "extractive", "--json"]) == 0
+    assert (
+        main(["ask", "How often should I clean the air filter?", "--store", store, "--llm", "extractive", "--json"])
+        == 0
+    )
     answer = json.loads(capsys.readouterr().out)
     assert answer["answered"] and "three months" in answer["answer"]
     assert answer["citations"] and answer["citations"][0]["source"].endswith("aurora-manual.md")
@@ -53,8 +56,14 @@ def test_cli_ingest_search_ask_json(backend, corpus, tmp_path, capsys, e5):
     assert main(["info", "--store", store, "--set", "llm.name=extractive", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     devices = info["devices"]  # where each part runs, found without loading a model
-    assert info["documents"] == 5 and devices["llm"] == "none (extractive)" and devices["index"].startswith(f"{backend} on ")
-    assert devices["embedder"] in ("onnxruntime on cpu, float32", "cpu, bfloat16") or devices["embedder"].startswith("cuda")
+    assert (
+        info["documents"] == 5
+        and devices["llm"] == "none (extractive)"
+        and devices["index"].startswith(f"{backend} on ")
+    )
+    assert devices["embedder"] in ("onnxruntime on cpu, float32", "cpu, bfloat16") or devices["embedder"].startswith(
+        "cuda"
+    )
     assert devices["queries"] == "onnxruntime on cpu, float32"  # e5's questions skip torch
 
     assert main(["ingest", str(corpus), "--store", store, "--json"]) == 1  # the corrupt file is still reported
@@ -72,13 +81,33 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_cli_eval_prints_metrics_for_each_configuration(corpus, tmp_path, capsys, e5):
     questions = tmp_path / "q.jsonl"
-    questions.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in [
-        {"question": "How often do I clean the outdoor filter?", "gold": "every three months"},
-        {"question": "压缩机保修可以延长到几年？", "gold": "压缩机保修期延长至十年"},
-        {"question": "Which refrigerant does the unit use?", "gold": "The refrigerant is R290"},
-    ]))
+    questions.write_text(
+        "\n".join(
+            json.dumps(q, ensure_ascii=False)
+            for q in [
+                {"question": "How often do I clean the outdoor filter?", "gold": "every three months"},
+                {"question": "压缩机保修可以延长到几年？", "gold": "压缩机保修期延长至十年"},
+                {"question": "Which refrigerant does the unit use?", "gold": "The refrigerant is R290"},
+            ]
+        )
+    )
     store = str(tmp_path / "store")
-    assert main(["eval", str(questions), "--store", store, "--corpus", str(corpus), "--configs", "dense,bm25,hybrid", "--json"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(questions),
+                "--store",
+                store,
+                "--corpus",
+                str(corpus),
+                "--configs",
+                "dense,bm25,hybrid",
+                "--json",
+            ]
+        )
+        == 0
+    )
     reports = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(reports) == {"dense", "bm25", "hybrid"}
     for r in reports.values():
@@ -136,7 +165,9 @@ def test_bf16_products_hold_for_the_embedding_thread_only():
         seen["mine"] = seen["mine"](x)
     thread.join()
     exact = x @ w.T
-    assert torch.equal(seen["other"], torch.nn.functional.linear(x, w)) and torch.allclose(seen["other"], exact, atol=1e-5)
+    assert torch.equal(seen["other"], torch.nn.functional.linear(x, w)) and torch.allclose(
+        seen["other"], exact, atol=1e-5
+    )
     assert seen["mine"].dtype == torch.float32 and not torch.allclose(seen["mine"], exact, atol=1e-5)  # rounded to bf16
     assert torch.allclose(seen["mine"], exact, rtol=0.05, atol=0.3)
 
@@ -144,18 +175,24 @@ def test_bf16_products_hold_for_the_embedding_thread_only():
 def test_bf16_and_fp32_e5_give_the_same_unit_vectors_and_ranking():
     from ingest.embed import SentenceTransformerEmbedder
 
-    passages = ["Clean the air filter of the outdoor unit every three months.", "保修期为五年，包括零件和人工。",
-                "The office canteen serves lunch from noon until two."]
+    passages = [
+        "Clean the air filter of the outdoor unit every three months.",
+        "保修期为五年，包括零件和人工。",
+        "The office canteen serves lunch from noon until two.",
+    ]
     vecs = {}
     for dtype in ("float32", "bfloat16"):
         emb = SentenceTransformerEmbedder("multilingual-e5-small", dtype=dtype)
-        assert next(emb.model.parameters()).dtype == __import__("torch").float32  # bf16 per product: the weights stay as read
+        # bf16 per product: the weights stay as read
+        assert (next(emb.model.parameters()).dtype == __import__("torch").float32)
         docs, query = emb.embed_documents(passages), emb.embed_query("保修多久？")
         assert docs.dtype == np.float32 and np.allclose(np.linalg.norm(docs, axis=1), 1, atol=1e-6)
         vecs[dtype] = (docs, query)
     assert not np.array_equal(vecs["float32"][0], vecs["bfloat16"][0])  # the bf16 products did run
     assert np.min(np.sum(vecs["float32"][0] * vecs["bfloat16"][0], 1)) > 0.9999
-    assert np.argmax(vecs["float32"][0] @ vecs["float32"][1]) == np.argmax(vecs["bfloat16"][0] @ vecs["bfloat16"][1]) == 1
+    assert (
+        np.argmax(vecs["float32"][0] @ vecs["float32"][1]) == np.argmax(vecs["bfloat16"][0] @ vecs["bfloat16"][1]) == 1
+    )
 
 
 def test_cli_ask_tells_the_reader_which_sentences_no_passage_supports(corpus, tmp_path, capsys, monkeypatch, e5):

@@ -10,11 +10,11 @@ from indexes.errors import ConfigError
 from indexes.text import tokenize
 from indexes.types import Chunk
 from rag.config import Config, IndexConfig
-from rag.retrieval.context import drop_near_duplicates, merge_chunks, widen
 from rag.evaluation import Question, evaluate, is_relevant, load_questions
 from rag.knowledge_base import KnowledgeBase
-from rag.retrieval.rerank import rerank
 from rag.retrieval import RetrievalSettings, lexical_weight, rrf, weighted
+from rag.retrieval.context import drop_near_duplicates, merge_chunks, widen
+from rag.retrieval.rerank import rerank
 from rag.types import Hit
 
 
@@ -125,21 +125,38 @@ def test_rerank_reorders_the_head_only():
 
 
 def test_context_drops_duplicates_and_widens(kb):
-    hits = [_hit(1, "the filter must be cleaned every month"), _hit(2, "the filter must be cleaned every month!"), _hit(3, "other")]
+    hits = [
+        _hit(1, "the filter must be cleaned every month"),
+        _hit(2, "the filter must be cleaned every month!"),
+        _hit(3, "other"),
+    ]
     assert [h.chunk.id for h in drop_near_duplicates(hits)] == [1, 3]
     a = Chunk(1, "s", "abcdef", 0, 6)
     b = Chunk(2, "s", "defghi", 3, 9)
     assert merge_chunks([b, a]) == "abcdefghi"
-    manual = [c for c in kb.store.chunks.chunks_of(next(s for s in kb.store.documents() if s.endswith("aurora-manual.md")))]
+    manual = [
+        c for c in kb.store.chunks.chunks_of(next(s for s in kb.store.documents() if s.endswith("aurora-manual.md")))
+    ]
     middle = manual[len(manual) // 2]
     wide = widen([Hit(middle, 1.0, 1)], kb.store.chunks, 1)[0]
-    assert middle.text in wide.chunk.text and len(wide.chunk.text) > len(middle.text) and wide.chunk.source == middle.source
+    assert (
+        middle.text in wide.chunk.text
+        and len(wide.chunk.text) > len(middle.text)
+        and wide.chunk.source == middle.source
+    )
 
 
 def test_evaluation_metrics_and_question_files(tmp_path):
-    questions = [Question("q1", gold="Alpha  BETA"), Question("q2", gold="missing"), Question("q3", source="b.pdf", page=2)]
-    hits = {"q1": [_hit(1, "x"), _hit(2, "… alpha beta …")], "q2": [_hit(1, "x")],
-            "q3": [Hit(Chunk(9, "/d/b.pdf", "t", 0, 1, 2), 1.0, 1)]}
+    questions = [
+        Question("q1", gold="Alpha  BETA"),
+        Question("q2", gold="missing"),
+        Question("q3", source="b.pdf", page=2),
+    ]
+    hits = {
+        "q1": [_hit(1, "x"), _hit(2, "… alpha beta …")],
+        "q2": [_hit(1, "x")],
+        "q3": [Hit(Chunk(9, "/d/b.pdf", "t", 0, 1, 2), 1.0, 1)],
+    }
     report = evaluate("fake", lambda q, k: hits[q], questions)
     m = report.metrics
     assert m["recall@1"] == pytest.approx(1 / 3) and m["recall@5"] == pytest.approx(2 / 3)
@@ -151,7 +168,9 @@ def test_evaluation_metrics_and_question_files(tmp_path):
     assert is_relevant(spanning, Question("q", source="b.pdf", page=3))
     assert not is_relevant(spanning, Question("q", source="b.pdf", page=4))
     p = tmp_path / "q.jsonl"
-    p.write_text(json.dumps({"question": "a", "gold": "b"}) + "\n\n" + json.dumps({"question": "c", "source": "x.pdf"}) + "\n")
+    p.write_text(
+        json.dumps({"question": "a", "gold": "b"}) + "\n\n" + json.dumps({"question": "c", "source": "x.pdf"}) + "\n"
+    )
     assert len(load_questions(p)) == 2
     p.write_text('{"question": "no gold"}\n')
     with pytest.raises(ConfigError, match="gold"):

@@ -37,8 +37,14 @@ class ScriptedLLM(ExtractiveGenerator):
 
 def make_app(root: Path, llm=None, **settings):
     emb = HashEmbedder()
-    return create_app(ServeSettings(root=root, **settings), generator=llm or ScriptedLLM(), embedder_factory=lambda name: emb,
-                      runner=lambda spec, emit: run_job(spec, emit, embedder=emb), warm=False, on_stuck=lambda: None)
+    return create_app(
+        ServeSettings(root=root, **settings),
+        generator=llm or ScriptedLLM(),
+        embedder_factory=lambda name: emb,
+        runner=lambda spec, emit: run_job(spec, emit, embedder=emb),
+        warm=False,
+        on_stuck=lambda: None,
+    )
 
 
 @pytest.fixture
@@ -57,8 +63,11 @@ def wait_job(client, job_id: str, headers=None) -> dict:
 
 
 def upload(client, collection: str, files: list[tuple[str, bytes]], headers=None):
-    return client.post(f"/collections/{collection}/documents", headers=headers,
-                       files=[("files", (name, data, "application/octet-stream")) for name, data in files])
+    return client.post(
+        f"/collections/{collection}/documents",
+        headers=headers,
+        files=[("files", (name, data, "application/octet-stream")) for name, data in files],
+    )
 
 
 def corpus_files() -> list[tuple[str, bytes]]:
@@ -79,7 +88,11 @@ def test_upload_runs_as_a_job_and_its_files_are_searchable(loaded):
     docs = loaded.get("/collections/manuals/documents").json()["documents"]
     assert len(docs) == len(corpus_files()) and all(d["chunks"] > 0 for d in docs)
     info = loaded.get("/collections").json()["collections"][0]
-    assert info["name"] == "manuals" and info["documents"] == len(docs) and info["chunks"] == sum(d["chunks"] for d in docs)
+    assert (
+        info["name"] == "manuals"
+        and info["documents"] == len(docs)
+        and info["chunks"] == sum(d["chunks"] for d in docs)
+    )
     r = loaded.post("/collections/manuals/search", json={"query": "air filter cleaning", "k": 3}).json()
     assert len(r["hits"]) == 3 and {"embed", "dense", "bm25", "fuse"} <= set(r["timings_ms"])
     assert all(h["source"].endswith(tuple(d["name"] for d in docs)) for h in r["hits"])
@@ -92,7 +105,14 @@ def test_upload_runs_as_a_job_and_its_files_are_searchable(loaded):
 
 def test_a_corrupt_pdf_fails_with_its_reason_while_the_other_files_commit(client):
     client.post("/collections", json={"name": "c"})
-    job = wait_job(client, upload(client, "c", [("broken.pdf", b"%PDF-1.4 this is not a pdf"), ("ok.md", b"# Pump\n\nThe pump runs quietly at night.")]).json()["id"])
+    job = wait_job(
+        client,
+        upload(
+            client,
+            "c",
+            [("broken.pdf", b"%PDF-1.4 this is not a pdf"), ("ok.md", b"# Pump\n\nThe pump runs quietly at night.")],
+        ).json()["id"],
+    )
     by_name = {f["name"]: f for f in job["files"]}
     assert by_name["broken.pdf"]["status"] == "failed" and by_name["broken.pdf"]["reason"]
     assert by_name["ok.md"]["status"] == "committed"
@@ -112,14 +132,23 @@ def test_files_are_reported_committed_once_searchable_and_same_bytes_are_indexed
         def watch(event):
             if event["stage"] == "committed":  # what the page shows as done must already be searchable
                 reader = Store.open(store, read_only=True)
-                seen.append((Path(event["source"]).name, event["reason"], reader.lexical_ready and event["source"] in reader.documents()))
+                seen.append(
+                    (
+                        Path(event["source"]).name,
+                        event["reason"],
+                        reader.lexical_ready and event["source"] in reader.documents(),
+                    )
+                )
             emit(event)
 
         return run_job(spec, watch, embedder=emb)
 
     services.jobs.runner = runner
     same = b"# Pump\n\nThe pump runs quietly at night."
-    job = wait_job(client, upload(client, "c", [("a.md", same), ("b.md", same), ("c.md", b"# Fan\n\nThe fan is loud.")]).json()["id"])
+    job = wait_job(
+        client,
+        upload(client, "c", [("a.md", same), ("b.md", same), ("c.md", b"# Fan\n\nThe fan is loud.")]).json()["id"],
+    )
     by_name = {f["name"]: f for f in job["files"]}
     assert by_name["a.md"]["status"] == by_name["c.md"]["status"] == "committed"
     assert by_name["b.md"]["status"] == "unchanged" and "same content as a.md" in by_name["b.md"]["reason"]
@@ -151,7 +180,8 @@ def test_upload_names_never_escape_the_collection_and_limits_are_enforced(tmp_pa
         assert job["files"][0]["status"] == "committed"
         assert not (tmp_path / "evil.md").exists() and not (root / "evil.md").exists()
         assert (root / "c" / "uploads" / "evil.md").is_file()
-        assert upload(c, "c", [("/etc/passwd.md", b"x")]).json()["files"][0]["source"] == "passwd.md"  # never a server path
+        # never a server path
+        assert (upload(c, "c", [("/etc/passwd.md", b"x")]).json()["files"][0]["source"] == "passwd.md")
         big = upload(c, "c", [("big.md", b"x" * 5000)])
         assert big.status_code == 413 and "limit" in big.json()["error"]["message"]
         exe = upload(c, "c", [("tool.exe", b"MZ")])
@@ -169,8 +199,18 @@ def test_bad_requests_get_their_status_and_a_message(client):
     assert client.post("/collections", json={"name": "c"}).status_code == 409
     bad = client.post("/v1/chat/completions", json={"model": "c", "messages": []})
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"  # as OpenAI answers
-    assert client.post("/v1/chat/completions", json={"model": "zz", "messages": [{"role": "user", "content": "hi"}]}).status_code == 404
-    assert client.post("/collections/c/search", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    assert (
+        client.post(
+            "/v1/chat/completions", json={"model": "zz", "messages": [{"role": "user", "content": "hi"}]}
+        ).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            "/collections/c/search", content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
 
 
 def test_chat_completions_keep_citations_and_rewrite_follow_ups(loaded):
@@ -179,10 +219,22 @@ def test_chat_completions_keep_citations_and_rewrite_follow_ups(loaded):
     assert r["object"] == "chat.completion" and r["choices"][0]["message"]["role"] == "assistant"
     text = r["choices"][0]["message"]["content"]
     cited = [s for s in r["sources"] if s["cited"]]
-    assert "[" in text and cited and all({"source", "page", "page_end", "chunk_id", "text", "score"} <= set(s) for s in r["sources"])
+    assert (
+        "[" in text
+        and cited
+        and all({"source", "page", "page_end", "chunk_id", "text", "score"} <= set(s) for s in r["sources"])
+    )
     assert r["usage"]["total_tokens"] == r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"] > 0
-    follow = {"model": "manuals", "stream": True, "stream_options": {"include_usage": True},
-              "messages": [*body["messages"], {"role": "assistant", "content": text}, {"role": "user", "content": "and the compressor?"}]}
+    follow = {
+        "model": "manuals",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [
+            *body["messages"],
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": "and the compressor?"},
+        ],
+    }
     with loaded.stream("POST", "/v1/chat/completions", json=follow) as resp:
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
         lines = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
@@ -204,9 +256,13 @@ def test_chats_are_persisted_and_survive_a_restart(tmp_path):
         c.post("/collections", json={"name": "m"})
         wait_job(c, upload(c, "m", corpus_files()).json()["id"])
         chat = c.post("/chats", json={"collection": "m"}).json()
-        first = c.post(f"/chats/{chat['id']}/messages", json={"question": "Which refrigerant does the heat pump use?"}).json()
+        first = c.post(
+            f"/chats/{chat['id']}/messages", json={"question": "Which refrigerant does the heat pump use?"}
+        ).json()
         assert first["answered"] and first["citations"]
-        with c.stream("POST", f"/chats/{chat['id']}/messages", json={"question": "and the compressor?", "stream": True}) as resp:
+        with c.stream(
+            "POST", f"/chats/{chat['id']}/messages", json={"question": "and the compressor?", "stream": True}
+        ) as resp:
             events = [line for line in resp.iter_lines() if line.startswith("event: ")]
         assert events[0] == "event: sources" and events[-1] == "event: answer" and "event: token" in events
     with TestClient(make_app(root)) as c:
@@ -252,11 +308,17 @@ def test_a_full_llm_queue_answers_429_with_retry_after(tmp_path):
         try:
             r = c.post("/collections/m/ask", json={"question": "air filter?"})
             assert r.status_code == 429 and int(r.headers["retry-after"]) > 0 and "busy" in r.json()["error"]["message"]
-            r = c.post("/v1/chat/completions", json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "air filter?"}]})
+            r = c.post(
+                "/v1/chat/completions",
+                json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "air filter?"}]},
+            )
             assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
         finally:
             slot.release()
-        assert c.post("/collections/m/ask", json={"question": "How often should the air filter be cleaned?"}).status_code == 200
+        assert (
+            c.post("/collections/m/ask", json={"question": "How often should the air filter be cleaned?"}).status_code
+            == 200
+        )
         assert gate.active == 0 and gate.waiting == 0
 
 
@@ -288,9 +350,9 @@ def test_readers_keep_the_last_complete_generation_until_an_ingest_finishes(load
     writer = KnowledgeBase.open(services.collections.root / "manuals", embedder=HashEmbedder(), create=False)
     extra = services.collections.root / "extra.md"
     extra.write_text("# Extra\n\nThe extra pump hums loudly.")
-    from ingest.pipeline import IngestOptions, ingest
-
     import unittest.mock
+
+    from ingest.pipeline import IngestOptions, ingest
 
     with unittest.mock.patch.object(type(writer.store), "refresh_lexical", lambda self: None):
         ingest(writer.store, writer.embedder, [extra], IngestOptions(progress=False))
@@ -309,11 +371,21 @@ def test_readers_keep_the_last_complete_generation_until_an_ingest_finishes(load
 
 def test_all_collections_answers_from_every_collection_the_key_may_use(loaded):
     loaded.post("/collections", json={"name": "notes"})
-    wait_job(loaded, upload(loaded, "notes", [("garden.md", b"# Garden\n\nWater the tomato plants every morning in July.")]).json()["id"])
+    wait_job(
+        loaded,
+        upload(loaded, "notes", [("garden.md", b"# Garden\n\nWater the tomato plants every morning in July.")]).json()[
+            "id"
+        ],
+    )
     ids = [m["id"] for m in loaded.get("/v1/models").json()["data"]]
     assert ids == ["manuals", "notes", "all-collections"]
-    r = loaded.post("/v1/chat/completions", json={"model": "all-collections",
-                                                 "messages": [{"role": "user", "content": "When should the tomato plants be watered?"}]}).json()
+    r = loaded.post(
+        "/v1/chat/completions",
+        json={
+            "model": "all-collections",
+            "messages": [{"role": "user", "content": "When should the tomato plants be watered?"}],
+        },
+    ).json()
     names = {s["name"] for s in r["sources"]}
     assert "garden.md" in names and len(names) > 1 and r["model"] == "all-collections"
     assert any(s["cited"] and s["name"] == "garden.md" for s in r["sources"]), r

@@ -35,9 +35,24 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Server":
-        self.proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--root", str(self.root), "--port", str(self.port),
-                                      "--set", "llm.name=extractive"], cwd=ROOT, stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rag.cli",
+                "serve",
+                "--root",
+                str(self.root),
+                "--port",
+                str(self.port),
+                "--set",
+                "llm.name=extractive",
+            ],
+            cwd=ROOT,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         deadline = time.monotonic() + 600  # a bound for a broken start, not a slow one
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
@@ -87,21 +102,34 @@ def test_upload_progress_search_ask_and_chat_over_a_live_server(server, tmp_path
                 state = json.loads(line[6:])
                 seen.append(state["status"])
     assert seen[-1] == "committed" and all(f["status"] == "committed" for f in state["files"]), state
-    hits = httpx.post(f"{url}/collections/manuals/search", json={"query": "保修期多久？", "k": 3}, timeout=60).json()["hits"]
+    hits = httpx.post(f"{url}/collections/manuals/search", json={"query": "保修期多久？", "k": 3}, timeout=60).json()[
+        "hits"
+    ]
     assert hits and any("保修" in h["text"] for h in hits)
-    ask = httpx.post(f"{url}/collections/manuals/ask", json={"question": "How often should the air filter be cleaned?"}, timeout=60).json()
+    ask = httpx.post(
+        f"{url}/collections/manuals/ask", json={"question": "How often should the air filter be cleaned?"}, timeout=60
+    ).json()
     assert ask["answered"] and ask["citations"] and ask["citations"][0]["source"].endswith(".md")
 
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
     assert "manuals" in [m.id for m in client.models.list().data]
-    reply = client.chat.completions.create(model="manuals", messages=[{"role": "user", "content": "Which refrigerant is used?"}])
+    reply = client.chat.completions.create(
+        model="manuals", messages=[{"role": "user", "content": "Which refrigerant is used?"}]
+    )
     assert "[" in reply.choices[0].message.content and reply.model_extra["sources"][0]["chunk_id"]
-    stream = client.chat.completions.create(model="manuals", stream=True, stream_options={"include_usage": True},
-                                            messages=[{"role": "user", "content": "Which refrigerant is used?"}])
+    stream = client.chat.completions.create(
+        model="manuals",
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Which refrigerant is used?"}],
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     final = [c for c in chunks if c.choices and c.choices[0].finish_reason == "stop"][0]
-    assert text.strip() == final.model_extra["answer"]["text"] == reply.choices[0].message.content and final.model_extra["sources"]
+    assert (
+        text.strip() == final.model_extra["answer"]["text"] == reply.choices[0].message.content
+        and final.model_extra["sources"]
+    )
     assert chunks[-1].usage.total_tokens > 0
     emb = client.embeddings.create(model="manuals", input="air filter")
     assert len(emb.data[0].embedding) == 384
@@ -112,10 +140,14 @@ def test_upload_progress_search_ask_and_chat_over_a_live_server(server, tmp_path
 
     # SIGKILL while a big upload is being embedded: the store stays at its last commit, the chat stays,
     # and the restarted server runs the unfinished job again
-    big = "\n\n".join(f"## Section {i}\n\n" + " ".join(f"Pump maintenance note {i}-{j} about valves and seals." for j in range(40))
-                      for i in range(150))
+    big = "\n\n".join(
+        f"## Section {i}\n\n" + " ".join(f"Pump maintenance note {i}-{j} about valves and seals." for j in range(40))
+        for i in range(150)
+    )
     before = httpx.get(f"{url}/collections/manuals", timeout=30).json()
-    job = httpx.post(f"{url}/collections/manuals/documents", files=[("files", ("big.md", big.encode()))], timeout=60).json()["id"]
+    job = httpx.post(
+        f"{url}/collections/manuals/documents", files=[("files", ("big.md", big.encode()))], timeout=60
+    ).json()["id"]
     deadline = time.monotonic() + 600
     while httpx.get(f"{url}/jobs/{job}", timeout=10).json()["files"][0]["status"] not in ("parsing", "embedding"):
         assert time.monotonic() < deadline
@@ -125,7 +157,9 @@ def test_upload_progress_search_ask_and_chat_over_a_live_server(server, tmp_path
     url = server.url
     after_restart = httpx.get(f"{url}/collections/manuals", timeout=30).json()
     assert after_restart["documents"] in (before["documents"], before["documents"] + 1)  # the last commit, whole
-    assert httpx.post(f"{url}/collections/manuals/search", json={"query": "air filter", "k": 2}, timeout=60).json()["hits"]
+    assert httpx.post(f"{url}/collections/manuals/search", json={"query": "air filter", "k": 2}, timeout=60).json()[
+        "hits"
+    ]
     assert [t["question"] for t in httpx.get(f"{url}/chats/{chat}", timeout=10).json()["turns"]] == ["保修期多久？"]
     state = wait_job(url, job)
     assert state["status"] == "committed" and state["files"][0]["status"] == "committed", state

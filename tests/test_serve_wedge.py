@@ -68,8 +68,12 @@ def live(tmp_path_factory):
     emb = HashEmbedder()
     llm = FailingLLM(load_generator(LIGHT))
     config = Config(index=IndexConfig(gpu=False), llm=LLMConfig(name=LIGHT, max_new_tokens=48))
-    app = create_app(ServeSettings(root=root, config=config, llm_wait_s=900), generator=llm, embedder_factory=lambda name: emb,
-                     runner=lambda spec, emit: run_job(spec, emit, embedder=emb))
+    app = create_app(
+        ServeSettings(root=root, config=config, llm_wait_s=900),
+        generator=llm,
+        embedder_factory=lambda name: emb,
+        runner=lambda spec, emit: run_job(spec, emit, embedder=emb),
+    )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -84,8 +88,11 @@ def live(tmp_path_factory):
 
     wait_for(ready, "ready (the model loaded)")
     assert httpx.post(f"{url}/collections", json={"name": "manuals"}, timeout=60).status_code == 201
-    job = httpx.post(f"{url}/collections/manuals/documents", timeout=60,
-                     files=[("files", (n, d, "application/octet-stream")) for n, d in corpus_files()]).json()["id"]
+    job = httpx.post(
+        f"{url}/collections/manuals/documents",
+        timeout=60,
+        files=[("files", (n, d, "application/octet-stream")) for n, d in corpus_files()],
+    ).json()["id"]
     wait_for(lambda: httpx.get(f"{url}/jobs/{job}", timeout=30).json()["status"] in ("committed", "failed"), "ingested")
     yield url, app.state.services.gate, llm
     server.should_exit = True
@@ -128,14 +135,20 @@ def test_stop_and_errors_mid_answer_never_wedge_the_llm(live):
     for t in askers:
         t.join(900)
     assert listed.status_code == 200 and found.status_code == 200 and found.json()["hits"] and busy_meanwhile
-    assert len(answers) == 4 and all(a.status_code == 200 and a.json()["answered"] for a in answers), [a.text[:300] for a in answers]
+    assert len(answers) == 4 and all(a.status_code == 200 and a.json()["answered"] for a in answers), [
+        a.text[:300] for a in answers
+    ]
     wait_for(lambda: gate.active == 0, "free after four answers")
     assert "rag_llm_active 0.0" in httpx.get(f"{url}/metrics", timeout=30).text
 
     llm.fail_after = 2  # now every answer fails after its first pieces
     for _ in range(3):
-        with httpx.stream("POST", f"{url}/collections/manuals/ask", json={"question": QUESTION, "stream": True},
-                          timeout=httpx.Timeout(10, read=900)) as resp:
+        with httpx.stream(
+            "POST",
+            f"{url}/collections/manuals/ask",
+            json={"question": QUESTION, "stream": True},
+            timeout=httpx.Timeout(10, read=900),
+        ) as resp:
             events = [line for line in resp.iter_lines() if line.startswith("event: ")]
         assert events[-1] == "event: error", events
     llm.fail_after = None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from indexes.errors import ConfigError
+from indexes.text import normalize
 from ingest.chunking import Chunker
 from ingest.loaders import Document, Heading, LoadError, load, walk
-from indexes.text import normalize
 from tests.conftest import CORPUS
 
 
@@ -35,9 +35,11 @@ def test_html_drops_scripts_styles_and_navigation_and_keeps_headings():
 
 def test_links_inside_headings_are_content_not_navigation(tmp_path):
     p = tmp_path / "doc.html"
-    p.write_text('<html><body><nav class="contents"><ul><li>TOC entry</li></ul></nav><div class="body" role="main">'
-                 '<section id="s"><h2><a class="toc-backref" href="#x">Why indentation?</a><a class="headerlink">¶</a></h2>'
-                 '<p>Because it is clear.</p></section></div></body></html>')
+    p.write_text(
+        '<html><body><nav class="contents"><ul><li>TOC entry</li></ul></nav><div class="body" role="main">'
+        '<section id="s"><h2><a class="toc-backref" href="#x">Why indentation?</a><a class="headerlink">¶</a></h2>'
+        "<p>Because it is clear.</p></section></div></body></html>"
+    )
     doc = load(p)
     assert [h.title for h in doc.headings] == ["Why indentation?"]
     assert doc.text.startswith("Why indentation?") and "TOC entry" not in doc.text
@@ -112,11 +114,31 @@ def test_contents_pages_are_skipped_and_reported(tmp_path):
 def test_a_back_of_book_index_page_is_skipped_but_a_table_of_numbers_is_not(tmp_path):
     from tests.pdfgen import write_pdf
 
-    index = ["Index", *[f"{term}, {i % 2 + 1}, {i % 3 + 1}-{i % 3 + 2}" for i, term in
-                        enumerate(["amsmath", "\\caption", "figure", "footnote", "hyperref", "longtable", "minipage", "tabularx"])]]
-    table = ["Population by city", *[f"{city}, {n}" for city, n in
-                                     [("Berlin", 3645), ("Hamburg", 1841), ("Munich", 1471), ("Cologne", 1085),
-                                      ("Frankfurt", 753), ("Stuttgart", 634), ("Leipzig", 587), ("Dresden", 556)]]]
+    index = [
+        "Index",
+        *[
+            f"{term}, {i % 2 + 1}, {i % 3 + 1}-{i % 3 + 2}"
+            for i, term in enumerate(
+                ["amsmath", "\\caption", "figure", "footnote", "hyperref", "longtable", "minipage", "tabularx"]
+            )
+        ],
+    ]
+    table = [
+        "Population by city",
+        *[
+            f"{city}, {n}"
+            for city, n in [
+                ("Berlin", 3645),
+                ("Hamburg", 1841),
+                ("Munich", 1471),
+                ("Cologne", 1085),
+                ("Frankfurt", 753),
+                ("Stuttgart", 634),
+                ("Leipzig", 587),
+                ("Dresden", 556),
+            ]
+        ],
+    ]
     doc = load(write_pdf(tmp_path / "book.pdf", [["Pumps move water uphill."], table, index]))
     assert "Hamburg, 1841" in doc.text and "hyperref" not in doc.text
     assert any("page 3" in w and "index" in w for w in doc.warnings) and not any("page 2" in w for w in doc.warnings)
@@ -127,10 +149,13 @@ def test_pdf_outline_becomes_headings_where_the_titles_are_printed(tmp_path):
 
     from tests.pdfgen import write_pdf
 
-    path = write_pdf(tmp_path / "faq.pdf", [
-        ["User guide", "Contents", "1 Pumps . . . . . . . . . . 2", "1 Pumps", "Pumps move water uphill."],
-        ["Pumps need a yearly check.", "2  Seals and GASKETS", "Seals wear out; replace them every spring."],
-    ])
+    path = write_pdf(
+        tmp_path / "faq.pdf",
+        [
+            ["User guide", "Contents", "1 Pumps . . . . . . . . . . 2", "1 Pumps", "Pumps move water uphill."],
+            ["Pumps need a yearly check.", "2  Seals and GASKETS", "Seals wear out; replace them every spring."],
+        ],
+    )
     writer = pypdf.PdfWriter(clone_from=str(path))
     writer.add_outline_item(title="1 Pumps", page_number=0)
     writer.add_outline_item(title="2 Seals and gaskets", page_number=1)  # printed with other spacing and case
@@ -139,12 +164,16 @@ def test_pdf_outline_becomes_headings_where_the_titles_are_printed(tmp_path):
     doc = load(path)
     assert "1 Pumps . ." not in doc.text  # a contents line on a page with other text is dropped
     assert [h.title for h in doc.headings] == ["1 Pumps", "2 Seals and gaskets"]
-    assert doc.text[doc.headings[0].offset :].startswith("1 Pumps\nPumps move water")  # the title line, not the contents line
+    # the title line, not the contents line
+    assert doc.text[doc.headings[0].offset :].startswith("1 Pumps\nPumps move water")
     assert doc.text[doc.headings[1].offset :].startswith("2  Seals and GASKETS")
     chunks = Chunker(count, max_tokens=200, overlap=0).chunk(doc, "h")
     by_text = {c.text.splitlines()[0]: c for c in chunks}
     assert by_text["User guide"].headings == ()
-    assert by_text["Pumps need a yearly check."].headings == ("1 Pumps",) and by_text["Pumps need a yearly check."].page == 2
+    assert (
+        by_text["Pumps need a yearly check."].headings == ("1 Pumps",)
+        and by_text["Pumps need a yearly check."].page == 2
+    )
     assert by_text["Pumps need a yearly check."].pages == "2"
     assert by_text["2  Seals and GASKETS"].headings == ("2 Seals and gaskets",)
 
@@ -152,11 +181,14 @@ def test_pdf_outline_becomes_headings_where_the_titles_are_printed(tmp_path):
 def test_a_sentence_cut_by_a_page_break_stays_in_one_chunk_that_names_both_pages(tmp_path):
     from tests.pdfgen import write_pdf
 
-    path = write_pdf(tmp_path / "manual.pdf", [
-        ["Pumps move water uphill. The impeller of the main pump must be inspected after every"],
-        ["two hundred hours of running, and replaced when worn.", "Seals are replaced every spring"],
-        ["The warranty lasts five years."],
-    ])
+    path = write_pdf(
+        tmp_path / "manual.pdf",
+        [
+            ["Pumps move water uphill. The impeller of the main pump must be inspected after every"],
+            ["two hundred hours of running, and replaced when worn.", "Seals are replaced every spring"],
+            ["The warranty lasts five years."],
+        ],
+    )
     chunks = Chunker(count, max_tokens=200, overlap=0).chunk(load(path), "h")
     cut = next(c for c in chunks if "two hundred hours" in c.text)
     assert "inspected after every" in cut.text and (cut.page, cut.page_end, cut.pages) == (1, 2, "1-2")
@@ -165,7 +197,9 @@ def test_a_sentence_cut_by_a_page_break_stays_in_one_chunk_that_names_both_pages
     text = "保养时这个命\n\n令会开始执行。\n\n新的一页。"  # Chinese has no capitals: a page going on in Chinese runs on
     doc = Document("zh.pdf", text, page_starts=(0, 8, 17))
     assert [(c.text, c.pages) for c in Chunker(count, max_tokens=200, overlap=0).chunk(doc, "h")] == [
-        ("保养时这个命\n\n令会开始执行。", "1-2"), ("新的一页。", "3")]
+        ("保养时这个命\n\n令会开始执行。", "1-2"),
+        ("新的一页。", "3"),
+    ]
     # where the two pages do not fit one chunk, the cut falls between sentences, not at the page break
     small = Chunker(count, max_tokens=20, overlap=0).chunk(load(path), "h")
     assert any(c.text.startswith("The impeller") and c.text.endswith("replaced when worn.") for c in small)
@@ -175,8 +209,10 @@ def test_running_headers_and_footers_are_dropped_but_body_lines_are_kept(tmp_pat
     from tests.pdfgen import write_pdf
 
     footer = "ACME Pump Manual (c) 2024 ACME Corp."
-    pages = [[f"Chapter {1 + i // 2} Pumps {i + 1}", f"Body line {i} about impellers.", "3 steps to prime a pump", footer]
-             for i in range(4)]
+    pages = [
+        [f"Chapter {1 + i // 2} Pumps {i + 1}", f"Body line {i} about impellers.", "3 steps to prime a pump", footer]
+        for i in range(4)
+    ]
     doc = load(write_pdf(tmp_path / "manual.pdf", pages))
     assert "ACME Corp" not in doc.text and "Chapter" not in doc.text
     assert all(f"Body line {i} about impellers." in doc.text for i in range(4))
@@ -187,12 +223,20 @@ def test_page_numbers_offset_from_the_file_are_running_lines_but_numbered_steps_
     from tests.pdfgen import write_pdf
 
     # printed page numbers run 10 ahead of the file's, under a per-chapter header
-    titled = [["Setup 11", "Unpack the pump."], ["Setup 12", "Mount the pump."],
-              ["Care 13", "Oil the bearings."], ["Care 14", "Replace the seals."]]
+    titled = [
+        ["Setup 11", "Unpack the pump."],
+        ["Setup 12", "Mount the pump."],
+        ["Care 13", "Oil the bearings."],
+        ["Care 14", "Replace the seals."],
+    ]
     doc = load(write_pdf(tmp_path / "guide.pdf", titled))
     assert "Setup" not in doc.text and "Care" not in doc.text and "Replace the seals." in doc.text
-    steps = [["Step 3", "Open the valve."], ["Step 7", "Close the lid."],
-             ["2019 480 35", "Output per year."], ["2021 512 40", "Output, later years."]]
+    steps = [
+        ["Step 3", "Open the valve."],
+        ["Step 7", "Close the lid."],
+        ["2019 480 35", "Output per year."],
+        ["2021 512 40", "Output, later years."],
+    ]
     doc = load(write_pdf(tmp_path / "steps.pdf", steps))
     assert all(line in doc.text for line in ("Step 3", "Step 7", "2019 480 35", "2021 512 40"))
 
@@ -219,5 +263,9 @@ def test_a_bookmark_title_is_found_where_the_pdf_prints_it_with_ligatures_and_cu
 def test_texs_ts1_symbols_that_pypdf_returns_as_glyph_names_read_as_text():
     from ingest.loaders.pdf import _fix_ligatures
 
-    page = "CTEX 主要有三个部分：\n/x88 http://www.ctex.org 主页\n/x88宏包 bibentry\n如何显示千分号 /x87 ？ 1/x87 error /x8a /x880"
-    assert _fix_ligatures(page) == "CTEX 主要有三个部分：\n• http://www.ctex.org 主页\n•宏包 bibentry\n如何显示千分号 ‰ ？ 1‰ error /x8a /x880"
+    page = ("CTEX 主要有三个部分：\n/x88 http://www.ctex.org 主页\n/x88宏包 bibentry\n"
+            "如何显示千分号 /x87 ？ 1/x87 error /x8a /x880")
+    assert (
+        _fix_ligatures(page)
+        == "CTEX 主要有三个部分：\n• http://www.ctex.org 主页\n•宏包 bibentry\n如何显示千分号 ‰ ？ 1‰ error /x8a /x880"
+    )

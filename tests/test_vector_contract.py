@@ -15,7 +15,8 @@ _NEEDS = {"chroma": "chromadb", "milvus": "milvus_lite"}
 
 @pytest.fixture
 def _open(request):
-    """Open an index of a backend kind; ``-server`` kinds keep their vectors on a live server, one collection per test."""
+    """Open an index of a backend kind; ``-server`` kinds keep their vectors on a live server, one collection per
+    test."""
     collection = f"t{uuid.uuid4().hex[:12]}"
     opened = []
 

@@ -30,7 +30,9 @@ def _key(i: int) -> str:
 class ChromaIndex:
     writes_immediately = True
 
-    def __init__(self, directory: Path, dim: int, collection: str = "chunks", uri: str | None = None, new: bool = False) -> None:
+    def __init__(
+        self, directory: Path, dim: int, collection: str = "chunks", uri: str | None = None, new: bool = False
+    ) -> None:
         """``uri`` None: a persistent client in ``directory/chroma``; ``http://host:port``: a Chroma server
         (``chroma run``), dense only, since Chroma's local server has no sparse index."""
         chromadb = require("chromadb", "chroma")
@@ -51,12 +53,19 @@ class ChromaIndex:
             if uri is None:
                 self._client = chromadb.PersistentClient(path=where, settings=settings)
             else:
-                self._client = chromadb.HttpClient(host=url.hostname, port=url.port or (443 if url.scheme == "https" else 8000),
-                                                   ssl=url.scheme == "https", settings=settings)
+                self._client = chromadb.HttpClient(
+                    host=url.hostname,
+                    port=url.port or (443 if url.scheme == "https" else 8000),
+                    ssl=url.scheme == "https",
+                    settings=settings,
+                )
             if new and collection in {getattr(c, "name", c) for c in self._client.list_collections()}:
-                raise StoreError(f"the collection {collection!r} already exists at {uri}: another store keeps its vectors there, and two "
-                                 "stores writing one collection would corrupt each other. Open that store's directory, "
-                                 "or choose another --set index.collection=NAME")
+                raise StoreError(
+                    f"the collection {collection!r} already exists at {uri}: another store keeps its vectors there, "
+                    "and two "
+                    "stores writing one collection would corrupt each other. Open that store's directory, "
+                    "or choose another --set index.collection=NAME"
+                )
             self._col = self._client.get_or_create_collection(
                 collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
             )

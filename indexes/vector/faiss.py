@@ -140,7 +140,8 @@ class FaissIndex:
                 return [[] for _ in range(len(queries))]
             sel = self._faiss.IDSelectorBatch(allowed)
             if self.type == "ivf" and not self._is_untrained_ivf():
-                params = self._faiss.SearchParametersIVF(sel=sel, nprobe=self._faiss.downcast_index(self._index.index).nprobe)
+                nprobe = self._faiss.downcast_index(self._index.index).nprobe
+                params = self._faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
             elif self.type == "hnsw":
                 params = self._faiss.SearchParametersHNSW(sel=sel, efSearch=self.ef_search)
             else:
@@ -148,9 +149,7 @@ class FaissIndex:
             scores, ids = self._index.search(queries, k, params=params)  # selectors run on the CPU index
         else:
             scores, ids = self._searcher().search(queries, k)
-        return [
-            [ScoredId(int(i), float(s)) for s, i in zip(srow, irow) if i != -1] for srow, irow in zip(scores, ids)
-        ]
+        return [[ScoredId(int(i), float(s)) for s, i in zip(srow, irow) if i != -1] for srow, irow in zip(scores, ids)]
 
     def ids(self) -> np.ndarray:
         return self._faiss.vector_to_array(self._index.id_map).astype(np.int64)
@@ -160,7 +159,9 @@ class FaissIndex:
 
     def save(self, generation: int) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.directory / _FILE.format(generation), lambda tmp: self._faiss.write_index(self._index, str(tmp)))
+        atomic_write(
+            self.directory / _FILE.format(generation), lambda tmp: self._faiss.write_index(self._index, str(tmp))
+        )
 
     def drop_other_generations(self, keep: int) -> None:
         for path in generation_files(self.directory, _FILE, keep):

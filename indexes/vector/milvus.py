@@ -47,23 +47,30 @@ def _once_more(call: Callable[[], T]) -> T:
 class MilvusIndex:
     writes_immediately = True
 
-    def __init__(self, directory: Path, dim: int, uri: str | None = None, collection: str = "chunks", new: bool = False) -> None:
+    def __init__(
+        self, directory: Path, dim: int, uri: str | None = None, collection: str = "chunks", new: bool = False
+    ) -> None:
         pymilvus = require("pymilvus", "milvus", "pymilvus")
         self.dim, self.collection, self._embedded = dim, collection, uri is None
         if uri is None:
             require("milvus_lite", "milvus", "milvus-lite")
             uri = str(Path(directory) / "milvus.db")
         elif not uri.startswith(("http://", "https://", "tcp://")):
-            raise ConfigError(f"a Milvus URI is http://host:port (a server) or nothing (a file in the store), got {uri!r}")
+            raise ConfigError(
+                f"a Milvus URI is http://host:port (a server) or nothing (a file in the store), got {uri!r}"
+            )
         self.uri = uri
         try:
             self._client = _once_more(lambda: pymilvus.MilvusClient(uri, grpc_options=_GRPC_OPTIONS))
             if not _once_more(lambda: self._client.has_collection(collection)):
                 self._create(pymilvus)
             elif new:
-                raise StoreError(f"the collection {collection!r} already exists at {uri}: another store keeps its vectors there, and two "
-                                 "stores writing one collection would corrupt each other. Open that store's directory, "
-                                 "or choose another --set index.collection=NAME")
+                raise StoreError(
+                    f"the collection {collection!r} already exists at {uri}: another store keeps its vectors there, "
+                    "and two "
+                    "stores writing one collection would corrupt each other. Open that store's directory, "
+                    "or choose another --set index.collection=NAME"
+                )
             else:
                 self._check_dim()
             _once_more(lambda: self._client.load_collection(collection))
@@ -72,8 +79,10 @@ class MilvusIndex:
         except Exception as exc:  # pymilvus and milvus-lite raise many types; translate at the boundary
             if self._embedded and "Open local milvus failed" in str(exc):
                 raise StoreError(
-                    f"the Milvus file {uri} is open in another process (milvus-lite lets one process hold it). For several "
-                    "processes (rag serve with uploads, Ray writers), keep the vectors on a server: `milvus-lite server "
+                    f"the Milvus file {uri} is open in another process (milvus-lite lets one process hold it). For "
+                    "several "
+                    "processes (rag serve with uploads, Ray writers), keep the vectors on a server: `milvus-lite "
+                    "server "
                     "--data-dir DIR --host 127.0.0.1 --port PORT`, then a new store with --index milvus --uri http://127.0.0.1:PORT"
                 ) from exc
             raise StoreError(f"cannot open Milvus collection {collection!r} at {uri}: {exc}") from exc
@@ -90,20 +99,22 @@ class MilvusIndex:
         fields = self._client.describe_collection(self.collection)["fields"]
         dims = [int(f.get("params", {}).get("dim", 0)) for f in fields if f.get("name") == "vector"]
         if dims and dims[0] != self.dim:
-            raise StoreError(f"the Milvus collection {self.collection!r} at {self.uri} holds {dims[0]}-d vectors, not {self.dim}-d: "
-                             "it belongs to another store; choose another --set index.collection=NAME")
+            raise StoreError(
+                f"the Milvus collection {self.collection!r} at {self.uri} holds {dims[0]}-d vectors, not {self.dim}-d: "
+                "it belongs to another store; choose another --set index.collection=NAME"
+            )
 
     def add(self, ids, vectors) -> None:
         ids, vectors = as_ids(ids), as_vectors(vectors, self.dim)
         for s in range(0, len(ids), _BATCH):
             rows = [{"id": int(i), "vector": v.tolist()} for i, v in zip(ids[s : s + _BATCH], vectors[s : s + _BATCH])]
-            _once_more(lambda: self._client.upsert(self.collection, rows))
+            _once_more(lambda rows=rows: self._client.upsert(self.collection, rows))
 
     def remove(self, ids) -> None:
         ids = as_ids(ids)
         for s in range(0, len(ids), _BATCH):
             part = [int(i) for i in ids[s : s + _BATCH]]
-            _once_more(lambda: self._client.delete(self.collection, ids=part))
+            _once_more(lambda part=part: self._client.delete(self.collection, ids=part))
 
     def search(self, queries, k: int, allowed=None) -> list[list[ScoredId]]:
         queries = as_vectors(queries, self.dim)
@@ -118,11 +129,16 @@ class MilvusIndex:
                 expr = f"id in [{','.join(str(int(i)) for i in allowed)}]"
             else:
                 wanted, limit = set(allowed.tolist()), min(16384, k * 20)
-        res = _once_more(lambda: self._client.search(self.collection, data=queries.tolist(), limit=limit, filter=expr,
-                                                     output_fields=["id"]))
+        res = _once_more(
+            lambda: self._client.search(
+                self.collection, data=queries.tolist(), limit=limit, filter=expr, output_fields=["id"]
+            )
+        )
         out = []
         for row in res:
-            hits = [ScoredId(int(h["id"]), float(h["distance"])) for h in row if wanted is None or int(h["id"]) in wanted]
+            hits = [
+                ScoredId(int(h["id"]), float(h["distance"])) for h in row if wanted is None or int(h["id"]) in wanted
+            ]
             out.append(sorted(hits, key=lambda h: -h.score)[:k])
         return out
 

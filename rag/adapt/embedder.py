@@ -48,7 +48,9 @@ class FinetuneOptions:
     batch_size: int = 32
     learning_rate: float = 3e-5
     max_seq_length: int = 256
-    merge: float = 1.0  # < 1 keeps this share of the trained weights, the rest from the original (WiSE-FT): a guard for higher learning rates
+    # < 1 keeps this share of the trained weights, the rest from the original (WiSE-FT): a guard for higher
+    # learning rates
+    merge: float = 1.0
     mini_batch: int | None = None  # set (e.g. 16) to train large batches with CachedMultipleNegativesRankingLoss
     matryoshka: tuple[int, ...] | None = None  # e.g. (384, 256, 128): vectors that still work when truncated
     freeze_embeddings: bool = True  # the vocabulary matrix is most of a multilingual model: faster, overfits less
@@ -57,7 +59,7 @@ class FinetuneOptions:
     seed: int = 0
     activate: bool = False  # switch to the new version if nDCG@10 improved by at least min_gain
     questions: Path | None = None  # your own questions (rag eval format): when given, they decide the switch
-    start_from: str | None = None  # model to train: a version name (its embedder), preset, folder or hub id; default the active one
+    start_from: str | None = None
     min_gain: float = 0.005
     force: bool = False  # switch even if it did not
     progress: bool = True
@@ -87,8 +89,9 @@ def _gold(text: str) -> str:
     return text[max(0, mid - 30) : mid + 30].strip()
 
 
-def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, version: str, note: str,
-            progress: bool = True) -> Store:
+def reembed(
+    root: Path, source: Store, embedder: SentenceTransformerEmbedder, version: str, note: str, progress: bool = True
+) -> Store:
     """Copy the chunks of ``source`` into a new version embedded with ``embedder`` (not activated).
 
     Vectors go through the embedding cache, so an interrupted run resumes where it stopped."""
@@ -98,13 +101,20 @@ def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, ve
     if target.exists():
         shutil.rmtree(target)
     s = source.settings
-    store = Store.create(target, StoreSettings(embedder=embedder.name, dim=embedder.dim, index=s.index,
-                                               index_options=s.index_options, ingest=s.ingest))
+    store = Store.create(
+        target,
+        StoreSettings(
+            embedder=embedder.name, dim=embedder.dim, index=s.index, index_options=s.index_options, ingest=s.ingest
+        ),
+    )
     cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
     key = model_key(embedder)
     docs = list(source.documents().values())
     batch: list[tuple[DocumentRecord, list]] = []
-    with tqdm(total=source.chunks.count(), desc=f"re-embedding into {version}", unit="chunk", disable=not progress) as bar:
+    with tqdm(
+        total=source.chunks.count(), desc=f"re-embedding into {version}", unit="chunk", disable=not progress
+    ) as bar:
+
         def flush() -> None:
             chunks = [c for _, cs in batch for c in cs]
             vectors, _ = cache.embed(key, [search_text(c.headings, c.text) for c in chunks], embedder.embed_documents)
@@ -133,7 +143,8 @@ def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, ve
 
 
 def split_questions(questions: list, by_id: dict, fraction: float) -> tuple[list, list]:
-    """(train, held out) by source document; with one or two documents, by blocks of ten pages (or 20,000 characters)."""
+    """(train, held out) by source document; with one or two documents, by blocks of ten pages (or 20,000
+    characters)."""
     if len({q.source for q in questions}) >= 3:
         return split_by_source(questions, fraction)
 
@@ -152,24 +163,34 @@ def start_model(root: Path, active: str, spec: str | None) -> str:
     model = next((v.embedder for v in list_versions(root) if v.name == spec), spec)
     if not known_model(model):
         names = ", ".join(v.name for v in list_versions(root))
-        raise ConfigError(f"cannot start from {spec!r}: name a version of this store ({names}), an embedder preset, "
-                          "a model folder or a hub id")
+        raise ConfigError(
+            f"cannot start from {spec!r}: name a version of this store ({names}), an embedder preset, "
+            "a model folder or a hub id"
+        )
     return model
 
 
 def _check_options(options: FinetuneOptions, dim: int) -> None:
     """Bad settings fail before any slow work starts."""
     if options.hard_negatives < 0 or options.epochs < 1 or options.batch_size < 2 or options.learning_rate <= 0:
-        raise ConfigError("hard negatives must be 0 or more, epochs at least 1, batch size at least 2 and the "
-                          "learning rate above 0")
+        raise ConfigError(
+            "hard negatives must be 0 or more, epochs at least 1, batch size at least 2 and the learning rate above 0"
+        )
     if not 0 < options.merge <= 1:
         raise ConfigError(f"merge {options.merge} must lie in (0, 1]: the share of the trained weights kept")
     if options.matryoshka and not all(0 < d <= dim for d in options.matryoshka):
         raise ConfigError(f"Matryoshka dimensions {options.matryoshka} must lie between 1 and the model's {dim}")
 
 
-def train_embedder(base: str, pairs: list[tuple[str, ...]], out_dir: Path, options: FinetuneOptions,
-                   work: Path, corpus: list[str] | None = None, device: str | None = None) -> None:
+def train_embedder(
+    base: str,
+    pairs: list[tuple[str, ...]],
+    out_dir: Path,
+    options: FinetuneOptions,
+    work: Path,
+    corpus: list[str] | None = None,
+    device: str | None = None,
+) -> None:
     """Train ``base`` on (question, passage, *negatives) tuples, all of one length, with
     MultipleNegativesRankingLoss and save it to ``out_dir``.
 
@@ -181,7 +202,7 @@ def train_embedder(base: str, pairs: list[tuple[str, ...]], out_dir: Path, optio
     if len(width) != 1 or min(width) < 2:
         raise ValueError("training examples must all be (question, passage, *negatives) of one length")
     st = require("sentence_transformers", None, "sentence-transformers")
-    datasets = require("datasets", "finetune", "datasets")
+    require("datasets", "finetune", "datasets")  # missing: said before the model loads
     try:  # sentence-transformers >= 6 moved them
         from sentence_transformers.sentence_transformer import losses
         from sentence_transformers.sentence_transformer.training_args import BatchSamplers
@@ -190,32 +211,23 @@ def train_embedder(base: str, pairs: list[tuple[str, ...]], out_dir: Path, optio
         from sentence_transformers.training_args import BatchSamplers
 
     model = st.SentenceTransformer(base, device=device)
-    _check_options(options, (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)())
+    _check_options(
+        options, (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+    )
     model.max_seq_length = min(model.max_seq_length, options.max_seq_length)
     if options.freeze_embeddings:
         for module in model.modules():
             if hasattr(module, "word_embeddings"):
                 module.word_embeddings.requires_grad_(False)
-    prompts = model.prompts or {}
-    qp, dp = prompts.get("query", ""), prompts.get("document", "")
-    names = ["anchor", "positive"] + [f"negative_{i}" for i in range(1, width.pop() - 1)]
-    data = datasets.Dataset.from_dict({name: [p[i] for p in pairs] for i, name in enumerate(names)})
-    if corpus and len(names) == 2 and options.hard_negatives > 0:
-        data = st.util.mine_hard_negatives(data, model, corpus=corpus, range_min=2, range_max=30, relative_margin=0.05,
-                                           num_negatives=options.hard_negatives, sampling_strategy="top", query_prompt=qp or None,
-                                           corpus_prompt=dp or None, batch_size=32, verbose=False)
+    qp, dp, data = _training_data(model, pairs, corpus, options)
     columns = {c: (qp if c == "anchor" else dp) for c in data.column_names}
+    steps = max(1, min(options.max_steps, options.epochs * -(-len(data) // options.batch_size)))
     args = st.SentenceTransformerTrainingArguments(
-        output_dir=str(work), max_steps=max(1, min(options.max_steps, options.epochs * -(-len(data) // options.batch_size))),
-        per_device_train_batch_size=options.batch_size, learning_rate=options.learning_rate, warmup_steps=0.1,
-        batch_sampler=BatchSamplers.NO_DUPLICATES, prompts=columns, save_strategy="no", report_to="none",
-        logging_steps=5, seed=options.seed, disable_tqdm=not options.progress, use_cpu=device == "cpu")
-    if options.mini_batch:  # GradCache: the batch's in-batch negatives at the memory cost of a mini-batch
-        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=options.mini_batch)
-    else:
-        loss = losses.MultipleNegativesRankingLoss(model)
-    if options.matryoshka:
-        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(options.matryoshka))
+        output_dir=str(work), max_steps=steps, per_device_train_batch_size=options.batch_size,
+        learning_rate=options.learning_rate, warmup_steps=0.1, batch_sampler=BatchSamplers.NO_DUPLICATES,
+        prompts=columns, save_strategy="no", report_to="none", logging_steps=5, seed=options.seed,
+        disable_tqdm=not options.progress, use_cpu=device == "cpu")
+    loss = _loss(losses, model, options)
     original = {k: v.detach().clone() for k, v in model.state_dict().items()} if options.merge < 1.0 else None
     trainer = st.SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss)
     trainer.train()
@@ -225,10 +237,49 @@ def train_embedder(base: str, pairs: list[tuple[str, ...]], out_dir: Path, optio
     model.save(str(out_dir))
 
 
+def _training_data(model, pairs: list[tuple[str, ...]], corpus: list[str] | None, options: FinetuneOptions):
+    """The query and document prompts, and the pairs as a dataset with mined hard negatives where asked."""
+    st = require("sentence_transformers", None, "sentence-transformers")
+    datasets = require("datasets", "finetune", "datasets")
+    width = {len(p) for p in pairs}
+    prompts = model.prompts or {}
+    qp, dp = prompts.get("query", ""), prompts.get("document", "")
+    names = ["anchor", "positive"] + [f"negative_{i}" for i in range(1, width.pop() - 1)]
+    data = datasets.Dataset.from_dict({name: [p[i] for p in pairs] for i, name in enumerate(names)})
+    if corpus and len(names) == 2 and options.hard_negatives > 0:
+        data = st.util.mine_hard_negatives(
+            data,
+            model,
+            corpus=corpus,
+            range_min=2,
+            range_max=30,
+            relative_margin=0.05,
+            num_negatives=options.hard_negatives,
+            sampling_strategy="top",
+            query_prompt=qp or None,
+            corpus_prompt=dp or None,
+            batch_size=32,
+            verbose=False,
+        )
+    return qp, dp, data
+
+
+def _loss(losses, model, options: FinetuneOptions):
+    """MultipleNegativesRankingLoss, cached (GradCache) for a mini-batch and wrapped for Matryoshka dimensions."""
+    if options.mini_batch:  # GradCache: the batch's in-batch negatives at the memory cost of a mini-batch
+        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=options.mini_batch)
+    else:
+        loss = losses.MultipleNegativesRankingLoss(model)
+    if options.matryoshka:
+        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(options.matryoshka))
+    return loss
+
+
 def _interpolate(model, base: dict, weight: float) -> None:
     """``model`` := weight * model + (1 - weight) * base (a state dict), parameter by parameter (WiSE-FT)."""
-    model.load_state_dict({k: weight * v + (1 - weight) * base[k] if v.is_floating_point() else v
-                           for k, v in model.state_dict().items()})
+    model.load_state_dict(
+        {k: weight * v + (1 - weight) * base[k] if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    )
 
 
 def _questions(kb, options: FinetuneOptions, work: Path, report: Callable[[str], None]):
@@ -236,21 +287,28 @@ def _questions(kb, options: FinetuneOptions, work: Path, report: Callable[[str],
     by document: the sampled chunks by id, the writer, and the two lists."""
     chunks = sample_chunks(kb.store, options.chunks, options.seed)
     if len(chunks) < 20:
-        raise ConfigError(f"only {len(chunks)} usable chunks: fine-tuning needs a corpus of at least a few dozen passages")
+        raise ConfigError(
+            f"only {len(chunks)} usable chunks: fine-tuning needs a corpus of at least a few dozen passages"
+        )
     by_id = {c.id: c for c in chunks}
     writer = question_writer(options.llm, kb.config.device, kb.config.llm.backend)
     cache = work / f"questions-{options.llm.replace('/', '_')[-40:]}-{writer.key}.jsonl"
-    questions = generate_questions(chunks, writer, cache, batch_size=options.generation_batch, progress=options.progress)
+    questions = generate_questions(
+        chunks, writer, cache, batch_size=options.generation_batch, progress=options.progress
+    )
     good = [q for q in questions if q.ok]
     train, test = split_questions(good, by_id, options.heldout)
     report(f"{len(good)} usable questions of {len(questions)} ({len(train)} train, {len(test)} held out by document)")
     if len(train) < 16 or len(test) < 5:
-        raise ConfigError(f"too few questions to train and test ({len(train)} train, {len(test)} held out): use more chunks")
+        raise ConfigError(
+            f"too few questions to train and test ({len(train)} train, {len(test)} held out): use more chunks"
+        )
     return by_id, writer, train, test
 
 
-def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
-                      report: Callable[[str], None] = lambda msg: log.info(msg)) -> FinetuneResult:
+def finetune_embedder(
+    kb, options: FinetuneOptions = FinetuneOptions(), report: Callable[[str], None] = lambda msg: log.info(msg)
+) -> FinetuneResult:
     require("datasets", "finetune", "datasets")
     root: Path = kb.root
     own = load_questions(options.questions) if options.questions else None  # checked first: bad input fails fast
@@ -282,12 +340,14 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     seconds["training"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    new_embedder = SentenceTransformerEmbedder(str(out_dir), device=kb.config.device)  # one load: re-embedding, then evaluation
+    # one load: re-embedding, then evaluation
+    new_embedder = SentenceTransformerEmbedder(str(out_dir), device=kb.config.device)
     new_store = reembed(root, kb.store, new_embedder, version, f"embedder fine-tuned from {base}", options.progress)
     seconds["reembed"] = time.perf_counter() - t
 
     heldout = [Question(q.question, gold=_gold(by_id[q.chunk_id].text)) for q in test]
-    settings = kb.retriever.settings  # the retrieval users get (hybrid by default): a better dense side can still make it worse
+    # the retrieval users get (hybrid by default): a better dense side can still make it worse
+    settings = kb.retriever.settings
     old = Retriever(kb.store, kb.embedder, settings)
     new = Retriever(new_store, new_embedder, settings)
     before = evaluate("before", old.search, heldout).metrics
@@ -302,13 +362,21 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     switched = options.force or (options.activate and improved)
     if switched:
         activate(root, version)
-    result = FinetuneResult(version, str(out_dir), len(train), len(test), before, after, switched, seconds, q_before, q_after,
-                            settings.mode)
+    result = FinetuneResult(version, str(out_dir), len(train), len(test), before, after, switched, seconds, q_before,
+                            q_after, settings.mode)
     (work / f"{version}-result.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
 
 
 def versions_table(root: Path) -> list[dict]:
-    return [{"version": v.name, "active": v.active, "embedder": v.embedder, "dim": v.dim, "complete": v.complete,
-             "note": v.note if v.complete else "unfinished: interrupted while it was built; cannot be activated"}
-            for v in list_versions(root)]
+    return [
+        {
+            "version": v.name,
+            "active": v.active,
+            "embedder": v.embedder,
+            "dim": v.dim,
+            "complete": v.complete,
+            "note": v.note if v.complete else "unfinished: interrupted while it was built; cannot be activated",
+        }
+        for v in list_versions(root)
+    ]

@@ -76,7 +76,12 @@ def answer_sentence(question: str, text: str) -> str:
 def corpus_examples(kb, n: int) -> list[Example]:
     """Examples from the cached synthetic questions of ``rag finetune embedder``."""
     cached = sorted((kb.root / "finetune").glob("questions-*.jsonl"))
-    rows = [SyntheticQuestion(**json.loads(line)) for f in cached for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [
+        SyntheticQuestion(**json.loads(line))
+        for f in cached
+        for line in f.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     rows = list({(r.chunk_id, r.question.strip().lower()): r for r in rows if r.ok}.values())  # files may overlap
     if not rows:
         raise ConfigError("no cached questions: run `rag finetune embedder` first, or give --examples FILE.jsonl")
@@ -115,7 +120,9 @@ def _target(ex: Example, hits) -> str:
     return f"{ex.answer} [{n}]" if n else ex.answer
 
 
-def evaluate_answers(kb, generator, examples: list[Example], options: LLMFinetuneOptions, desc: str = "answers") -> dict:
+def evaluate_answers(
+    kb, generator, examples: list[Example], options: LLMFinetuneOptions, desc: str = "answers"
+) -> dict:
     """Shares of answers containing the gold phrase, citing the gold chunk (when known), and echoing the context
     (starting with a passage label such as ``[1] (faq.html)``: the context pasted back, not an answer)."""
     contains = cites = with_gold_chunk = echoes = 0
@@ -128,36 +135,26 @@ def evaluate_answers(kb, generator, examples: list[Example], options: LLMFinetun
         if ex.gold_chunk is not None and any(h.chunk.id == ex.gold_chunk for h in hits):
             with_gold_chunk += 1
             cites += any(c.chunk_id == format(ex.gold_chunk, "016x") for c in answer.citations)
-    return {"examples": len(examples), "contains_gold": contains / max(1, len(examples)),
-            "cites_gold_passage": cites / max(1, with_gold_chunk), "echoes_context": echoes / max(1, len(examples))}
+    return {
+        "examples": len(examples),
+        "contains_gold": contains / max(1, len(examples)),
+        "cites_gold_passage": cites / max(1, with_gold_chunk),
+        "echoes_context": echoes / max(1, len(examples)),
+    }
 
 
-def finetune_llm(kb, options: LLMFinetuneOptions = LLMFinetuneOptions(), examples_file: Path | None = None,
-                 report: Callable[[str], None] = lambda msg: log.info(msg)) -> LLMFinetuneResult:
+def _train_lora(kb, base, train: list[Example], options: LLMFinetuneOptions, report: Callable[[str], None]):
+    """A LoRA adapter on the attention projections of ``base``'s model, trained in fp32 on the answers only."""
     torch = require("torch", None, "torch==2.13.0")
     peft = require("peft", "llm")
-    from rag.llm import TransformersGenerator
-
-    seconds: dict[str, float] = {}
-    examples = file_examples(examples_file) if examples_file else corpus_examples(kb, options.examples)
-    test = [e for e in examples if held_out(e.question, options.heldout)]
-    train = [e for e in examples if not held_out(e.question, options.heldout)]
-    if len(train) < 8 or len(test) < 3:
-        raise ConfigError(f"too few examples ({len(train)} train, {len(test)} held out)")
-    report(f"{len(examples)} examples ({len(train)} train, {len(test)} held out); answering the held-out ones with {options.base}")
-    base = TransformersGenerator(options.base, device=kb.config.device)
-    t = time.perf_counter()
-    before = evaluate_answers(kb, base, test, options, "held-out answers, before")
-    seconds["eval_before"] = time.perf_counter() - t
-
     model, tok = base.model_and_tokenizer()
     model = model.float()  # CPU training in fp32; LoRA weights are tiny
-    lora = peft.get_peft_model(model, peft.LoraConfig(r=options.lora_r, lora_alpha=2 * options.lora_r, lora_dropout=0.05,
-                                                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM"))
+    config = peft.LoraConfig(r=options.lora_r, lora_alpha=2 * options.lora_r, lora_dropout=0.05,
+                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
+    lora = peft.get_peft_model(model, config)
     optim = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=options.learning_rate)
     lora.train()
     report(f"training a LoRA adapter on {len(train)} examples, {options.epochs} epoch(s)")
-    t = time.perf_counter()
     steps = [(e, epoch) for epoch in range(options.epochs) for e in train]
     for ex, _ in tqdm(steps, desc="LoRA", unit="example", disable=not options.progress):
         messages, hits = _messages(kb, ex, options)
@@ -171,14 +168,50 @@ def finetune_llm(kb, options: LLMFinetuneOptions = LLMFinetuneOptions(), example
         loss.backward()
         optim.step()
         optim.zero_grad()
-    seconds["training"] = time.perf_counter() - t
     lora.eval()
+    return lora
+
+
+def _save_adapter(kb, lora, options: LLMFinetuneOptions) -> Path:
+    """The adapter saved as the store's next ``models/llm-adapter-N``, naming its base by the preset name."""
     version = len(list((kb.root / "models").glob("llm-adapter-*"))) + 1 if (kb.root / "models").exists() else 1
     out = kb.root / "models" / f"llm-adapter-{version}"
     lora.save_pretrained(str(out))
     cfg = json.loads((out / "adapter_config.json").read_text())
     cfg["base_model_name_or_path"] = options.base  # a preset name: resolved (and converted) again on load
     (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
+    return out
+
+
+def finetune_llm(
+    kb,
+    options: LLMFinetuneOptions = LLMFinetuneOptions(),
+    examples_file: Path | None = None,
+    report: Callable[[str], None] = lambda msg: log.info(msg),
+) -> LLMFinetuneResult:
+    require("torch", None, "torch==2.13.0")
+    require("peft", "llm")  # missing extras are named before any work
+    from rag.llm import TransformersGenerator
+
+    seconds: dict[str, float] = {}
+    examples = file_examples(examples_file) if examples_file else corpus_examples(kb, options.examples)
+    test = [e for e in examples if held_out(e.question, options.heldout)]
+    train = [e for e in examples if not held_out(e.question, options.heldout)]
+    if len(train) < 8 or len(test) < 3:
+        raise ConfigError(f"too few examples ({len(train)} train, {len(test)} held out)")
+    report(
+        f"{len(examples)} examples ({len(train)} train, {len(test)} held out); answering the held-out ones with "
+        f"{options.base}"
+    )
+    base = TransformersGenerator(options.base, device=kb.config.device)
+    t = time.perf_counter()
+    before = evaluate_answers(kb, base, test, options, "held-out answers, before")
+    seconds["eval_before"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    lora = _train_lora(kb, base, train, options, report)
+    seconds["training"] = time.perf_counter() - t
+    out = _save_adapter(kb, lora, options)
 
     report(f"adapter saved in {out}; answering the held-out examples with it")
     tuned = TransformersGenerator(str(out), device=kb.config.device)

@@ -22,20 +22,27 @@ from rag.answer.prompts import is_chinese
 log = logging.getLogger(__name__)
 
 SYSTEM = "You write search questions. Reply with one question only, nothing else."
-USER_ZH = "资料：\n{passage}\n\n用中文写一个读者会提出、并且上面的资料能够回答的问题。用自己的话，不要照抄原文，只输出这个问题。"
-USER = ("Passage:\n{passage}\n\nWrite one question that a reader could ask and that this passage answers. "
-        "Write the question in the same language as the passage, in your own words: do not copy a sentence or a heading.")
+USER_ZH = ("资料：\n{passage}\n\n用中文写一个读者会提出、并且上面的资料能够回答的问题。"
+           "用自己的话，不要照抄原文，只输出这个问题。")
+USER = (
+    "Passage:\n{passage}\n\nWrite one question that a reader could ask and that this passage answers. "
+    "Write the question in the same language as the passage, in your own words: do not copy a sentence or a heading."
+)
 # A made-up demonstration (no topic of any corpus): a small model copies its style, a question a user would
 # type, in other words than the passage, never "what does the passage say". One, not more: every example
 # lengthens each prompt, and prompt length is what question generation on a CPU pays for.
 EXAMPLES = (
-    ("To reset the router, hold the button on its back for ten seconds until the light blinks orange. "
-     "All settings, the Wi-Fi password included, return to their factory values.",
-     "How do I put my router back to its factory settings?"),
+    (
+        "To reset the router, hold the button on its back for ten seconds until the light blinks orange. "
+        "All settings, the Wi-Fi password included, return to their factory values.",
+        "How do I put my router back to its factory settings?",
+    ),
 )
 EXAMPLES_ZH = (
-    ("更换滤芯前先关闭进水阀，再逆时针旋转滤瓶将其取下。新滤芯装好后，打开水龙头放水三分钟，排出管中的空气。",
-     "净水器的滤芯应该怎么换？"),
+    (
+        "更换滤芯前先关闭进水阀，再逆时针旋转滤瓶将其取下。新滤芯装好后，打开水龙头放水三分钟，排出管中的空气。",
+        "净水器的滤芯应该怎么换？",
+    ),
 )
 PROMPT_KEY = hashlib.sha1(repr((SYSTEM, USER, USER_ZH, EXAMPLES, EXAMPLES_ZH)).encode()).hexdigest()[:8]
 
@@ -59,15 +66,22 @@ class SyntheticQuestion:
     part: int = 0  # which segment of the chunk the question was written for
 
 
-_META = re.compile(r"\b(th(e|is|ese) (passage|paragraph|excerpt|snippet)s?|the (given|above|provided) \w+|the author)\b"
-                   r"|(这|本|该|上)(段|篇)|段落|(资料|文本)(中|里)|原文|(?<!中)文中|上述|上文", re.IGNORECASE)
+_META = re.compile(
+    r"\b(th(e|is|ese) (passage|paragraph|excerpt|snippet)s?|the (given|above|provided) \w+|the author)\b"
+    r"|(这|本|该|上)(段|篇)|段落|(资料|文本)(中|里)|原文|(?<!中)文中|上述|上文",
+    re.IGNORECASE,
+)
 
 
 def clean(reply: str, passage: str, must_ask: bool = True) -> tuple[str, str]:
     """The question from a model reply, and the reason to reject it ('' when it is fine); ``must_ask``: reject a
     reply that is not a question (off for the inverse cloze task, whose pseudo-questions are sentences)."""
     lines = [line.strip() for line in reply.strip().splitlines() if line.strip()]
-    q = re.sub(r"^(question|问题)\s*[:：]\s*|^\d+[.)]\s*", "", lines[0], flags=re.I).strip().strip('"“”') if lines else ""
+    q = (
+        re.sub(r"^(question|问题)\s*[:：]\s*|^\d+[.)]\s*", "", lines[0], flags=re.I).strip().strip('"“”')
+        if lines
+        else ""
+    )
     if not q:
         return q, "empty"
     if len(q) < 6:
@@ -135,8 +149,9 @@ class LLMQuestionWriter:
     def write(self, passages: Sequence[str], chinese: Sequence[bool] | None = None) -> list[str]:
         """``chinese``: the language of each passage's whole chunk (a segment of code alone says little)."""
         zh = chinese or [is_chinese(p) for p in passages]
-        return self.generator.generate_batch([question_prompt(p[: self.max_chars], z) for p, z in zip(passages, zh)],
-                                             max_new_tokens=48)
+        return self.generator.generate_batch(
+            [question_prompt(p[: self.max_chars], z) for p, z in zip(passages, zh)], max_new_tokens=48
+        )
 
 
 class InverseClozeWriter:
@@ -156,8 +171,9 @@ class InverseClozeWriter:
         return out
 
 
-def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size: int = 8,
-                       progress: bool = True, max_parts: int = 4) -> list[SyntheticQuestion]:
+def generate_questions(
+    chunks: Sequence[Chunk], writer, cache: Path, batch_size: int = 8, progress: bool = True, max_parts: int = 4
+) -> list[SyntheticQuestion]:
     """A question for each segment of each chunk (``segments``); cached in ``cache`` (JSONL, appended per
     batch) so reruns resume. Cached questions are judged again by today's filter (``clean``)."""
     from tqdm.auto import tqdm
@@ -176,13 +192,19 @@ def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size:
             except (ValueError, TypeError):  # a line cut short by a crash: that question is written again
                 continue
             done[row.chunk_id, row.part] = row
-    wanted = [(c, part, seg) for c in chunks
-              for part, seg in enumerate(segments(c.text, max_parts=max_parts) if writer.segmented else [c.text])]
+    wanted = [
+        (c, part, seg)
+        for c in chunks
+        for part, seg in enumerate(segments(c.text, max_parts=max_parts) if writer.segmented else [c.text])
+    ]
     todo = [w for w in wanted if (w[0].id, w[1]) not in done]
     if todo:
         log.info("writing %d questions for %d chunks (%d cached)", len(todo), len(chunks), len(wanted) - len(todo))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    with open(cache, "a", encoding="utf-8") as fh, tqdm(total=len(todo), desc="questions", unit="question", disable=not progress) as bar:
+    with (
+        open(cache, "a", encoding="utf-8") as fh,
+        tqdm(total=len(todo), desc="questions", unit="question", disable=not progress) as bar,
+    ):
         if cached and not cached.endswith("\n"):  # start after the cut-short line, not on it
             fh.write("\n")
         for s in range(0, len(todo), batch_size):
@@ -201,7 +223,8 @@ def question_writer(spec: str, device: str | None = None, backend: str = "auto")
     """``ict`` for the inverse cloze task (no LLM), anything else names the LLM that writes questions.
 
     ``backend`` auto picks by hardware: transformers' batched generation on the bf16 copy where bf16 products run in
-    hardware (0.70 s a question against 1.98 s on llama.cpp, 0.5B preset, 2 cores with AMX, benchmarks/question_bench.py)
+    hardware (0.70 s a question against 1.98 s on llama.cpp, 0.5B preset, 2 cores with AMX,
+    benchmarks/question_bench.py)
     or on a GPU; llama.cpp on other CPUs, where bf16 products are emulated and several times slower."""
     if spec == "ict":
         return InverseClozeWriter()
@@ -213,12 +236,17 @@ def question_writer(spec: str, device: str | None = None, backend: str = "auto")
         backend = "transformers" if torch_device(device).startswith("cuda") or native_bf16() else "auto"
     generator = load_generator(spec, device=device, backend=backend)
     if not hasattr(generator, "generate_batch"):
-        raise ConfigError(f"{spec!r} cannot write questions: use a preset, a .gguf file, a model folder or hub id, or ict")
+        raise ConfigError(
+            f"{spec!r} cannot write questions: use a preset, a .gguf file, a model folder or hub id, or ict"
+        )
     return LLMQuestionWriter(generator)
 
 
-def split_by_source(questions: Sequence[SyntheticQuestion], fraction: float = 0.2,
-                    unit: Callable[[SyntheticQuestion], str] = lambda q: q.source) -> tuple[list, list]:
+def split_by_source(
+    questions: Sequence[SyntheticQuestion],
+    fraction: float = 0.2,
+    unit: Callable[[SyntheticQuestion], str] = lambda q: q.source,
+) -> tuple[list, list]:
     """(train, held out): whole units (source documents) are held out, taken in a stable hash order until they
     hold ``fraction`` of the questions, so near-duplicate chunks never straddle the split (one unit always trains)."""
     units = sorted({unit(q) for q in questions}, key=lambda s: hashlib.sha1(s.encode()).hexdigest())

@@ -80,7 +80,9 @@ def check_citations(reply: str, hits: Sequence[Hit], threshold: float = SUPPORTE
         if len(words) < MIN_TERMS:  # too short to check ("Yes [1].", "步骤如下："); a marker on words no cited
             # passage has ("Thank you. [1]") is dropped
             content = words - ANSWER_WORDS
-            out.append(bare if cited and content and not any(content & passages.get(n, set()) for n in cited) else sentence)
+            out.append(
+                bare if cited and content and not any(content & passages.get(n, set()) for n in cited) else sentence
+            )
             continue
         if asked and len(words - asked) < NEW_TERMS:
             out.append(bare)

@@ -4,7 +4,8 @@ On a CPU the first token of an answer waits for the whole prompt to be read (abo
 on 2 cores), so the retrieved passages are cut down before they reach the LLM: each passage is split into
 sentences (lines for code and lists), every sentence is scored by the embedder's similarity to the question, and
 the best ones are kept with a neighbour on each side for coherence, in the passage's own order, until a token
-budget is spent; the first passage, the retriever's surest, is kept whole. A sentence almost identical to one already kept adds nothing and is skipped; a passage left with
+budget is spent; the first passage, the retriever's surest, is kept whole. A sentence almost identical to one already
+kept adds nothing and is skipped; a passage left with
 nothing is left out of the prompt. The citation numbers stay those of the retrieved passages, and a citation still
 opens the whole chunk: only the prompt changes.
 """
@@ -52,8 +53,15 @@ def units(text: str, passage: int) -> list[Unit]:
     return out
 
 
-def compress(question: str, hits: Sequence[Hit], embedder: Embedder, budget: int,
-             count: Callable[[str], int], neighbours: int = 1, whole: int = WHOLE) -> list[Hit]:
+def compress(
+    question: str,
+    hits: Sequence[Hit],
+    embedder: Embedder,
+    budget: int,
+    count: Callable[[str], int],
+    neighbours: int = 1,
+    whole: int = WHOLE,
+) -> list[Hit]:
     """The hits with their text cut to what bears on ``question``, within ``budget`` tokens in all (``count``
     counts a text's tokens); hits that keep nothing are dropped, the others keep their rank. The first ``whole``
     hits (the retriever's surest) are given whole and their tokens count against the budget."""
@@ -129,7 +137,7 @@ def _join(text: str, chosen: list[Unit]) -> str:
     """The chosen sentences in order: adjacent ones as in the text, an omission marked with an ellipsis."""
     parts = [chosen[0].text]
     for prev, unit in zip(chosen, chosen[1:]):
-        between = text[prev.end:unit.start]
+        between = text[prev.end : unit.start]
         parts.append(between if between.strip() == "" else GAP)
         parts.append(unit.text)
     return "".join(parts)

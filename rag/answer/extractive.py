@@ -34,7 +34,11 @@ class ExtractiveGenerator:
             for sentence in re.split(r"(?<=[.!?。！？])\s*|\n\s*\n", m.group(2)):  # a heading line is no answer
                 words = self._terms(sentence)
                 score = len(q & words) / (1 + len(words) ** 0.5)
-                if (sentence.strip() and not sentence.rstrip().endswith(("?", "？")) and not sentence.lstrip().startswith("#")
-                        and score > best_score):
+                if (
+                    sentence.strip()
+                    and not sentence.rstrip().endswith(("?", "？"))
+                    and not sentence.lstrip().startswith("#")
+                    and score > best_score
+                ):
                     best, best_score = f"{sentence.strip()} [{m.group(1)}]", score
         yield best if best else NOT_FOUND

@@ -44,7 +44,9 @@ def may_say_not_found(text: str) -> bool:
     return NOT_FOUND.startswith(text.strip().upper().replace(" ", "_"))
 
 
-def build_answer(question: str, reply: str, hits: Sequence[Hit], check: bool = True, language: str | None = None) -> Answer:
+def build_answer(
+    question: str, reply: str, hits: Sequence[Hit], check: bool = True, language: str | None = None
+) -> Answer:
     """Map the [n] the model cited to sources; say plainly when there was no answer. With ``check`` each sentence's
     citation is verified against the passages first (see ``rag.answer.citations``)."""
     reply = reply.strip()
@@ -55,10 +57,7 @@ def build_answer(question: str, reply: str, hits: Sequence[Hit], check: bool = T
         checked = check_citations(reply, hits, question=question)
         reply, unsupported = checked.text.strip(), checked.unsupported
     by_rank = {h.rank: h for h in hits}
-    citations = tuple(
-        Citation.of(n, by_rank[n].chunk)
-        for n in cited_numbers(reply) if n in by_rank
-    )
+    citations = tuple(Citation.of(n, by_rank[n].chunk) for n in cited_numbers(reply) if n in by_rank)
     return Answer(question, reply, citations, tuple(hits), answered=True, unsupported=unsupported)
 
 

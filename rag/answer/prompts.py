@@ -54,13 +54,24 @@ def answer_messages(question: str, hits: Sequence[Hit], language: str | None = N
 
 
 def no_answer_text(question: str, language: str | None = None) -> str:
-    return "文档中没有找到这个问题的答案。" if (language or language_of(question)) == "Chinese" else "The documents do not contain the answer to this question."
-
+    return (
+        "文档中没有找到这个问题的答案。"
+        if (language or language_of(question)) == "Chinese"
+        else "The documents do not contain the answer to this question."
+    )
 
 
 _CONDENSE_EXAMPLES = {
-    "English": ("User: 路由器怎么重置？\nAssistant: 按住重置键十秒[1]。", "And the camera?", "How do I reset the camera?"),
-    "Chinese": ("User: How do I reset the router?\nAssistant: Hold the reset button for ten seconds [1].", "那摄像头呢？", "怎样重置摄像头？"),
+    "English": (
+        "User: 路由器怎么重置？\nAssistant: 按住重置键十秒[1]。",
+        "And the camera?",
+        "How do I reset the camera?",
+    ),
+    "Chinese": (
+        "User: How do I reset the router?\nAssistant: Hold the reset button for ten seconds [1].",
+        "那摄像头呢？",
+        "怎样重置摄像头？",
+    ),
 }
 
 
@@ -73,11 +84,21 @@ def condense_messages(history: Sequence[tuple[str, str]], question: str) -> list
     native = "（用中文写）" if language == "Chinese" else ""
     ex_turns, ex_question, ex_answer = _CONDENSE_EXAMPLES[language]
     return [
-        {"role": "system", "content": "Rewrite the user's last question as a complete question that can be understood "
-                                      "without the conversation: name what it refers to. "
-                                      f"The last question is in {language}: write the rewritten question in {language}{native}. "
-                                      "Reply with the rewritten question only."},
-        {"role": "user", "content": f"Conversation:\n{ex_turns}\n\nLast question: {ex_question}\n\nStandalone question:"},
+        {
+            "role": "system",
+            "content": "Rewrite the user's last question as a complete question that can be understood "
+            "without the conversation: name what it refers to. "
+            f"The last question is in {language}: write the rewritten question in {language}{native}. "
+            "Reply with the rewritten question only.",
+        },
+        {
+            "role": "user",
+            "content": f"Conversation:\n{ex_turns}\n\nLast question: {ex_question}\n\nStandalone question:",
+        },
         {"role": "assistant", "content": ex_answer},
-        {"role": "user", "content": f"Conversation:\n{turns}\n\nLast question: {question}\n\nStandalone question in {language}{native}:"},
+        {
+            "role": "user",
+            "content": f"Conversation:\n{turns}\n\nLast question: {question}\n\n"
+                       f"Standalone question in {language}{native}:",
+        },
     ]

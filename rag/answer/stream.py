@@ -21,7 +21,13 @@ class AnswerStream:
     def __init__(self, question: str, hits: list[Hit], generator: Generator, max_new_tokens: int, check: bool = True,
                  language: str | None = None, shown: list[Hit] | None = None) -> None:
         """``shown``: the passages as the prompt gives them (compressed); citations still map to ``hits``."""
-        self.question, self.hits, self._generator, self._max, self._check = question, hits, generator, max_new_tokens, check
+        self.question, self.hits, self._generator, self._max, self._check = (
+            question,
+            hits,
+            generator,
+            max_new_tokens,
+            check,
+        )
         self.language = language or language_of(question)
         self.shown = hits if shown is None else shown
         self.reply = ""  # the model's own words, once exhausted

@@ -37,7 +37,9 @@ def register(sub) -> None:
     sp.add_argument("--hard-negatives", type=int, default=1,
                     help="hard negatives per question, mined with the current model (0 = none)")
     sp.add_argument("--activate", action="store_true", help="switch to the new index version if nDCG@10 improved")
-    sp.add_argument("--questions", type=Path, help="your own questions (rag eval format); when given, they decide the switch")
+    sp.add_argument(
+        "--questions", type=Path, help="your own questions (rag eval format); when given, they decide the switch"
+    )
     sp.add_argument("--force", action="store_true", help="switch to the new version whatever the result")
     json_option(sp)
 
@@ -58,12 +60,22 @@ def _dims(text: str) -> tuple[int, ...]:
 
 
 def _cmd_embedder(kb, args) -> int:
-    options = FinetuneOptions(chunks=args.chunks, llm=args.question_llm, epochs=args.epochs, batch_size=args.batch_size,
-                              learning_rate=args.lr, merge=args.merge, mini_batch=args.mini_batch,
-                              matryoshka=args.matryoshka, questions=args.questions,
-                              hard_negatives=args.hard_negatives, activate=args.activate, force=args.force,
-                              start_from=args.start_from,
-                              progress=sys.stderr.isatty())
+    options = FinetuneOptions(
+        chunks=args.chunks,
+        llm=args.question_llm,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        merge=args.merge,
+        mini_batch=args.mini_batch,
+        matryoshka=args.matryoshka,
+        questions=args.questions,
+        hard_negatives=args.hard_negatives,
+        activate=args.activate,
+        force=args.force,
+        start_from=args.start_from,
+        progress=sys.stderr.isatty(),
+    )
     result = finetune_embedder(kb, options, report=lambda msg: print(msg, file=sys.stderr))
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
@@ -74,25 +86,35 @@ def _cmd_embedder(kb, args) -> int:
     print(f"{result.mode + ' retrieval':26}" + "".join(f"{m:>11}" for m in metrics))
     rows = [("held-out synthetic, before", result.before), ("held-out synthetic, after", result.after)]
     if result.questions_before is not None:
-        rows += [(f"{args.questions.name}, before", result.questions_before), (f"{args.questions.name}, after", result.questions_after)]
+        rows += [
+            (f"{args.questions.name}, before", result.questions_before),
+            (f"{args.questions.name}, after", result.questions_after),
+        ]
     for name, m in rows:
         print(f"{name[:26]:26}" + "".join(f"{m[c]:>11.3f}" for c in metrics))
     print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
-    print(f"{'activated' if result.activated else 'not activated'}: `rag activate {result.version}` switches, `rag versions` lists")
+    print(
+        f"{'activated' if result.activated else 'not activated'}: `rag activate {result.version}` switches, `rag "
+        "versions` lists"
+    )
     return 0
 
 
-
 def _cmd_llm(kb, args) -> int:
-    options = LLMFinetuneOptions(base=args.base, examples=args.max_examples, epochs=args.epochs, progress=sys.stderr.isatty())
+    options = LLMFinetuneOptions(
+        base=args.base, examples=args.max_examples, epochs=args.epochs, progress=sys.stderr.isatty()
+    )
     result = finetune_llm(kb, options, args.examples, report=lambda msg: print(msg, file=sys.stderr))
     if args.json:
         print(json.dumps(result.__dict__, ensure_ascii=False, indent=2))
         return 0
     print(f"adapter {result.adapter} ({result.train_examples} training examples, {result.heldout_examples} held out)")
     for name, m in (("before", result.before), ("after", result.after)):
-        print(f"{name:7} answer contains gold {m['contains_gold']:.2f}, cites the right passage {m['cites_gold_passage']:.2f}, "
-              f"pastes the context back {m['echoes_context']:.2f}")
+        print(
+            f"{name:7} answer contains gold {m['contains_gold']:.2f}, cites the right passage "
+            f"{m['cites_gold_passage']:.2f}, "
+            f"pastes the context back {m['echoes_context']:.2f}"
+        )
     print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
     print(f"use it with: rag ask QUESTION --store {args.store} --llm {result.adapter}")
     return 0

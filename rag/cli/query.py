@@ -144,7 +144,8 @@ def _cmd_chat(kb, args) -> int:
 
 
 def eval_retriever(kb, config: str):
-    """The retriever one ``rag eval`` configuration names; ``+rerank`` uses retrieval.rerank (default: the LLM judge)."""
+    """The retriever one ``rag eval`` configuration names; ``+rerank`` uses retrieval.rerank (default: the LLM
+    judge)."""
     options = dict(EVAL_CONFIGS[config])
     reranker = None
     if options.pop("rerank", False):
@@ -154,13 +155,15 @@ def eval_retriever(kb, config: str):
     return Retriever(kb.store, kb.embedder, settings, reranker, kb.config.retrieval.rerank_top)
 
 
-
 def _cmd_eval(kb, args) -> int:
     questions = load_questions(args.questions)
     if args.corpus:
         report = kb.ingest(args.corpus, progress=sys.stderr.isatty())
-        print(f"ingested: {report.count('added')} added, {report.count('updated')} updated, "
-              f"{report.count('unchanged')} unchanged, {report.count('failed')} failed", file=sys.stderr)
+        print(
+            f"ingested: {report.count('added')} added, {report.count('updated')} updated, "
+            f"{report.count('unchanged')} unchanged, {report.count('failed')} failed",
+            file=sys.stderr,
+        )
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [n for n in names if n not in EVAL_CONFIGS]
     if unknown:
@@ -172,7 +175,10 @@ def _cmd_eval(kb, args) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], ensure_ascii=False, indent=2))
         return 0
-    print(f"{len(questions)} questions, store {args.store} ({kb.store.chunks.count()} chunks, {kb.store.settings.embedder})")
+    print(
+        f"{len(questions)} questions, store {args.store} ({kb.store.chunks.count()} chunks, "
+        f"{kb.store.settings.embedder})"
+    )
     print(format_table(reports))
     for r in reports:
         if r.failures and args.failures:

@@ -16,20 +16,27 @@ def register(sub) -> None:
                      _cmd_serve, store=False)
     sp.add_argument("--root", required=True, type=Path,
                     help="folder whose sub-folders are the collections (created if new)")
-    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need API keys)")
+    sp.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need API keys)"
+    )
     sp.add_argument("--port", type=int, default=8000)
     config_options(sp, example="llm.name=extractive")
     sp.add_argument("--llm", help="LLM for answers (default: the config's)")
     sp.add_argument("--max-upload-mb", type=float, default=100.0, help="largest file accepted (default 100 MB)")
-    sp.add_argument("--cors", action="append", default=[], metavar="ORIGIN", help="allow browser calls from this origin")
+    sp.add_argument(
+        "--cors", action="append", default=[], metavar="ORIGIN", help="allow browser calls from this origin"
+    )
 
-    sp = add_command(sub, "keys", "API keys of a server root: create (printed once), list, revoke", _cmd_keys,
-                     store=False)
+    sp = add_command(
+        sub, "keys", "API keys of a server root: create (printed once), list, revoke", _cmd_keys, store=False
+    )
     sp.add_argument("action", choices=["create", "list", "revoke"])
     sp.add_argument("key_id", nargs="?", help="revoke: the key's id (from `rag keys list`)")
     sp.add_argument("--root", required=True, type=Path)
     sp.add_argument("--name", default="", help="create: a label, e.g. who uses the key")
-    sp.add_argument("--scopes", default="read", help="create: read, ingest and/or admin, comma-separated (default read)")
+    sp.add_argument(
+        "--scopes", default="read", help="create: read, ingest and/or admin, comma-separated (default read)"
+    )
     sp.add_argument("--collections", default="", help="create: the only collections the key may use (default all)")
 
 
@@ -38,26 +45,38 @@ def _cmd_serve(args) -> int:
     from rag.serve.settings import ServeSettings, is_loopback
 
     uvicorn = require("uvicorn", "server")
-    cfg = apply_overrides(load_config(args.config, []), list(args.overrides) + ([f"llm.name={args.llm}"] if args.llm else []))
+    cfg = apply_overrides(
+        load_config(args.config, []), list(args.overrides) + ([f"llm.name={args.llm}"] if args.llm else [])
+    )
     args.root.mkdir(parents=True, exist_ok=True)
     if not is_loopback(args.host):
         db = ServerDB(args.root)
         has_keys = db.keys_enabled()
         db.close()
         if not has_keys:
-            raise RagError(f"refusing to listen on {args.host} without API keys: create one with "
-                           f"`rag keys create --root {args.root} --scopes admin`, or serve on 127.0.0.1")
+            raise RagError(
+                f"refusing to listen on {args.host} without API keys: create one with "
+                f"`rag keys create --root {args.root} --scopes admin`, or serve on 127.0.0.1"
+            )
     from rag.serve.app import create_app
 
-    settings = ServeSettings(root=args.root, config=cfg, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
-                             cors_origins=tuple(args.cors))
+    settings = ServeSettings(
+        root=args.root,
+        config=cfg,
+        host=args.host,
+        port=args.port,
+        max_upload_mb=args.max_upload_mb,
+        cors_origins=tuple(args.cors),
+    )
     app = create_app(settings)
     logging.getLogger("rag.serve.access").setLevel(logging.INFO)
-    print(f"serving {args.root} on http://{args.host}:{args.port} (API docs at /docs, OpenAI base URL /v1)", file=sys.stderr)
+    print(
+        f"serving {args.root} on http://{args.host}:{args.port} (API docs at /docs, OpenAI base URL /v1)",
+        file=sys.stderr,
+    )
     # a streamed answer keeps its connection open: on SIGTERM, finish within a few seconds rather than wait for it
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     return 0
-
 
 
 def _cmd_keys(args) -> int:
@@ -72,12 +91,18 @@ def _cmd_keys(args) -> int:
             collections = [x.strip() for x in args.collections.split(",") if x.strip()]
             key_id, token = create_key(db, args.name, scopes, collections)
             print(token)
-            print(f"key {key_id}: scopes {', '.join(scopes)}; collections {', '.join(collections) or 'all'}. "
-                  "The key is shown this once; it is stored hashed.", file=sys.stderr)
+            print(
+                f"key {key_id}: scopes {', '.join(scopes)}; collections {', '.join(collections) or 'all'}. "
+                "The key is shown this once; it is stored hashed.",
+                file=sys.stderr,
+            )
         elif args.action == "list":
             for k in db.keys():
                 state = "revoked" if k["revoked"] else "active"
-                print(f"{k['id']}  {state:7}  {','.join(k['scopes']):18} {','.join(k['collections']) or 'all':20} {k['name']}")
+                print(
+                    f"{k['id']}  {state:7}  {','.join(k['scopes']):18} {','.join(k['collections']) or 'all':20} "
+                    f"{k['name']}"
+                )
         else:
             if not args.key_id:
                 raise RagError("rag keys revoke needs the key's id: see `rag keys list`")

@@ -27,9 +27,12 @@ def register(sub) -> None:
     sp.add_argument("--uri", help="chroma or milvus: the server holding a new store's vectors (http://host:port)")
     sp.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                     help="read, chunk and embed on the Ray cluster at ADDRESS (host:port); alone: a local one")
-    sp.add_argument("--faiss-type", choices=["flat", "hnsw", "ivf"], help="FAISS index type for a new store (default flat)")
-    sp.add_argument("--include", action="append",
-                    help="glob of files to take (repeatable; default: pdf, md, txt, rst, html)")
+    sp.add_argument(
+        "--faiss-type", choices=["flat", "hnsw", "ivf"], help="FAISS index type for a new store (default flat)"
+    )
+    sp.add_argument(
+        "--include", action="append", help="glob of files to take (repeatable; default: pdf, md, txt, rst, html)"
+    )
     sp.add_argument("--exclude", action="append", help="glob of files to skip (repeatable)")
     sp.add_argument("--chunk-tokens", type=int, help="chunk size in embedder tokens for a new store (default 384)")
     sp.add_argument("--prune", action="store_true", help="remove documents that are gone from the given folders")
@@ -45,22 +48,41 @@ def register(sub) -> None:
     sp.add_argument("version")
     store_options(sp)
 
-    sp = add_command(sub, "cache", "show the embedding cache (vectors per model), or prune what was not used lately",
-                     _cmd_cache, store=False)
-    sp.add_argument("--prune", type=_days, metavar="DAYS",
-                    help="delete vectors that no ingest or re-embedding used for DAYS days")
+    sp = add_command(
+        sub,
+        "cache",
+        "show the embedding cache (vectors per model), or prune what was not used lately",
+        _cmd_cache,
+        store=False,
+    )
+    sp.add_argument(
+        "--prune", type=_days, metavar="DAYS", help="delete vectors that no ingest or re-embedding used for DAYS days"
+    )
 
 
 def _cmd_ingest(kb, args) -> int:
     for p in args.paths:
         if not p.exists():
             raise RagError(f"{p} does not exist")
-    report = kb.ingest(args.paths, prune=args.prune, progress=sys.stderr.isatty() and not args.json,
-                       ray=True if args.ray == "local" else args.ray)
+    report = kb.ingest(
+        args.paths,
+        prune=args.prune,
+        progress=sys.stderr.isatty() and not args.json,
+        ray=True if args.ray == "local" else args.ray,
+    )
     if args.json:
-        print(json.dumps({"files": [f.__dict__ | {"warnings": list(f.warnings)} for f in report.files],
-                          "embedded": report.embedded, "from_cache": report.from_cache, "seconds": round(report.seconds, 2)},
-                         ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                {
+                    "files": [f.__dict__ | {"warnings": list(f.warnings)} for f in report.files],
+                    "embedded": report.embedded,
+                    "from_cache": report.from_cache,
+                    "seconds": round(report.seconds, 2),
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
     else:
         counts = ", ".join(f"{report.count(s)} {s}" for s in ("added", "updated", "unchanged", "removed", "failed"))
         print(f"{counts}; {report.embedded} chunks embedded, {report.from_cache} from cache, in {report.seconds:.1f}s")
@@ -72,11 +94,11 @@ def _cmd_ingest(kb, args) -> int:
     return 1 if report.failed else 0
 
 
-
 def _cmd_info(kb, args) -> int:
     info = kb.info()
-    info["devices"] = devices(kb.config, kb.store.settings.index, bool(kb.store.settings.index_options.get("gpu")),
-                              kb.store.settings.embedder)
+    info["devices"] = devices(
+        kb.config, kb.store.settings.index, bool(kb.store.settings.index_options.get("gpu")), kb.store.settings.embedder
+    )
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=2))
     else:
@@ -89,19 +111,16 @@ def _cmd_info(kb, args) -> int:
     return 0
 
 
-
 def _cmd_versions(kb, args) -> int:
     for v in versions_table(kb.root):
         print(f"{'*' if v['active'] else ' '} {v['version']:6} {v['embedder']}  {v['note']}")
     return 0
 
 
-
 def _cmd_activate(kb, args) -> int:
     activate(kb.root, args.version)
     print(f"{args.version} is now active")
     return 0
-
 
 
 def _days(text: str) -> float:
@@ -113,13 +132,18 @@ def _days(text: str) -> float:
     raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (0 or more)")
 
 
-
 def _cmd_cache(args) -> int:
     """Without a store: the cache is shared by every store of this user."""
     cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
     try:
+
         def size() -> float:  # MB, with the write-ahead log that holds the latest writes
-            return sum(p.stat().st_size for p in (cache.path, cache.path.with_name(cache.path.name + "-wal")) if p.exists()) / 1e6
+            return (
+                sum(
+                    p.stat().st_size for p in (cache.path, cache.path.with_name(cache.path.name + "-wal")) if p.exists()
+                )
+                / 1e6
+            )
 
         before = size()
         if args.prune is not None:

@@ -79,7 +79,9 @@ class RagEmbeddings(Embeddings):
     prefixes (e5's ``query:``/``passage:``) gets the right one on each side. Vectors are unit length.
     """
 
-    def __init__(self, model: str | None = None, *, embedder: Embedder | None = None, device: str | None = None) -> None:
+    def __init__(
+        self, model: str | None = None, *, embedder: Embedder | None = None, device: str | None = None
+    ) -> None:
         if embedder is not None and model is not None:
             raise ValueError("give either model= (a name to load) or embedder= (an embedder object), not both")
         self.embedder: Embedder = embedder or SentenceTransformerEmbedder(model or DEFAULT_EMBEDDER, device=device)
@@ -89,7 +91,6 @@ class RagEmbeddings(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         return self.embedder.embed_query(text).astype(float).tolist()
-
 
 
 class LangChainEmbedder:
@@ -147,26 +148,45 @@ class KnowledgeBaseVectorStore(VectorStore):
         return RagEmbeddings(embedder=self.kb.embedder)
 
     @classmethod
-    def from_texts(cls, texts: list[str], embedding: Embeddings, metadatas: list[dict] | None = None, *,
-                   ids: list[str] | None = None, store: str | Path | None = None, config: Config | None = None,
-                   embedder_name: str | None = None, **kwargs: Any) -> "KnowledgeBaseVectorStore":
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict] | None = None,
+        *,
+        ids: list[str] | None = None,
+        store: str | Path | None = None,
+        config: Config | None = None,
+        embedder_name: str | None = None,
+        **kwargs: Any,
+    ) -> "KnowledgeBaseVectorStore":
         """Open (or create) the store at ``store`` with ``embedding`` and add the texts. ``RagEmbeddings`` keep
         their own model name; any other ``Embeddings`` is recorded as ``embedder_name`` (default its class name)."""
         if store is None:
             raise ValueError("give the store directory: KnowledgeBaseVectorStore.from_texts(..., store='my-store')")
-        embedder = embedding.embedder if isinstance(embedding, RagEmbeddings) else LangChainEmbedder(embedding, embedder_name)
+        embedder = (
+            embedding.embedder if isinstance(embedding, RagEmbeddings) else LangChainEmbedder(embedding, embedder_name)
+        )
         vectorstore = cls(KnowledgeBase.open(store, config, embedder=embedder))
         if texts:
             vectorstore.add_texts(texts, metadatas, ids=ids)
         return vectorstore
 
-    def add_texts(self, texts: Iterable[str], metadatas: list[dict] | None = None, *, ids: list[str | None] | None = None,
-                  **kwargs: Any) -> list[str]:
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict] | None = None,
+        *,
+        ids: list[str | None] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
         texts = list(texts)
         metadatas = list(metadatas) if metadatas is not None else [{} for _ in texts]
         ids = list(ids) if ids is not None else [None for _ in texts]
         if not len(texts) == len(metadatas) == len(ids):
-            raise ValueError(f"got {len(texts)} texts, {len(metadatas)} metadatas and {len(ids)} ids: give one of each per text")
+            raise ValueError(
+                f"got {len(texts)} texts, {len(metadatas)} metadatas and {len(ids)} ids: give one of each per text"
+            )
         ids = [str(i) if i is not None else str(uuid.uuid4()) for i in ids]
         self.kb.add_texts([Text(_SOURCE + i, t, m or {}) for i, t, m in zip(ids, texts, metadatas)])
         return ids
@@ -185,11 +205,16 @@ class KnowledgeBaseVectorStore(VectorStore):
         for i in ids:
             record = records.get(_SOURCE + str(i))
             if record is not None:
-                out.append(Document(page_content=chunks.chunks_of(record.source)[0].text, metadata=dict(record.metadata), id=str(i)))
+                out.append(
+                    Document(
+                        page_content=chunks.chunks_of(record.source)[0].text, metadata=dict(record.metadata), id=str(i)
+                    )
+                )
         return out
 
-    def similarity_search_with_score(self, query: str, k: int = 4, *, mode: str | None = None,
-                                     filters: Filters = Filters(), **kwargs: Any) -> list[tuple[Document, float]]:
+    def similarity_search_with_score(
+        self, query: str, k: int = 4, *, mode: str | None = None, filters: Filters = Filters(), **kwargs: Any
+    ) -> list[tuple[Document, float]]:
         return self._documents(self.kb.search(query, k, filters, mode))
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
@@ -202,13 +227,21 @@ class KnowledgeBaseVectorStore(VectorStore):
         return [doc for doc, _ in self._documents([Hit(c, float(s), r) for r, (c, s) in enumerate(found, 1)])]
 
     def _documents(self, hits: list[Hit]) -> list[tuple[Document, float]]:
-        records = self.kb.store.chunks.documents_of([h.chunk.source for h in hits if h.chunk.source.startswith(_SOURCE)])
+        records = self.kb.store.chunks.documents_of(
+            [h.chunk.source for h in hits if h.chunk.source.startswith(_SOURCE)]
+        )
         out = []
         for h in hits:
             record = records.get(h.chunk.source)
             if record is None:  # a chunk of a file
                 out.append((to_document(h), float(h.score)))
             else:
-                out.append((Document(page_content=h.chunk.text, metadata=dict(record.metadata),
-                                     id=record.source[len(_SOURCE):]), float(h.score)))
+                out.append(
+                    (
+                        Document(
+                            page_content=h.chunk.text, metadata=dict(record.metadata), id=record.source[len(_SOURCE) :]
+                        ),
+                        float(h.score),
+                    )
+                )
         return out

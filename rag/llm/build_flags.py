@@ -71,7 +71,8 @@ def build_simd(system_info: str, flags: set[str] | None) -> str:
     used = {m.split(" = ")[0].strip() for m in system_info.split("|") if m.strip().endswith("= 1")}
     level = "AVX512" if "AVX512" in used else "AVX2" if "AVX2" in used else ""
     if level == "AVX2" and flags and all(f in flags for f in X86["AVX512"]):
-        return "AVX2; this CPU has AVX-512: rebuild with `CMAKE_ARGS=\"$(python3 rag/llm/build_flags.py)\"` for faster prompts"
+        return ('AVX2; this CPU has AVX-512: rebuild with `CMAKE_ARGS="$(python3 rag/llm/build_flags.py)"` '
+                "for faster prompts")
     return level
 
 

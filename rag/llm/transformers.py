@@ -35,15 +35,19 @@ class TransformersGenerator:
             if adapter.is_file():
                 peft = require("peft", "llm")
                 base = resolve_llm_path(json.loads(adapter.read_text())["base_model_name_or_path"])
-                self._tokenizer = transformers.AutoTokenizer.from_pretrained(path if (Path(path) / "tokenizer_config.json").exists() else base)
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(
+                    path if (Path(path) / "tokenizer_config.json").exists() else base
+                )
                 model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
                 model = peft.PeftModel.from_pretrained(model, path)
             else:
                 self._tokenizer = transformers.AutoTokenizer.from_pretrained(path)
                 model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         except OSError as exc:
-            raise ConfigError(f"cannot load LLM {self.name!r}: {exc}. Use a preset ({', '.join(LLM_PRESETS)}), "
-                              "a .gguf file, a model or adapter folder, a hub id (with a network), or an http(s) endpoint") from exc
+            raise ConfigError(
+                f"cannot load LLM {self.name!r}: {exc}. Use a preset ({', '.join(LLM_PRESETS)}), "
+                "a .gguf file, a model or adapter folder, a hub id (with a network), or an http(s) endpoint"
+            ) from exc
         self._model = model.to(device).eval()
 
     def model_and_tokenizer(self):
@@ -73,20 +77,31 @@ class TransformersGenerator:
         finally:
             tok.padding_side = side
         with torch.inference_mode():
-            out = self._model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                       pad_token_id=tok.pad_token_id or tok.eos_token_id)
-        return tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = self._model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id or tok.eos_token_id,
+            )
+        return tok.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
         self._load()
         transformers = require("transformers", "llm")
         import torch
 
-        inputs = self._tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        inputs = self._tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         inputs = {k: v.to(self._model.device) for k, v in inputs.items()}
         streamer = transformers.TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
-                      pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id)
+        kwargs = dict(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            streamer=streamer,
+            pad_token_id=self._tokenizer.pad_token_id or self._tokenizer.eos_token_id,
+        )
         errors: list[BaseException] = []
 
         def run() -> None:

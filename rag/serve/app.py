@@ -42,13 +42,22 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
                                    backend=llm.backend)
     services = _services(settings, generator, embedder_factory, runner)
     lifespan = _lifespan(services, generator, warm, on_stuck or _end_process)
-    app = fastapi.FastAPI(title="rag-kb", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
-                          description="Knowledge-base search and cited answers: an OpenAI-compatible API under /v1, "
-                                      "and REST resources for collections, documents, jobs, search, ask and chats.")
+    app = fastapi.FastAPI(
+        title="rag-kb",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        description="Knowledge-base search and cited answers: an OpenAI-compatible API under /v1, "
+        "and REST resources for collections, documents, jobs, search, ask and chats.",
+    )
     app.state.services = services
     errors.install(app)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"]
+        )
 
     app.add_middleware(_BodyLimit)
     app.add_middleware(_Timing, metrics=services.metrics)
@@ -74,8 +83,13 @@ def _services(settings: ServeSettings, generator: Generator, embedder_factory, r
     db = ServerDB(root)
     metrics = Metrics()
     cols = Collections(root, settings.config, generator, embedder_factory)
-    jobs = Jobs(db, root, settings.config, runner or subprocess_runner,
-                on_commit=lambda name: metrics.jobs.labels("committed").inc())
+    jobs = Jobs(
+        db,
+        root,
+        settings.config,
+        runner or subprocess_runner,
+        on_commit=lambda name: metrics.jobs.labels("committed").inc(),
+    )
     gate = LLMGate(settings.llm_slots, settings.llm_queue, settings.llm_wait_s, settings.llm_stall_s)
     return Services(settings, db, cols, jobs, gate, metrics)
 
@@ -105,7 +119,9 @@ def _lifespan(services, generator: Generator, warm: bool, on_stuck: Callable[[],
         else:
             services.ready = True
         stop = threading.Event()
-        threading.Thread(target=_watchdog, args=(services.gate, stop, on_stuck), name="llm-watchdog", daemon=True).start()
+        threading.Thread(
+            target=_watchdog, args=(services.gate, stop, on_stuck), name="llm-watchdog", daemon=True
+        ).start()
         yield
         stop.set()
         services.jobs.stop()
@@ -154,7 +170,9 @@ class _BodyLimit:
             if event["type"] == "http.request":
                 received += len(event.get("body", b""))
                 if received > self.MAX_JSON_BYTES:  # reading the body fails; the error handler answers 413
-                    raise self._too_large(413, f"the request body is over the {self.MAX_JSON_BYTES >> 20} MiB accepted here")
+                    raise self._too_large(
+                        413, f"the request body is over the {self.MAX_JSON_BYTES >> 20} MiB accepted here"
+                    )
             return event
 
         await self.app(scope, counted, send)
@@ -181,9 +199,19 @@ class _Timing:
                 self.metrics.latency.labels(route).observe(seconds)
                 if access.isEnabledFor(logging.INFO):
                     client = scope.get("client")
-                    access.info(json.dumps({"ts": round(time.time(), 3), "client": client[0] if client else None,
-                                            "method": scope["method"], "path": scope["path"], "route": route,
-                                            "status": status, "ms": round(seconds * 1000, 1)}))
+                    access.info(
+                        json.dumps(
+                            {
+                                "ts": round(time.time(), 3),
+                                "client": client[0] if client else None,
+                                "method": scope["method"],
+                                "path": scope["path"],
+                                "route": route,
+                                "status": status,
+                                "ms": round(seconds * 1000, 1),
+                            }
+                        )
+                    )
             await send(message)
 
         await self.app(scope, receive, timed_send)
@@ -203,7 +231,9 @@ def _web_page(app) -> None:
 
     @app.get("/", include_in_schema=False)
     def page():
-        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"})
+        return FileResponse(
+            STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"}
+        )
 
 
 def _offline_docs(app) -> None:
@@ -225,5 +255,10 @@ def _offline_docs(app) -> None:
 
     @app.get("/docs", include_in_schema=False, dependencies=[Depends(need("read"))])
     def docs():
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="rag-kb API", swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="/docs-assets/favicon-32x32.png")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="rag-kb API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )

@@ -29,7 +29,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def check_name(name: str) -> str:
     if not _NAME.match(name or "") or name.endswith(".sqlite"):
-        raise ConfigError(f"invalid collection name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise ConfigError(
+            f"invalid collection name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or "
+            "digit"
+        )
     return name
 
 
@@ -52,8 +55,12 @@ def public_source(source: str, root: Path) -> str:
 def public(obj, root: Path):
     """``obj`` (a response body: dicts, lists, strings) with every document path made public (``public_source``)."""
     if isinstance(obj, dict):
-        return {(public_source(k, root) if isinstance(k, str) and k.startswith("/") else k):
-                (public_source(v, root) if k in PATH_KEYS and isinstance(v, str) else public(v, root)) for k, v in obj.items()}
+        return {
+            (public_source(k, root) if isinstance(k, str) and k.startswith("/") else k): (
+                public_source(v, root) if k in PATH_KEYS and isinstance(v, str) else public(v, root)
+            )
+            for k, v in obj.items()
+        }
     if isinstance(obj, (list, tuple)):
         return [public(v, root) for v in obj]
     return obj
@@ -68,12 +75,18 @@ class _Reader:
 
 
 class Collections:
-    def __init__(self, root: Path, config: Config, generator: Generator,
-                 embedder_factory: Callable[[str], Embedder] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        config: Config,
+        generator: Generator,
+        embedder_factory: Callable[[str], Embedder] | None = None,
+    ) -> None:
         self.root, self.config, self.generator = Path(root), config, generator
         self._resolved_root = self.root.resolve()  # what document paths are made relative to in responses
         self._factory = embedder_factory or (
-            lambda name: SentenceTransformerEmbedder(name, device=config.device, dtype=config.embedder_dtype))
+            lambda name: SentenceTransformerEmbedder(name, device=config.device, dtype=config.embedder_dtype)
+        )
         self._embedders: dict[str, Embedder] = {}
         self._readers: dict[str, _Reader] = {}
         self._lock = threading.RLock()
@@ -96,7 +109,9 @@ class Collections:
     def path(self, name: str) -> Path:
         path = self.root / check_name(name)
         if not Store.exists(path):
-            raise NotFoundError(f"no collection {name!r}: create it with POST /collections, or list them with GET /collections")
+            raise NotFoundError(
+                f"no collection {name!r}: create it with POST /collections, or list them with GET /collections"
+            )
         return path
 
     def _reader(self, name: str) -> _Reader:
@@ -110,14 +125,20 @@ class Collections:
                     return current  # the last complete generation stays until the next one is wholly written
             try:
                 embedder_name = Store.read_settings(active).embedder
-                kb = KnowledgeBase.open(root, self.config, embedder=self.embedder(embedder_name), generator=self.generator,
-                                        create=False, read_only=True)
+                kb = KnowledgeBase.open(
+                    root,
+                    self.config,
+                    embedder=self.embedder(embedder_name),
+                    generator=self.generator,
+                    create=False,
+                    read_only=True,
+                )
             except (RagError, OSError) as exc:
                 if current is not None:  # e.g. a file the writer replaced between two reads: serve the last one
                     return current
                 raise RagError(f"cannot open collection {name!r}: {exc}") from exc
             reader = _Reader(kb, active, kb.store.chunks.generation, current.lock if current else threading.RLock())
-            self._readers[name] = reader  # the replaced reader is left to the garbage collector: a request may still use it
+            self._readers[name] = reader
             return reader
 
     @contextmanager

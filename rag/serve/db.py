@@ -90,11 +90,14 @@ class ServerDB:
 
     def set_file(self, job: str, source: str, status: str, reason: str = "") -> None:
         with self.tx() as db:
-            db.execute("UPDATE job_files SET status=?, reason=? WHERE job=? AND source=?", (status, reason, job, source))
+            db.execute(
+                "UPDATE job_files SET status=?, reason=? WHERE job=? AND source=?", (status, reason, job, source)
+            )
             db.execute("UPDATE jobs SET updated=? WHERE id=?", (time.time(), job))
 
     def job(self, job: str, internal: bool = False) -> dict | None:
-        """A job with its files; ``internal`` adds its spec (where its uploads are staged), which the API never shows."""
+        """A job with its files; ``internal`` adds its spec (where its uploads are staged), which the API never
+        shows."""
         found = self.rows("SELECT * FROM jobs WHERE id=?", (job,))
         if not found:
             return None
@@ -102,7 +105,9 @@ class ServerDB:
         spec = json.loads(out.pop("spec"))
         if internal:
             out["spec"] = spec
-        out["files"] = self.rows("SELECT name, source, status, reason, bytes FROM job_files WHERE job=? ORDER BY rowid", (job,))
+        out["files"] = self.rows(
+            "SELECT name, source, status, reason, bytes FROM job_files WHERE job=? ORDER BY rowid", (job,)
+        )
         return out
 
     def jobs(self, collection: str | None = None, unfinished: bool = False) -> list[dict]:
@@ -117,8 +122,10 @@ class ServerDB:
     def add_chat(self, collection: str, title: str, owner: str) -> str:
         chat, now = new_id("chat"), time.time()
         with self.tx() as db:
-            db.execute("INSERT INTO chats(id, collection, title, created, updated, owner) VALUES (?,?,?,?,?,?)",
-                       (chat, collection, title, now, now, owner))
+            db.execute(
+                "INSERT INTO chats(id, collection, title, created, updated, owner) VALUES (?,?,?,?,?,?)",
+                (chat, collection, title, now, now, owner),
+            )
         return chat
 
     def chat(self, chat: str) -> dict | None:
@@ -126,22 +133,30 @@ class ServerDB:
         if not found:
             return None
         out = found[0]
-        out["turns"] = [t | {"citations": json.loads(t["citations"]), "answered": bool(t["answered"])}
-                        for t in self.rows("SELECT * FROM turns WHERE chat=? ORDER BY n", (chat,))]
+        out["turns"] = [
+            t | {"citations": json.loads(t["citations"]), "answered": bool(t["answered"])}
+            for t in self.rows("SELECT * FROM turns WHERE chat=? ORDER BY n", (chat,))
+        ]
         return out
 
     def chats(self, owner: str | None = None, unowned: bool = False) -> list[dict]:
         """Every chat (``owner`` None), or one key's; ``unowned`` adds those made before keys existed."""
         if owner is None:
             return self.rows("SELECT * FROM chats ORDER BY updated DESC")
-        return self.rows("SELECT * FROM chats WHERE owner=? OR (? AND owner='') ORDER BY updated DESC", (owner, unowned))
+        return self.rows(
+            "SELECT * FROM chats WHERE owner=? OR (? AND owner='') ORDER BY updated DESC", (owner, unowned)
+        )
 
-    def add_turn(self, chat: str, question: str, standalone: str, answer: str, answered: bool, citations: list[dict]) -> None:
+    def add_turn(
+        self, chat: str, question: str, standalone: str, answer: str, answered: bool, citations: list[dict]
+    ) -> None:
         now = time.time()
         with self.tx() as db:
             n = db.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM turns WHERE chat=?", (chat,)).fetchone()[0]
-            db.execute("INSERT INTO turns VALUES (?,?,?,?,?,?,?,?)",
-                       (chat, n, question, standalone, answer, int(answered), json.dumps(citations, ensure_ascii=False), now))
+            db.execute(
+                "INSERT INTO turns VALUES (?,?,?,?,?,?,?,?)",
+                (chat, n, question, standalone, answer, int(answered), json.dumps(citations, ensure_ascii=False), now),
+            )
             db.execute("UPDATE chats SET updated=? WHERE id=?", (now, chat))
 
     def set_title(self, chat: str, title: str) -> None:
@@ -157,17 +172,25 @@ class ServerDB:
     def add_key(self, name: str, digest: str, scopes: list[str], collections: list[str]) -> str:
         key_id = new_id("key")
         with self.tx() as db:
-            db.execute("INSERT INTO keys(id, name, digest, scopes, collections, created) VALUES (?,?,?,?,?,?)",
-                       (key_id, name, digest, json.dumps(scopes), json.dumps(collections), time.time()))
+            db.execute(
+                "INSERT INTO keys(id, name, digest, scopes, collections, created) VALUES (?,?,?,?,?,?)",
+                (key_id, name, digest, json.dumps(scopes), json.dumps(collections), time.time()),
+            )
         return key_id
 
     def key_by_digest(self, digest: str) -> dict | None:
         found = self.rows("SELECT * FROM keys WHERE digest=? AND revoked=0", (digest,))
-        return (found[0] | {"scopes": json.loads(found[0]["scopes"]), "collections": json.loads(found[0]["collections"])}) if found else None
+        return (
+            (found[0] | {"scopes": json.loads(found[0]["scopes"]), "collections": json.loads(found[0]["collections"])})
+            if found
+            else None
+        )
 
     def keys(self) -> list[dict]:
-        return [r | {"scopes": json.loads(r["scopes"]), "collections": json.loads(r["collections"])}
-                for r in self.rows("SELECT id, name, scopes, collections, created, revoked FROM keys ORDER BY created")]
+        return [
+            r | {"scopes": json.loads(r["scopes"]), "collections": json.loads(r["collections"])}
+            for r in self.rows("SELECT id, name, scopes, collections, created, revoked FROM keys ORDER BY created")
+        ]
 
     def revoke_key(self, key_id: str) -> bool:
         with self.tx() as db:

@@ -30,7 +30,9 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def principal(request: Request, authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> Principal:
+def principal(
+    request: Request, authorization: str | None = Header(None), x_api_key: str | None = Header(None)
+) -> Principal:
     s = services(request)
     if not s.db.keys_enabled():
         return OPEN  # only possible on loopback: `rag serve` refuses other hosts without keys
@@ -39,8 +41,12 @@ def principal(request: Request, authorization: str | None = Header(None), x_api_
         scheme, _, value = authorization.partition(" ")
         token = value.strip() if scheme.lower() == "bearer" else None
     if not token:
-        raise HTTPException(401, "this server needs an API key: send it as 'Authorization: Bearer KEY' "
-                                 "(an admin creates keys with `rag keys create --root DIR`)", {"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "this server needs an API key: send it as 'Authorization: Bearer KEY' "
+            "(an admin creates keys with `rag keys create --root DIR`)",
+            {"WWW-Authenticate": "Bearer"},
+        )
     found = principal_for(s.db, token)
     if found is None:
         raise HTTPException(401, "the API key is not valid (mistyped or revoked)", {"WWW-Authenticate": "Bearer"})
@@ -52,7 +58,9 @@ def need(scope: str):
 
     def check(who: Principal = Depends(principal)) -> Principal:
         if not who.may(scope):
-            raise HTTPException(403, f"this API key lacks the {scope!r} scope needed here (it has: {', '.join(sorted(who.scopes))})")
+            raise HTTPException(
+                403, f"this API key lacks the {scope!r} scope needed here (it has: {', '.join(sorted(who.scopes))})"
+            )
         return who
 
     return check

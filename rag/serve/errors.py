@@ -19,15 +19,39 @@ class TooLarge(ConfigError):
     """A request over a size limit (HTTP 413); the message says the limit."""
 
 
-_STATUS = {TooLarge: 413, NotFoundError: 404, ConflictError: 409, ConfigError: 400, MissingDependencyError: 501, StoreError: 409}
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-          409: "conflict_error", 413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error",
-          429: "rate_limit_error", 501: "server_error", 500: "server_error"}
+_STATUS = {
+    TooLarge: 413,
+    NotFoundError: 404,
+    ConflictError: 409,
+    ConfigError: 400,
+    MissingDependencyError: 501,
+    StoreError: 409,
+}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    501: "server_error",
+    500: "server_error",
+}
 
 
 def error_body(status: int, message: str, param: str | None = None) -> dict:
     """OpenAI's error object (``{"error": {message, type, param, code}}``), used by every route."""
-    return {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "param": param, "code": status}}
+    return {
+        "error": {
+            "message": message,
+            "type": _TYPES.get(status, "invalid_request_error"),
+            "param": param,
+            "code": status,
+        }
+    }
 
 
 def status_of(exc: RagError) -> int:
@@ -48,7 +72,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(
+            error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -58,11 +84,14 @@ def install(app: FastAPI) -> None:
             parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
         first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
         status = 400 if request.url.path.startswith("/v1/") else 422  # OpenAI answers 400; its clients expect it
-        return JSONResponse(error_body(status, "invalid request: " + "; ".join(parts), ".".join(str(x) for x in first[1:]) or None),
-                            status_code=status)
+        return JSONResponse(
+            error_body(status, "invalid request: " + "; ".join(parts), ".".join(str(x) for x in first[1:]) or None),
+            status_code=status,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body(500, f"internal error ({type(exc).__name__}); the server log has the details"),
-                            status_code=500)
+        return JSONResponse(
+            error_body(500, f"internal error ({type(exc).__name__}); the server log has the details"), status_code=500
+        )

@@ -106,11 +106,17 @@ class LLMGate:
         for slot in self.stalled():
             stream = slot.stream() if slot.stream is not None else None
             if stream is not None and stream.close_if_idle():
-                log.warning("closed an answer stream that made no progress for %.0f s (its client stopped reading)", slot.idle_s())
+                log.warning(
+                    "closed an answer stream that made no progress for %.0f s (its client stopped reading)",
+                    slot.idle_s(),
+                )
                 recovered += 1
             elif not slot.released:
-                log.critical("the LLM made no progress for %.0f s and cannot be freed: exiting so a supervisor restarts "
-                             "the server", slot.idle_s())
+                log.critical(
+                    "the LLM made no progress for %.0f s and cannot be freed: exiting so a supervisor restarts "
+                    "the server",
+                    slot.idle_s(),
+                )
                 exit_process()
                 break
         return recovered
@@ -211,4 +217,6 @@ def answer_stream(request, events, slot: Slot):
         finally:
             body.close()
 
-    return StreamingResponse(pull(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        pull(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

@@ -109,7 +109,9 @@ class Jobs:
             q.put(job)
             thread = self._threads.get(collection)
             if thread is None or not thread.is_alive():
-                thread = threading.Thread(target=self._work, args=(collection, q), name=f"jobs-{collection}", daemon=True)
+                thread = threading.Thread(
+                    target=self._work, args=(collection, q), name=f"jobs-{collection}", daemon=True
+                )
                 self._threads[collection] = thread
                 thread.start()
 
@@ -149,7 +151,8 @@ class Jobs:
         def emit(event: dict) -> None:
             stage, reason = event["stage"], event.get("reason", "")
             if stage == "unchanged" and not reason and before.get(event["source"]) in ("embedding", "committed"):
-                stage, reason = "committed", "added before the server restarted"  # this job's own work, not found unchanged
+                # this job's own work, not found unchanged
+                stage, reason = "committed", "added before the server restarted"
             self.db.set_file(job_id, event["source"], stage, reason)
 
         try:

@@ -10,10 +10,20 @@ class Metrics:
         prom = require("prometheus_client", "server", "prometheus-client")
         self.registry = prom.CollectorRegistry()
         self.requests = prom.Counter("rag_requests_total", "HTTP requests", ["route", "status"], registry=self.registry)
-        self.latency = prom.Histogram("rag_request_seconds", "HTTP request latency (to the last byte)", ["route"],
-                                      registry=self.registry, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120))
-        self.stage = prom.Histogram("rag_stage_seconds", "time per retrieval and generation stage", ["stage"],
-                                    registry=self.registry, buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 120))
+        self.latency = prom.Histogram(
+            "rag_request_seconds",
+            "HTTP request latency (to the last byte)",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.stage = prom.Histogram(
+            "rag_stage_seconds",
+            "time per retrieval and generation stage",
+            ["stage"],
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120),
+        )
         self.llm_waiting = prom.Gauge("rag_llm_queue_depth", "requests waiting for the LLM", registry=self.registry)
         self.llm_active = prom.Gauge("rag_llm_active", "generations running", registry=self.registry)
         self.jobs_queued = prom.Gauge("rag_jobs_queued", "ingest jobs waiting", registry=self.registry)

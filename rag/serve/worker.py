@@ -20,7 +20,8 @@ Emit = Callable[[dict], None]
 
 
 def run_job(spec: dict, emit: Emit, embedder: Embedder | None = None) -> dict:
-    """Run one job: ``kind`` ingest (``files``: paths), reindex or delete (``sources``). Same code in or out of process."""
+    """Run one job: ``kind`` ingest (``files``: paths), reindex or delete (``sources``). Same code in or out of
+    process."""
     from rag.config import config_from_dict
     from rag.knowledge_base import KnowledgeBase
 
@@ -42,11 +43,14 @@ def run_job(spec: dict, emit: Emit, embedder: Embedder | None = None) -> dict:
             else:
                 emit({"source": str(path), "stage": "failed", "reason": "the uploaded file is gone"})
         force = [str(p.resolve()) for p in todo] if spec["kind"] == "reindex" else []
+
         def progress(source: str, stage: str, reason: str) -> None:
             if stage != "committed":  # said below, once the whole run is searchable (its lexical index written too)
                 emit({"source": source, "stage": stage, "reason": reason})
 
-        report = kb.ingest(todo, progress=False, force=force, skip_duplicates=spec["kind"] == "ingest", on_file=progress)
+        report = kb.ingest(
+            todo, progress=False, force=force, skip_duplicates=spec["kind"] == "ingest", on_file=progress
+        )
         for f in report.files:
             if f.status in ("added", "updated"):
                 emit({"source": f.source, "stage": "committed", "reason": f.status})

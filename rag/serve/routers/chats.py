@@ -49,8 +49,15 @@ def delete_chat(chat_id: str, s: Services = Depends(services), who: Principal = 
 
 
 @router.post("/{chat_id}/messages")
-def send(chat_id: str, body: Message, request: Request, s: Services = Depends(services), who: Principal = Depends(need("read"))):
-    """Ask the next question; it is rewritten with the chat's earlier turns before retrieval, and saved with its answer."""
+def send(
+    chat_id: str,
+    body: Message,
+    request: Request,
+    s: Services = Depends(services),
+    who: Principal = Depends(need("read")),
+):
+    """Ask the next question; it is rewritten with the chat's earlier turns before retrieval, and saved with its
+    answer."""
     chat = _owned(s, who, chat_id)
     collections = answering.targets(s, who, chat["collection"])
     history = [(t["question"], t["answer"]) for t in chat["turns"]]
@@ -59,7 +66,9 @@ def send(chat_id: str, body: Message, request: Request, s: Services = Depends(se
         a = prepared.stream.answer
         if not chat["title"] and not chat["turns"]:
             s.db.set_title(chat_id, body.question[:80])
-        s.db.add_turn(chat_id, body.question, prepared.standalone, a.text, a.answered, s.collections.public(prepared.sources()))
+        s.db.add_turn(
+            chat_id, body.question, prepared.standalone, a.text, a.answered, s.collections.public(prepared.sources())
+        )
 
     if body.stream:
         events = answering.stream_answer(s, collections, history, body.question, body.k, body.filters, on_answer=save)

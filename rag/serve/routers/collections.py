@@ -36,7 +36,9 @@ def delete_collection(name: str, s: Services = Depends(services), who: Principal
     allow(who, name)
     s.collections.path(name)
     if s.db.jobs(name, unfinished=True):
-        raise ConflictError(f"collection {name!r} has jobs queued or running; wait for them (GET /collections/{name}/jobs)")
+        raise ConflictError(
+            f"collection {name!r} has jobs queued or running; wait for them (GET /collections/{name}/jobs)"
+        )
     s.collections.delete(name)
     return Response(status_code=204)
 
@@ -46,8 +48,19 @@ def versions(name: str, s: Services = Depends(services), who: Principal = Depend
     from indexes.versions import list_versions
 
     root = s.collections.path(allow(who, name))
-    return {"versions": [{"version": v.name, "embedder": v.embedder, "dim": v.dim, "active": v.active, "complete": v.complete,
-                          "note": v.note} for v in list_versions(root)]}
+    return {
+        "versions": [
+            {
+                "version": v.name,
+                "embedder": v.embedder,
+                "dim": v.dim,
+                "active": v.active,
+                "complete": v.complete,
+                "note": v.note,
+            }
+            for v in list_versions(root)
+        ]
+    }
 
 
 @router.post("/{name}/versions/{version}/activate")
@@ -58,7 +71,9 @@ def activate(name: str, version: str, s: Services = Depends(services), who: Prin
 
     root = s.collections.path(allow(who, name))
     if version not in {v.name for v in list_versions(root)}:
-        raise NotFoundError(f"collection {name!r} has no version {version!r}: GET /collections/{name}/versions lists them")
+        raise NotFoundError(
+            f"collection {name!r} has no version {version!r}: GET /collections/{name}/versions lists them"
+        )
     switch(root, version)
     s.collections.forget(name)
     return {"active": version}

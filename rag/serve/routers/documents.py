@@ -59,7 +59,9 @@ async def upload(name: str, request: Request, response: Response, files: list[Up
                 while block := await f.read(1 << 20):
                     size += len(block)
                     if size > limit:
-                        raise HTTPException(413, f"{fname} is larger than the {s.settings.max_upload_mb:g} MB limit per file")
+                        raise HTTPException(
+                            413, f"{fname} is larger than the {s.settings.max_upload_mb:g} MB limit per file"
+                        )
                     out.write(block)
             saved.append((fname, str((store / UPLOADS / fname).resolve()), size))
     except BaseException:
@@ -81,8 +83,15 @@ def list_documents(name: str, s: Services = Depends(services), who: Principal = 
 
 
 def _doc(d) -> dict:
-    return {"id": doc_id(d.source), "name": Path(d.source).name, "source": d.source, "chunks": d.n_chunks, "bytes": d.size,
-            "ingested_at": d.ingested_at, "warnings": list(d.warnings)}
+    return {
+        "id": doc_id(d.source),
+        "name": Path(d.source).name,
+        "source": d.source,
+        "chunks": d.n_chunks,
+        "bytes": d.size,
+        "ingested_at": d.ingested_at,
+        "warnings": list(d.warnings),
+    }
 
 
 def _find(s: Services, name: str, document: str):
@@ -90,17 +99,26 @@ def _find(s: Services, name: str, document: str):
         for d in kb.store.documents().values():
             if doc_id(d.source) == document:
                 return d
-    raise NotFoundError(f"collection {name!r} has no document {document!r}: GET /collections/{name}/documents lists them")
+    raise NotFoundError(
+        f"collection {name!r} has no document {document!r}: GET /collections/{name}/documents lists them"
+    )
 
 
 @router.get("/collections/{name}/documents/{document}")
-def get_document(name: str, document: str, s: Services = Depends(services), who: Principal = Depends(need("read"))) -> dict:
+def get_document(
+    name: str, document: str, s: Services = Depends(services), who: Principal = Depends(need("read"))
+) -> dict:
     return s.collections.public(_doc(_find(s, allow(who, name), document)))
 
 
 @router.delete("/collections/{name}/documents/{document}", status_code=202)
-def delete_document(name: str, document: str, response: Response, s: Services = Depends(services),
-                    who: Principal = Depends(need("ingest"))) -> dict:
+def delete_document(
+    name: str,
+    document: str,
+    response: Response,
+    s: Services = Depends(services),
+    who: Principal = Depends(need("ingest")),
+) -> dict:
     d = _find(s, allow(who, name), document)
     job = s.jobs.submit(name, "delete", [(Path(d.source).name, d.source, d.size)], {})
     response.headers["Location"] = f"/jobs/{job}"
@@ -108,8 +126,13 @@ def delete_document(name: str, document: str, response: Response, s: Services = 
 
 
 @router.post("/collections/{name}/documents/{document}/reindex", status_code=202)
-def reindex(name: str, document: str, response: Response, s: Services = Depends(services),
-            who: Principal = Depends(need("ingest"))) -> dict:
+def reindex(
+    name: str,
+    document: str,
+    response: Response,
+    s: Services = Depends(services),
+    who: Principal = Depends(need("ingest")),
+) -> dict:
     """Re-chunk and re-embed one document; its old chunks stay searchable until the new ones commit, in one step."""
     d = _find(s, allow(who, name), document)
     if not Path(d.source).is_file():
@@ -138,7 +161,9 @@ def get_job(job_id: str, s: Services = Depends(services), who: Principal = Depen
 
 
 @router.get("/jobs/{job_id}/events", responses={200: {"content": {"text/event-stream": {}}}})
-def job_events(job_id: str, s: Services = Depends(services), who: Principal = Depends(need("read"))) -> StreamingResponse:
+def job_events(
+    job_id: str, s: Services = Depends(services), who: Principal = Depends(need("read"))
+) -> StreamingResponse:
     """The job as a server-sent event each time it changes, until it is committed or failed (at most an hour).
     The stream is asynchronous, so many watchers hold no worker thread (each poll is one quick SQLite read)."""
     _job(s, who, job_id)

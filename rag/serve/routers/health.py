@@ -23,7 +23,12 @@ def readyz(response: Response, s: Services = Depends(services)) -> dict:
     ready = s.ready and not stalled
     if not ready:
         response.status_code = 503
-    body = {"ready": ready, "collections": len(s.collections.names()), "llm_active": s.gate.active, "llm_waiting": s.gate.waiting}
+    body = {
+        "ready": ready,
+        "collections": len(s.collections.names()),
+        "llm_active": s.gate.active,
+        "llm_waiting": s.gate.waiting,
+    }
     if stalled:
         body["llm"] = f"stalled: no progress for {max(x.idle_s() for x in stalled):.0f} s"
     return body

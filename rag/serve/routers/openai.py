@@ -46,7 +46,10 @@ MAX_TOTAL_CHARS = 32_000  # every message together (only the last turns are read
 def models(s: Services = Depends(services), who: Principal = Depends(need("read"))) -> ModelList:
     created = now()
     names = [name for name in s.collections.names() if who.may_use(name)]
-    return ModelList(data=[Model(id=name, created=created) for name in names] + ([Model(id=answering.ALL, created=created)] if names else []))
+    return ModelList(
+        data=[Model(id=name, created=created) for name in names]
+        + ([Model(id=answering.ALL, created=created)] if names else [])
+    )
 
 
 @router.get("/models/{model_id}", response_model=Model)
@@ -63,10 +66,14 @@ def _conversation(req: ChatCompletionRequest) -> tuple[list[tuple[str, str]], st
         raise ConfigError("messages must end with a non-empty user message")
     total = sum(len(m.text) for m in req.messages)
     if total > MAX_TOTAL_CHARS:
-        raise TooLarge(f"the messages hold {total:,} characters; at most {MAX_TOTAL_CHARS:,} are accepted: send fewer or "
-                       "shorter earlier turns")
+        raise TooLarge(
+            f"the messages hold {total:,} characters; at most {MAX_TOTAL_CHARS:,} are accepted: send fewer or "
+            "shorter earlier turns"
+        )
     if len(turns[-1].text) > MAX_QUESTION_CHARS and not is_task_prompt(turns[-1].text):
-        raise TooLarge(f"the question has {len(turns[-1].text):,} characters; at most {MAX_QUESTION_CHARS:,} are accepted")
+        raise TooLarge(
+            f"the question has {len(turns[-1].text):,} characters; at most {MAX_QUESTION_CHARS:,} are accepted"
+        )
     history: list[tuple[str, str]] = []
     pending: str | None = None
     for m in turns[:-1]:
@@ -87,9 +94,17 @@ def _sse(obj: dict | str) -> str:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-@router.post("/chat/completions", response_model=ChatCompletion,
-             responses={200: {"content": {"text/event-stream": {}}, "description": "a completion, or a stream of chunks"}})
-def chat_completions(req: ChatCompletionRequest, request: Request, s: Services = Depends(services), who: Principal = Depends(need("read"))):
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "a completion, or a stream of chunks"}},
+)
+def chat_completions(
+    req: ChatCompletionRequest,
+    request: Request,
+    s: Services = Depends(services),
+    who: Principal = Depends(need("read")),
+):
     history, question = _conversation(req)
     targets = answering.targets(s, who, req.model)
     if is_task_prompt(question):  # Open WebUI's title/tags/follow-ups: no retrieval, no LLM, no wait
@@ -101,20 +116,40 @@ def chat_completions(req: ChatCompletionRequest, request: Request, s: Services =
     answer = prepared.stream.answer
     gen = s.collections.generator
     completion, finish = _completion(gen, prepared.stream)
-    return ChatCompletion(id=completion_id(), created=now(), model=req.model, usage=_usage(gen, prepared.stream, completion),
-                          choices=[Choice(message=AssistantMessage(content=answer.text), finish_reason=finish)],
-                          sources=s.collections.public(prepared.sources()), unsupported=list(answer.unsupported))
+    return ChatCompletion(
+        id=completion_id(),
+        created=now(),
+        model=req.model,
+        usage=_usage(gen, prepared.stream, completion),
+        choices=[Choice(message=AssistantMessage(content=answer.text), finish_reason=finish)],
+        sources=s.collections.public(prepared.sources()),
+        unsupported=list(answer.unsupported),
+    )
 
 
 def _task(req: ChatCompletionRequest, text: str):
     if not req.stream:
-        return ChatCompletion(id=completion_id(), created=now(), model=req.model, usage=Usage(),
-                              choices=[Choice(message=AssistantMessage(content=text))])
+        return ChatCompletion(
+            id=completion_id(),
+            created=now(),
+            model=req.model,
+            usage=Usage(),
+            choices=[Choice(message=AssistantMessage(content=text))],
+        )
     from starlette.responses import StreamingResponse
 
     cid, created = completion_id(), now()
-    chunks = [ChatCompletionChunk(id=cid, created=created, model=req.model, choices=[StreamChoice(delta=Delta(role="assistant", content=text))]),
-              ChatCompletionChunk(id=cid, created=created, model=req.model, choices=[StreamChoice(delta=Delta(), finish_reason="stop")])]
+    chunks = [
+        ChatCompletionChunk(
+            id=cid,
+            created=created,
+            model=req.model,
+            choices=[StreamChoice(delta=Delta(role="assistant", content=text))],
+        ),
+        ChatCompletionChunk(
+            id=cid, created=created, model=req.model, choices=[StreamChoice(delta=Delta(), finish_reason="stop")]
+        ),
+    ]
     if req.stream_options and req.stream_options.include_usage:
         chunks.append(ChatCompletionChunk(id=cid, created=created, model=req.model, usage=Usage()))
     body = [_sse(c.wire()) for c in chunks] + [_sse("[DONE]")]
@@ -134,7 +169,9 @@ def _usage(gen, stream, completion: int) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
-def _stream(s: Services, req: ChatCompletionRequest, targets: list[str], history, question: str, max_tokens) -> Iterator[str]:
+def _stream(
+    s: Services, req: ChatCompletionRequest, targets: list[str], history, question: str, max_tokens
+) -> Iterator[str]:
     """role chunk, source events, content deltas, the final chunk (finish_reason, sources), usage if asked, [DONE];
     an error after the headers goes out as a ``data:`` error object."""
     cid, created = completion_id(), now()
@@ -152,8 +189,11 @@ def _stream(s: Services, req: ChatCompletionRequest, targets: list[str], history
                 yield chunk(choices=[StreamChoice(delta=Delta(content=piece))])
         answer = prepared.stream.answer
         completion, finish = _completion(s.collections.generator, prepared.stream)
-        yield chunk(choices=[StreamChoice(delta=Delta(), finish_reason=finish)], sources=s.collections.public(prepared.sources()),
-                    answer={"text": answer.text, "answered": answer.answered, "unsupported": list(answer.unsupported)})
+        yield chunk(
+            choices=[StreamChoice(delta=Delta(), finish_reason=finish)],
+            sources=s.collections.public(prepared.sources()),
+            answer={"text": answer.text, "answered": answer.answered, "unsupported": list(answer.unsupported)},
+        )
         if req.stream_options and req.stream_options.include_usage:
             yield chunk(usage=_usage(s.collections.generator, prepared.stream, completion))
     except RagError as exc:
@@ -165,7 +205,9 @@ def _stream(s: Services, req: ChatCompletionRequest, targets: list[str], history
 
 
 @router.post("/embeddings", response_model=EmbeddingList)
-def embeddings(req: EmbeddingRequest, s: Services = Depends(services), who: Principal = Depends(need("read"))) -> EmbeddingList:
+def embeddings(
+    req: EmbeddingRequest, s: Services = Depends(services), who: Principal = Depends(need("read"))
+) -> EmbeddingList:
     collection = allow(who, req.model)
     texts = [req.input] if isinstance(req.input, str) else list(req.input)
     if not texts or len(texts) > 512 or any(not isinstance(t, str) or not t.strip() for t in texts):
@@ -177,8 +219,11 @@ def embeddings(req: EmbeddingRequest, s: Services = Depends(services), who: Prin
     else:
         vectors = embedder.embed_documents(texts)
     tokens = sum(embedder.count_tokens(texts))
-    return EmbeddingList(model=collection, usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
-                         data=[Embedding(index=i, embedding=_encode(v, req.encoding_format)) for i, v in enumerate(vectors)])
+    return EmbeddingList(
+        model=collection,
+        usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
+        data=[Embedding(index=i, embedding=_encode(v, req.encoding_format)) for i, v in enumerate(vectors)],
+    )
 
 
 def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:

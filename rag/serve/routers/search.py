@@ -17,15 +17,25 @@ router = APIRouter(prefix="/collections/{name}", tags=["search"])
 
 
 @router.post("/search")
-def search(name: str, body: SearchRequest, s: Services = Depends(services), who: Principal = Depends(need("read"))) -> dict:
+def search(
+    name: str, body: SearchRequest, s: Services = Depends(services), who: Principal = Depends(need("read"))
+) -> dict:
     with s.collections.reading(allow(who, name)) as kb:
         hits, timings = kb.search_timed(body.query, body.k, body.filters, body.mode)
     s.metrics.stages(timings)
     return s.collections.public({"query": body.query, "hits": [h.to_dict() for h in hits], "timings_ms": timings})
 
 
-@router.post("/ask", responses={200: {"content": {"text/event-stream": {}}, "description": "the answer, or its stream"}})
-def ask(name: str, body: AskRequest, request: Request, s: Services = Depends(services), who: Principal = Depends(need("read"))):
+@router.post(
+    "/ask", responses={200: {"content": {"text/event-stream": {}}, "description": "the answer, or its stream"}}
+)
+def ask(
+    name: str,
+    body: AskRequest,
+    request: Request,
+    s: Services = Depends(services),
+    who: Principal = Depends(need("read")),
+):
     """``stream: true`` sends server-sent events: ``sources`` (the passages), ``token`` pieces, then ``answer``."""
     allow(who, name)
     s.collections.path(name)
@@ -36,8 +46,13 @@ def ask(name: str, body: AskRequest, request: Request, s: Services = Depends(ser
 
 
 @router.get("/passages/{chunk_id}")
-def passage(name: str, chunk_id: str, window: int = Query(1, ge=0, le=5), s: Services = Depends(services),
-            who: Principal = Depends(need("read"))) -> dict:
+def passage(
+    name: str,
+    chunk_id: str,
+    window: int = Query(1, ge=0, le=5),
+    s: Services = Depends(services),
+    who: Principal = Depends(need("read")),
+) -> dict:
     """A chunk with ``window`` neighbours either side, its source, pages and heading path: what a citation opens."""
     try:
         cid = int(chunk_id, 16)
@@ -46,9 +61,21 @@ def passage(name: str, chunk_id: str, window: int = Query(1, ge=0, le=5), s: Ser
     with s.collections.reading(allow(who, name)) as kb:
         found = kb.store.chunks.get([cid]).get(cid)
         if found is None:
-            raise NotFoundError(f"collection {name!r} has no chunk {chunk_id} (it may have been re-indexed: search again)")
+            raise NotFoundError(
+                f"collection {name!r} has no chunk {chunk_id} (it may have been re-indexed: search again)"
+            )
         around = kb.store.chunks.neighbours(cid, window)
     i = [c.id for c in around].index(cid)
-    return s.collections.public({"chunk_id": found.chunk_id, "source": found.source, "page": found.page, "page_end": found.page_end,
-            "pages": found.pages, "headings": list(found.headings), "text": found.text,
-            "before": [c.text for c in around[:i]], "after": [c.text for c in around[i + 1:]]})
+    return s.collections.public(
+        {
+            "chunk_id": found.chunk_id,
+            "source": found.source,
+            "page": found.page,
+            "page_end": found.page_end,
+            "pages": found.pages,
+            "headings": list(found.headings),
+            "text": found.text,
+            "before": [c.text for c in around[:i]],
+            "after": [c.text for c in around[i + 1 :]],
+        }
+    )

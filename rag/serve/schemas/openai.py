@@ -62,7 +62,7 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: str = Field(min_length=1)
     input: str | list[str]
-    encoding_format: Literal["float", "base64"] = "float"  # base64: little-endian float32 (the official client's default)
+    encoding_format: Literal["float", "base64"] = "float"
     input_type: Literal["query", "document"] = "query"  # extension: which side of the e5 prompts
 
 

@@ -439,12 +439,15 @@ def test_the_chat_page_and_its_files_come_from_the_server_only(client):
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
     assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
-    assert "/static/app.js" in assets and "/static/style.css" in assets
+    assert "/static/js/main.js" in assets and "/static/style.css" in assets
     for asset in assets:
         assert asset.startswith(("/static/", "data:")), asset
         if asset.startswith("/static/"):
             assert client.get(asset).status_code == 200
-    for name in ("index.html", "app.js", "style.css"):  # no URL of another host anywhere in the page's files
+    modules = sorted(p.name for p in (Path(__file__).parents[1] / "rag" / "serve" / "static" / "js").glob("*.js"))
+    assert "main.js" in modules
+    # no URL of another host anywhere in the page's files
+    for name in ("index.html", "style.css", *(f"js/{m}" for m in modules)):
         text = client.get("/static/" + name).text
         assert not re.search(r"https?://|//[a-z0-9-]+\.[a-z]", text, re.I), name
     assert client.get("/static/../app.py").status_code == 404

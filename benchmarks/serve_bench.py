@@ -70,6 +70,14 @@ def synthetic_doc(n: int, sections: int = 60) -> bytes:
     ).encode()
 
 
+def summary(latencies: list[float], errors: list[str], seconds: float) -> dict:
+    latencies.sort()
+    n = len(latencies)
+    return {"requests": n, "rps": n / seconds, "p50_ms": 1000 * statistics.median(latencies) if n else float("nan"),
+            "p95_ms": 1000 * latencies[int(0.95 * (n - 1))] if n else float("nan"), "errors": len(errors),
+            "error_examples": sorted(set(errors))[:3]}
+
+
 def load(url: str, route: str, seconds: float, clients: int) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
@@ -98,16 +106,7 @@ def load(url: str, route: str, seconds: float, clients: int) -> dict:
         t.start()
     for t in threads:
         t.join()
-    latencies.sort()
-    n = len(latencies)
-    return {
-        "requests": n,
-        "rps": n / seconds,
-        "p50_ms": 1000 * statistics.median(latencies) if n else float("nan"),
-        "p95_ms": 1000 * latencies[int(0.95 * (n - 1))] if n else float("nan"),
-        "errors": len(errors),
-        "error_examples": sorted(set(errors))[:3],
-    }
+    return summary(latencies, errors, seconds)
 
 
 def load_with_stops(url: str, seconds: float, clients: int) -> dict:
@@ -181,15 +180,7 @@ def load_with_stops(url: str, seconds: float, clients: int) -> dict:
             break
         time.sleep(0.2)
     freed = "rag_llm_active 0.0" in httpx.get(f"{url}/metrics", timeout=30).text
-    latencies.sort()
-    n = len(latencies)
-    return {
-        "requests": n,
-        "rps": n / seconds,
-        "p50_ms": 1000 * statistics.median(latencies) if n else float("nan"),
-        "p95_ms": 1000 * latencies[int(0.95 * (n - 1))] if n else float("nan"),
-        "errors": len(errors),
-        "error_examples": sorted(set(errors))[:3],
+    return summary(latencies, errors, seconds) | {
         "stopped": stopped[0],
         "not_ready": not_ready[0],
         "busy": busy[0],

@@ -139,9 +139,8 @@ class ChunkStore:
         )
         return [_row_to_chunk(r) for r in rows]
 
-    def ids(
-        self, source_glob: str | None = None, page_min: int | None = None, page_max: int | None = None
-    ) -> np.ndarray:
+    def ids(self, source_glob: str | None = None, page_min: int | None = None,
+            page_max: int | None = None) -> np.ndarray:
         where, args = [], []
         if source_glob:
             where.append("source GLOB ?")

@@ -59,9 +59,8 @@ class DocumentUpdate:
 
 
 class Store:
-    def __init__(
-        self, path: Path, settings: StoreSettings, chunks: ChunkStore, index: VectorIndex, read_only: bool = False
-    ) -> None:
+    def __init__(self, path: Path, settings: StoreSettings, chunks: ChunkStore, index: VectorIndex,
+                 read_only: bool = False) -> None:
         self.path, self.settings, self.chunks, self.index = path, settings, chunks, index
         self.read_only = read_only
         self._lexical: BM25Index | None = None

@@ -142,14 +142,8 @@ def embedded_text(chunk: Chunk) -> str:
     return search_text(chunk.headings, chunk.text)
 
 
-def finish(
-    store: Store,
-    manifest: dict[str, DocumentRecord],
-    seen: set[str],
-    paths: Sequence[Path],
-    options: IngestOptions,
-    results: list[FileResult],
-) -> None:
+def finish(store: Store, manifest: dict[str, DocumentRecord], seen: set[str], paths: Sequence[Path],
+           options: IngestOptions, results: list[FileResult]) -> None:
     """The last steps of a run: with ``prune``, remove indexed sources under the given folders that the walk did not
     see; then rebuild the lexical index if anything changed."""
     if options.prune:
@@ -177,13 +171,9 @@ class Committer:
     batch just before its commit (the local runner embeds there), ``after`` just after (the Ray runner caches the
     vectors its workers made)."""
 
-    def __init__(
-        self,
-        store: Store,
-        options: IngestOptions,
-        prepare: Callable[[list[DocumentUpdate]], list[DocumentUpdate]] = list,
-        after: Callable[[list[DocumentUpdate]], None] = lambda updates: None,
-    ) -> None:
+    def __init__(self, store: Store, options: IngestOptions,
+                 prepare: Callable[[list[DocumentUpdate]], list[DocumentUpdate]] = list,
+                 after: Callable[[list[DocumentUpdate]], None] = lambda updates: None) -> None:
         self.store, self.options, self.prepare, self.after = store, options, prepare, after
         self.results: list[FileResult] = []
         self._ready: list[tuple[DocumentUpdate, str]] = []
@@ -247,9 +237,8 @@ class _CachedEmbedding:
         return updates
 
 
-def ingest(
-    store: Store, embedder: Embedder, paths: Sequence[Path], options: IngestOptions = IngestOptions()
-) -> IngestReport:
+def ingest(store: Store, embedder: Embedder, paths: Sequence[Path],
+           options: IngestOptions = IngestOptions()) -> IngestReport:
     """The local runner: scan, load and chunk, embed (through the embedding cache) and commit, in this process."""
     started = time.perf_counter()
     chunker = check_chunking(embedder, options)

@@ -51,16 +51,8 @@ class KnowledgeBase:
         )
 
     @classmethod
-    def open(
-        cls,
-        path: str | Path,
-        config: Config | None = None,
-        *,
-        embedder: Embedder | None = None,
-        generator: Generator | None = None,
-        create: bool = True,
-        read_only: bool = False,
-    ) -> "KnowledgeBase":
+    def open(cls, path: str | Path, config: Config | None = None, *, embedder: Embedder | None = None,
+             generator: Generator | None = None, create: bool = True, read_only: bool = False) -> "KnowledgeBase":
         """Open the store at ``path``, creating it (when ``create``) with ``config``'s embedder and index.
 
         Opening a store with an embedder other than the one that built it is an error, not garbage results.
@@ -120,16 +112,9 @@ class KnowledgeBase:
         self.close()
 
     # -- ingestion ----------------------------------------------------------
-    def ingest(
-        self,
-        paths: Sequence[str | Path],
-        prune: bool = False,
-        progress: bool = True,
-        force: Sequence[str] = (),
-        on_file: Callable[[str, str, str], None] | None = None,
-        skip_duplicates: bool = False,
-        ray: str | bool | None = None,
-    ) -> IngestReport:
+    def ingest(self, paths: Sequence[str | Path], prune: bool = False, progress: bool = True, force: Sequence[str] = (),
+               on_file: Callable[[str, str, str], None] | None = None, skip_duplicates: bool = False,
+               ray: str | bool | None = None) -> IngestReport:
         """Add or update documents; ``force`` re-indexes those sources even if unchanged; ``on_file`` hears each
         file's stages; ``skip_duplicates`` reports a file unchanged whose content another source holds (see
         ``IngestOptions``).
@@ -185,15 +170,13 @@ class KnowledgeBase:
             )
 
     # -- retrieval and answers ----------------------------------------------
-    def search(
-        self, question: str, k: int | None = None, filters: Filters = Filters(), mode: str | None = None
-    ) -> list[Hit]:
+    def search(self, question: str, k: int | None = None, filters: Filters = Filters(),
+               mode: str | None = None) -> list[Hit]:
         """Best chunks first; ``mode`` (dense, bm25, hybrid) overrides the configured one."""
         return self.retriever.search(question, k or self.config.retrieval.k, filters, mode)
 
-    def search_timed(
-        self, question: str, k: int | None = None, filters: Filters = Filters(), mode: str | None = None
-    ) -> tuple[list[Hit], dict[str, float]]:
+    def search_timed(self, question: str, k: int | None = None, filters: Filters = Filters(),
+                     mode: str | None = None) -> tuple[list[Hit], dict[str, float]]:
         """``search`` plus the milliseconds each stage took (embed, dense, bm25, fuse, rerank)."""
         return self.retriever.search_timed(question, k or self.config.retrieval.k, filters, mode)
 
@@ -208,9 +191,8 @@ class KnowledgeBase:
             )
         return self._generator
 
-    def context(
-        self, question: str, k: int | None = None, filters: Filters = Filters(), mode: str | None = None
-    ) -> list[Hit]:
+    def context(self, question: str, k: int | None = None, filters: Filters = Filters(),
+                mode: str | None = None) -> list[Hit]:
         """The passages the LLM sees: retrieved, near-duplicates dropped, widened to neighbours if configured."""
         r = self.config.retrieval
         k = k or r.k
@@ -219,24 +201,21 @@ class KnowledgeBase:
             hits = drop_near_duplicates(hits, r.dedupe)[:k]
         return widen(hits, self.store.chunks, r.neighbours)
 
-    def ask(
-        self, question: str, k: int | None = None, filters: Filters = Filters(), language: str | None = None
-    ) -> Answer:
+    def ask(self, question: str, k: int | None = None, filters: Filters = Filters(),
+            language: str | None = None) -> Answer:
         stream = self.ask_stream(question, k, filters, language)
         for _ in stream:
             pass
         return stream.answer
 
-    def ask_stream(
-        self, question: str, k: int | None = None, filters: Filters = Filters(), language: str | None = None
-    ) -> "AnswerStream":
+    def ask_stream(self, question: str, k: int | None = None, filters: Filters = Filters(),
+                   language: str | None = None) -> "AnswerStream":
         """Iterate to receive the answer's text as it is generated; ``.answer`` holds the ``Answer`` afterwards."""
         hits = self.context(question, k, filters)
         return self.answer_stream(question, hits, language=language)
 
-    def answer_stream(
-        self, question: str, hits: list[Hit], max_new_tokens: int | None = None, language: str | None = None
-    ) -> "AnswerStream":
+    def answer_stream(self, question: str, hits: list[Hit], max_new_tokens: int | None = None,
+                      language: str | None = None) -> "AnswerStream":
         """An answer to ``question`` from these passages (e.g. retrieved by ``context``), streamed, in ``language``
         (default the question's; a rewritten follow-up passes the user's own, which the rewrite may have changed)."""
         llm = self.config.llm

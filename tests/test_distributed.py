@@ -42,9 +42,8 @@ def _contents(kb: KnowledgeBase) -> dict[int, tuple]:
 
 
 @pytest.mark.parametrize("backend", ["faiss", "milvus-server"])
-def test_ray_ingest_builds_the_same_store_as_a_local_run_and_stays_incremental(
-    backend, ray_cluster, corpus, tmp_path, request
-):
+def test_ray_ingest_builds_the_same_store_as_a_local_run_and_stays_incremental(backend, ray_cluster, corpus, tmp_path,
+                                                                               request):
     extra = []
     if backend == "milvus-server":
         pytest.importorskip("milvus_lite")
@@ -121,9 +120,8 @@ def test_killing_the_ray_driver_leaves_a_consistent_store_that_the_next_run_fini
     kb.close()
 
 
-def test_rag_ingest_on_ray_into_milvus_then_search_matches_the_embedded_default(
-    ray_cluster, milvus_server, corpus, tmp_path, e5
-):
+def test_rag_ingest_on_ray_into_milvus_then_search_matches_the_embedded_default(ray_cluster, milvus_server, corpus,
+                                                                                tmp_path, e5):
     """The command a user runs, with the real default embedder: Ray for ingestion, a Milvus server for the vectors."""
     cli = [sys.executable, "-m", "rag.cli"]
     before = listeners()

@@ -68,9 +68,8 @@ def test_reingest_skips_unchanged_replaces_changed_and_prunes(backend, corpus, t
     kb.close()
 
 
-def test_a_new_chunking_version_rechunks_every_file_once_from_the_embedding_cache(
-    corpus, tmp_path, hash_embedder, monkeypatch
-):
+def test_a_new_chunking_version_rechunks_every_file_once_from_the_embedding_cache(corpus, tmp_path, hash_embedder,
+                                                                                  monkeypatch):
     from ingest import chunking
 
     kb = _kb(tmp_path / "store", hash_embedder)
@@ -306,9 +305,8 @@ def test_a_milvus_file_held_by_another_process_and_a_misplaced_uri_are_clear_err
 
 
 @pytest.mark.parametrize("backend", ["chroma-server", "milvus-server"])
-def test_a_second_store_cannot_take_over_another_stores_server_collection(
-    backend, corpus, tmp_path, hash_embedder, request
-):
+def test_a_second_store_cannot_take_over_another_stores_server_collection(backend, corpus, tmp_path, hash_embedder,
+                                                                          request):
     _needs(backend)
     uri = request.getfixturevalue(backend.replace("-", "_"))
     config = Config(

@@ -265,3 +265,34 @@ def test_a_new_context_starts_from_the_saved_system_message_and_answers_the_same
     light.close()
     assert "".join(light.stream(messages, 16)) == first and read == [False, True, False]  # rebuilt, not fatal
     assert state.stat().st_size > 100_000
+
+
+def test_the_llama_cpp_state_we_rely_on_is_where_the_adapter_expects_it(light):
+    """rag.llm.llama_internals is the one place that reads llama-cpp-python's undocumented state; if a release moves
+    it, this fails here (and the check fails loudly on load) instead of answers going quietly wrong."""
+    import numpy as np
+
+    from indexes.errors import RagError
+    from rag.llm import llama_internals
+
+    llm = light._load()
+    llama_internals.check(llm)
+    tokens = light.tokenize("The capital of France is")
+    with light._context:
+        llm.reset()
+        llm.eval(tokens)
+        assert list(llama_internals.evaluated_tokens(llm)) == tokens
+        whole = llama_internals.last_logits(llm)
+        assert whole.shape == (llm.n_vocab(),) and np.isfinite(whole).all()
+        llama_internals.keep_tokens(llm, len(tokens) - 1)  # cut the last token off, then read it again
+        assert list(llama_internals.evaluated_tokens(llm)) == tokens[:-1]
+        llm.eval(tokens[-1:])
+        again = llama_internals.last_logits(llm)
+        assert int(np.argmax(again)) == int(np.argmax(whole)) and np.allclose(again, whole, atol=0.05)
+        llm.reset()
+
+    class Moved:  # a release without the state: the error names the version to install
+        ctx = None
+
+    with pytest.raises(RagError, match=r"llama-cpp-python==0\.3\.36"):
+        llama_internals.check(Moved())

@@ -30,9 +30,8 @@ def _key(i: int) -> str:
 class ChromaIndex:
     writes_immediately = True
 
-    def __init__(
-        self, directory: Path, dim: int, collection: str = "chunks", uri: str | None = None, new: bool = False
-    ) -> None:
+    def __init__(self, directory: Path, dim: int, collection: str = "chunks", uri: str | None = None,
+                 new: bool = False) -> None:
         """``uri`` None: a persistent client in ``directory/chroma``; ``http://host:port``: a Chroma server
         (``chroma run``), dense only, since Chroma's local server has no sparse index."""
         chromadb = require("chromadb", "chroma")

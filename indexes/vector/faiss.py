@@ -24,18 +24,8 @@ FAISS_TYPES = ("flat", "hnsw", "ivf")
 
 
 class FaissIndex:
-    def __init__(
-        self,
-        directory: Path,
-        dim: int,
-        generation: int,
-        type: str = "flat",
-        hnsw_m: int = 32,
-        ivf_nlist: int = 1024,
-        nprobe: int = 16,
-        ef_search: int = 128,
-        gpu: bool = True,
-    ) -> None:
+    def __init__(self, directory: Path, dim: int, generation: int, type: str = "flat", hnsw_m: int = 32,
+                 ivf_nlist: int = 1024, nprobe: int = 16, ef_search: int = 128, gpu: bool = True) -> None:
         self._faiss = require("faiss", None, "faiss-cpu")
         if type not in FAISS_TYPES:
             raise ConfigError(f"unknown faiss index type {type!r}: choose one of {', '.join(FAISS_TYPES)}")

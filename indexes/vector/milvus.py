@@ -47,9 +47,8 @@ def _once_more(call: Callable[[], T]) -> T:
 class MilvusIndex:
     writes_immediately = True
 
-    def __init__(
-        self, directory: Path, dim: int, uri: str | None = None, collection: str = "chunks", new: bool = False
-    ) -> None:
+    def __init__(self, directory: Path, dim: int, uri: str | None = None, collection: str = "chunks",
+                 new: bool = False) -> None:
         pymilvus = require("pymilvus", "milvus", "pymilvus")
         self.dim, self.collection, self._embedded = dim, collection, uri is None
         if uri is None:

@@ -31,9 +31,8 @@ class EmbeddingCache:
     def _has_ages(self) -> bool:
         return "used" in {row[1] for row in self._db.execute("PRAGMA table_info(vectors)")}
 
-    def embed(
-        self, model: str, texts: Sequence[str], compute: Callable[[list[str]], np.ndarray]
-    ) -> tuple[np.ndarray, int]:
+    def embed(self, model: str, texts: Sequence[str],
+              compute: Callable[[list[str]], np.ndarray]) -> tuple[np.ndarray, int]:
         """Vectors for ``texts`` (row-aligned) and how many had to be computed."""
         if not texts:
             return np.zeros((0, 0), np.float32), 0

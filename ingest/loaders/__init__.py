@@ -23,9 +23,8 @@ DEFAULT_INCLUDE = ("*.pdf", "*.md", "*.markdown", "*.txt", "*.text", "*.rst", "*
 _SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv"}
 
 
-def walk(
-    paths: Iterable[Path], include: Sequence[str] = DEFAULT_INCLUDE, exclude: Sequence[str] = ()
-) -> Iterator[Path]:
+def walk(paths: Iterable[Path], include: Sequence[str] = DEFAULT_INCLUDE,
+         exclude: Sequence[str] = ()) -> Iterator[Path]:
     """Files under ``paths`` (recursively) whose name matches an include glob and no exclude glob.
     A file named directly is always yielded unless excluded."""
 

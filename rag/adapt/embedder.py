@@ -89,9 +89,8 @@ def _gold(text: str) -> str:
     return text[max(0, mid - 30) : mid + 30].strip()
 
 
-def reembed(
-    root: Path, source: Store, embedder: SentenceTransformerEmbedder, version: str, note: str, progress: bool = True
-) -> Store:
+def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, version: str, note: str,
+            progress: bool = True) -> Store:
     """Copy the chunks of ``source`` into a new version embedded with ``embedder`` (not activated).
 
     Vectors go through the embedding cache, so an interrupted run resumes where it stopped."""
@@ -182,15 +181,8 @@ def _check_options(options: FinetuneOptions, dim: int) -> None:
         raise ConfigError(f"Matryoshka dimensions {options.matryoshka} must lie between 1 and the model's {dim}")
 
 
-def train_embedder(
-    base: str,
-    pairs: list[tuple[str, ...]],
-    out_dir: Path,
-    options: FinetuneOptions,
-    work: Path,
-    corpus: list[str] | None = None,
-    device: str | None = None,
-) -> None:
+def train_embedder(base: str, pairs: list[tuple[str, ...]], out_dir: Path, options: FinetuneOptions, work: Path,
+                   corpus: list[str] | None = None, device: str | None = None) -> None:
     """Train ``base`` on (question, passage, *negatives) tuples, all of one length, with
     MultipleNegativesRankingLoss and save it to ``out_dir``.
 
@@ -306,9 +298,8 @@ def _questions(kb, options: FinetuneOptions, work: Path, report: Callable[[str],
     return by_id, writer, train, test
 
 
-def finetune_embedder(
-    kb, options: FinetuneOptions = FinetuneOptions(), report: Callable[[str], None] = lambda msg: log.info(msg)
-) -> FinetuneResult:
+def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
+                      report: Callable[[str], None] = lambda msg: log.info(msg)) -> FinetuneResult:
     require("datasets", "finetune", "datasets")
     root: Path = kb.root
     own = load_questions(options.questions) if options.questions else None  # checked first: bad input fails fast

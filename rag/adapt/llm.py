@@ -120,9 +120,8 @@ def _target(ex: Example, hits) -> str:
     return f"{ex.answer} [{n}]" if n else ex.answer
 
 
-def evaluate_answers(
-    kb, generator, examples: list[Example], options: LLMFinetuneOptions, desc: str = "answers"
-) -> dict:
+def evaluate_answers(kb, generator, examples: list[Example], options: LLMFinetuneOptions,
+                     desc: str = "answers") -> dict:
     """Shares of answers containing the gold phrase, citing the gold chunk (when known), and echoing the context
     (starting with a passage label such as ``[1] (faq.html)``: the context pasted back, not an answer)."""
     contains = cites = with_gold_chunk = echoes = 0
@@ -183,12 +182,8 @@ def _save_adapter(kb, lora, options: LLMFinetuneOptions) -> Path:
     return out
 
 
-def finetune_llm(
-    kb,
-    options: LLMFinetuneOptions = LLMFinetuneOptions(),
-    examples_file: Path | None = None,
-    report: Callable[[str], None] = lambda msg: log.info(msg),
-) -> LLMFinetuneResult:
+def finetune_llm(kb, options: LLMFinetuneOptions = LLMFinetuneOptions(), examples_file: Path | None = None,
+                 report: Callable[[str], None] = lambda msg: log.info(msg)) -> LLMFinetuneResult:
     require("torch", None, "torch==2.13.0")
     require("peft", "llm")  # missing extras are named before any work
     from rag.llm import TransformersGenerator

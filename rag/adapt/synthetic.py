@@ -171,9 +171,8 @@ class InverseClozeWriter:
         return out
 
 
-def generate_questions(
-    chunks: Sequence[Chunk], writer, cache: Path, batch_size: int = 8, progress: bool = True, max_parts: int = 4
-) -> list[SyntheticQuestion]:
+def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size: int = 8, progress: bool = True,
+                       max_parts: int = 4) -> list[SyntheticQuestion]:
     """A question for each segment of each chunk (``segments``); cached in ``cache`` (JSONL, appended per
     batch) so reruns resume. Cached questions are judged again by today's filter (``clean``)."""
     from tqdm.auto import tqdm
@@ -242,11 +241,8 @@ def question_writer(spec: str, device: str | None = None, backend: str = "auto")
     return LLMQuestionWriter(generator)
 
 
-def split_by_source(
-    questions: Sequence[SyntheticQuestion],
-    fraction: float = 0.2,
-    unit: Callable[[SyntheticQuestion], str] = lambda q: q.source,
-) -> tuple[list, list]:
+def split_by_source(questions: Sequence[SyntheticQuestion], fraction: float = 0.2,
+                    unit: Callable[[SyntheticQuestion], str] = lambda q: q.source) -> tuple[list, list]:
     """(train, held out): whole units (source documents) are held out, taken in a stable hash order until they
     hold ``fraction`` of the questions, so near-duplicate chunks never straddle the split (one unit always trains)."""
     units = sorted({unit(q) for q in questions}, key=lambda s: hashlib.sha1(s.encode()).hexdigest())

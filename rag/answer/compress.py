@@ -53,15 +53,8 @@ def units(text: str, passage: int) -> list[Unit]:
     return out
 
 
-def compress(
-    question: str,
-    hits: Sequence[Hit],
-    embedder: Embedder,
-    budget: int,
-    count: Callable[[str], int],
-    neighbours: int = 1,
-    whole: int = WHOLE,
-) -> list[Hit]:
+def compress(question: str, hits: Sequence[Hit], embedder: Embedder, budget: int, count: Callable[[str], int],
+             neighbours: int = 1, whole: int = WHOLE) -> list[Hit]:
     """The hits with their text cut to what bears on ``question``, within ``budget`` tokens in all (``count``
     counts a text's tokens); hits that keep nothing are dropped, the others keep their rank. The first ``whole``
     hits (the retriever's surest) are given whole and their tokens count against the budget."""

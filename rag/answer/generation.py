@@ -44,9 +44,8 @@ def may_say_not_found(text: str) -> bool:
     return NOT_FOUND.startswith(text.strip().upper().replace(" ", "_"))
 
 
-def build_answer(
-    question: str, reply: str, hits: Sequence[Hit], check: bool = True, language: str | None = None
-) -> Answer:
+def build_answer(question: str, reply: str, hits: Sequence[Hit], check: bool = True,
+                 language: str | None = None) -> Answer:
     """Map the [n] the model cited to sources; say plainly when there was no answer. With ``check`` each sentence's
     citation is verified against the passages first (see ``rag.answer.citations``)."""
     reply = reply.strip()

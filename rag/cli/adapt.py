@@ -60,22 +60,11 @@ def _dims(text: str) -> tuple[int, ...]:
 
 
 def _cmd_embedder(kb, args) -> int:
-    options = FinetuneOptions(
-        chunks=args.chunks,
-        llm=args.question_llm,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        merge=args.merge,
-        mini_batch=args.mini_batch,
-        matryoshka=args.matryoshka,
-        questions=args.questions,
-        hard_negatives=args.hard_negatives,
-        activate=args.activate,
-        force=args.force,
-        start_from=args.start_from,
-        progress=sys.stderr.isatty(),
-    )
+    options = FinetuneOptions(chunks=args.chunks, llm=args.question_llm, epochs=args.epochs, batch_size=args.batch_size,
+                              learning_rate=args.lr, merge=args.merge, mini_batch=args.mini_batch,
+                              matryoshka=args.matryoshka, questions=args.questions, hard_negatives=args.hard_negatives,
+                              activate=args.activate, force=args.force, start_from=args.start_from,
+                              progress=sys.stderr.isatty())
     result = finetune_embedder(kb, options, report=lambda msg: print(msg, file=sys.stderr))
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))

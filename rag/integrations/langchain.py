@@ -79,9 +79,8 @@ class RagEmbeddings(Embeddings):
     prefixes (e5's ``query:``/``passage:``) gets the right one on each side. Vectors are unit length.
     """
 
-    def __init__(
-        self, model: str | None = None, *, embedder: Embedder | None = None, device: str | None = None
-    ) -> None:
+    def __init__(self, model: str | None = None, *, embedder: Embedder | None = None,
+                 device: str | None = None) -> None:
         if embedder is not None and model is not None:
             raise ValueError("give either model= (a name to load) or embedder= (an embedder object), not both")
         self.embedder: Embedder = embedder or SentenceTransformerEmbedder(model or DEFAULT_EMBEDDER, device=device)
@@ -148,18 +147,9 @@ class KnowledgeBaseVectorStore(VectorStore):
         return RagEmbeddings(embedder=self.kb.embedder)
 
     @classmethod
-    def from_texts(
-        cls,
-        texts: list[str],
-        embedding: Embeddings,
-        metadatas: list[dict] | None = None,
-        *,
-        ids: list[str] | None = None,
-        store: str | Path | None = None,
-        config: Config | None = None,
-        embedder_name: str | None = None,
-        **kwargs: Any,
-    ) -> "KnowledgeBaseVectorStore":
+    def from_texts(cls, texts: list[str], embedding: Embeddings, metadatas: list[dict] | None = None, *,
+                   ids: list[str] | None = None, store: str | Path | None = None, config: Config | None = None,
+                   embedder_name: str | None = None, **kwargs: Any) -> "KnowledgeBaseVectorStore":
         """Open (or create) the store at ``store`` with ``embedding`` and add the texts. ``RagEmbeddings`` keep
         their own model name; any other ``Embeddings`` is recorded as ``embedder_name`` (default its class name)."""
         if store is None:
@@ -172,14 +162,8 @@ class KnowledgeBaseVectorStore(VectorStore):
             vectorstore.add_texts(texts, metadatas, ids=ids)
         return vectorstore
 
-    def add_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: list[dict] | None = None,
-        *,
-        ids: list[str | None] | None = None,
-        **kwargs: Any,
-    ) -> list[str]:
+    def add_texts(self, texts: Iterable[str], metadatas: list[dict] | None = None, *,
+                  ids: list[str | None] | None = None, **kwargs: Any) -> list[str]:
         texts = list(texts)
         metadatas = list(metadatas) if metadatas is not None else [{} for _ in texts]
         ids = list(ids) if ids is not None else [None for _ in texts]
@@ -212,9 +196,8 @@ class KnowledgeBaseVectorStore(VectorStore):
                 )
         return out
 
-    def similarity_search_with_score(
-        self, query: str, k: int = 4, *, mode: str | None = None, filters: Filters = Filters(), **kwargs: Any
-    ) -> list[tuple[Document, float]]:
+    def similarity_search_with_score(self, query: str, k: int = 4, *, mode: str | None = None,
+                                     filters: Filters = Filters(), **kwargs: Any) -> list[tuple[Document, float]]:
         return self._documents(self.kb.search(query, k, filters, mode))
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:

@@ -59,15 +59,8 @@ def targets(s: Services, who: Principal, name: str) -> list[str]:
     return [name]
 
 
-def prepare(
-    s: Services,
-    collections: Sequence[str],
-    history: Sequence[tuple[str, str]],
-    question: str,
-    k: int | None = None,
-    filters: Filters = Filters(),
-    max_tokens: int | None = None,
-) -> PreparedAnswer:
+def prepare(s: Services, collections: Sequence[str], history: Sequence[tuple[str, str]], question: str,
+            k: int | None = None, filters: Filters = Filters(), max_tokens: int | None = None) -> PreparedAnswer:
     """Several collections: each one's passages, fused by reciprocal rank (their scores are not comparable)."""
     t0 = time.perf_counter()
     standalone = standalone_question(s.collections.generator, history, question)
@@ -94,15 +87,8 @@ def prepare(
     return PreparedAnswer(question, standalone, stream, timings, collection_of)
 
 
-def answer_now(
-    s: Services,
-    collections: Sequence[str],
-    history: Sequence[tuple[str, str]],
-    question: str,
-    k: int | None = None,
-    filters: Filters = Filters(),
-    max_tokens: int | None = None,
-) -> PreparedAnswer:
+def answer_now(s: Services, collections: Sequence[str], history: Sequence[tuple[str, str]], question: str,
+               k: int | None = None, filters: Filters = Filters(), max_tokens: int | None = None) -> PreparedAnswer:
     """A whole answer, not streamed, inside an LLM slot (429 when the queue is full), the slot given back at the end."""
     slot = s.gate.acquire()
     try:

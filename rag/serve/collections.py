@@ -75,13 +75,8 @@ class _Reader:
 
 
 class Collections:
-    def __init__(
-        self,
-        root: Path,
-        config: Config,
-        generator: Generator,
-        embedder_factory: Callable[[str], Embedder] | None = None,
-    ) -> None:
+    def __init__(self, root: Path, config: Config, generator: Generator,
+                 embedder_factory: Callable[[str], Embedder] | None = None) -> None:
         self.root, self.config, self.generator = Path(root), config, generator
         self._resolved_root = self.root.resolve()  # what document paths are made relative to in responses
         self._factory = embedder_factory or (

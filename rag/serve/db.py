@@ -147,9 +147,8 @@ class ServerDB:
             "SELECT * FROM chats WHERE owner=? OR (? AND owner='') ORDER BY updated DESC", (owner, unowned)
         )
 
-    def add_turn(
-        self, chat: str, question: str, standalone: str, answer: str, answered: bool, citations: list[dict]
-    ) -> None:
+    def add_turn(self, chat: str, question: str, standalone: str, answer: str, answered: bool,
+                 citations: list[dict]) -> None:
         now = time.time()
         with self.tx() as db:
             n = db.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM turns WHERE chat=?", (chat,)).fetchone()[0]

@@ -30,9 +30,8 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def principal(
-    request: Request, authorization: str | None = Header(None), x_api_key: str | None = Header(None)
-) -> Principal:
+def principal(request: Request, authorization: str | None = Header(None),
+              x_api_key: str | None = Header(None)) -> Principal:
     s = services(request)
     if not s.db.keys_enabled():
         return OPEN  # only possible on loopback: `rag serve` refuses other hosts without keys

@@ -49,13 +49,8 @@ def delete_chat(chat_id: str, s: Services = Depends(services), who: Principal = 
 
 
 @router.post("/{chat_id}/messages")
-def send(
-    chat_id: str,
-    body: Message,
-    request: Request,
-    s: Services = Depends(services),
-    who: Principal = Depends(need("read")),
-):
+def send(chat_id: str, body: Message, request: Request, s: Services = Depends(services),
+         who: Principal = Depends(need("read"))):
     """Ask the next question; it is rewritten with the chat's earlier turns before retrieval, and saved with its
     answer."""
     chat = _owned(s, who, chat_id)

@@ -105,20 +105,14 @@ def _find(s: Services, name: str, document: str):
 
 
 @router.get("/collections/{name}/documents/{document}")
-def get_document(
-    name: str, document: str, s: Services = Depends(services), who: Principal = Depends(need("read"))
-) -> dict:
+def get_document(name: str, document: str, s: Services = Depends(services),
+                 who: Principal = Depends(need("read"))) -> dict:
     return s.collections.public(_doc(_find(s, allow(who, name), document)))
 
 
 @router.delete("/collections/{name}/documents/{document}", status_code=202)
-def delete_document(
-    name: str,
-    document: str,
-    response: Response,
-    s: Services = Depends(services),
-    who: Principal = Depends(need("ingest")),
-) -> dict:
+def delete_document(name: str, document: str, response: Response, s: Services = Depends(services),
+                    who: Principal = Depends(need("ingest"))) -> dict:
     d = _find(s, allow(who, name), document)
     job = s.jobs.submit(name, "delete", [(Path(d.source).name, d.source, d.size)], {})
     response.headers["Location"] = f"/jobs/{job}"
@@ -126,13 +120,8 @@ def delete_document(
 
 
 @router.post("/collections/{name}/documents/{document}/reindex", status_code=202)
-def reindex(
-    name: str,
-    document: str,
-    response: Response,
-    s: Services = Depends(services),
-    who: Principal = Depends(need("ingest")),
-) -> dict:
+def reindex(name: str, document: str, response: Response, s: Services = Depends(services),
+            who: Principal = Depends(need("ingest"))) -> dict:
     """Re-chunk and re-embed one document; its old chunks stay searchable until the new ones commit, in one step."""
     d = _find(s, allow(who, name), document)
     if not Path(d.source).is_file():
@@ -161,9 +150,8 @@ def get_job(job_id: str, s: Services = Depends(services), who: Principal = Depen
 
 
 @router.get("/jobs/{job_id}/events", responses={200: {"content": {"text/event-stream": {}}}})
-def job_events(
-    job_id: str, s: Services = Depends(services), who: Principal = Depends(need("read"))
-) -> StreamingResponse:
+def job_events(job_id: str, s: Services = Depends(services),
+               who: Principal = Depends(need("read"))) -> StreamingResponse:
     """The job as a server-sent event each time it changes, until it is committed or failed (at most an hour).
     The stream is asynchronous, so many watchers hold no worker thread (each poll is one quick SQLite read)."""
     _job(s, who, job_id)

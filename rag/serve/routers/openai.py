@@ -99,12 +99,8 @@ def _sse(obj: dict | str) -> str:
     response_model=ChatCompletion,
     responses={200: {"content": {"text/event-stream": {}}, "description": "a completion, or a stream of chunks"}},
 )
-def chat_completions(
-    req: ChatCompletionRequest,
-    request: Request,
-    s: Services = Depends(services),
-    who: Principal = Depends(need("read")),
-):
+def chat_completions(req: ChatCompletionRequest, request: Request, s: Services = Depends(services),
+                     who: Principal = Depends(need("read"))):
     history, question = _conversation(req)
     targets = answering.targets(s, who, req.model)
     if is_task_prompt(question):  # Open WebUI's title/tags/follow-ups: no retrieval, no LLM, no wait
@@ -169,9 +165,8 @@ def _usage(gen, stream, completion: int) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
-def _stream(
-    s: Services, req: ChatCompletionRequest, targets: list[str], history, question: str, max_tokens
-) -> Iterator[str]:
+def _stream(s: Services, req: ChatCompletionRequest, targets: list[str], history, question: str,
+            max_tokens) -> Iterator[str]:
     """role chunk, source events, content deltas, the final chunk (finish_reason, sources), usage if asked, [DONE];
     an error after the headers goes out as a ``data:`` error object."""
     cid, created = completion_id(), now()
@@ -205,9 +200,8 @@ def _stream(
 
 
 @router.post("/embeddings", response_model=EmbeddingList)
-def embeddings(
-    req: EmbeddingRequest, s: Services = Depends(services), who: Principal = Depends(need("read"))
-) -> EmbeddingList:
+def embeddings(req: EmbeddingRequest, s: Services = Depends(services),
+               who: Principal = Depends(need("read"))) -> EmbeddingList:
     collection = allow(who, req.model)
     texts = [req.input] if isinstance(req.input, str) else list(req.input)
     if not texts or len(texts) > 512 or any(not isinstance(t, str) or not t.strip() for t in texts):

@@ -17,9 +17,8 @@ router = APIRouter(prefix="/collections/{name}", tags=["search"])
 
 
 @router.post("/search")
-def search(
-    name: str, body: SearchRequest, s: Services = Depends(services), who: Principal = Depends(need("read"))
-) -> dict:
+def search(name: str, body: SearchRequest, s: Services = Depends(services),
+           who: Principal = Depends(need("read"))) -> dict:
     with s.collections.reading(allow(who, name)) as kb:
         hits, timings = kb.search_timed(body.query, body.k, body.filters, body.mode)
     s.metrics.stages(timings)
@@ -29,13 +28,8 @@ def search(
 @router.post(
     "/ask", responses={200: {"content": {"text/event-stream": {}}, "description": "the answer, or its stream"}}
 )
-def ask(
-    name: str,
-    body: AskRequest,
-    request: Request,
-    s: Services = Depends(services),
-    who: Principal = Depends(need("read")),
-):
+def ask(name: str, body: AskRequest, request: Request, s: Services = Depends(services),
+        who: Principal = Depends(need("read"))):
     """``stream: true`` sends server-sent events: ``sources`` (the passages), ``token`` pieces, then ``answer``."""
     allow(who, name)
     s.collections.path(name)
@@ -46,13 +40,8 @@ def ask(
 
 
 @router.get("/passages/{chunk_id}")
-def passage(
-    name: str,
-    chunk_id: str,
-    window: int = Query(1, ge=0, le=5),
-    s: Services = Depends(services),
-    who: Principal = Depends(need("read")),
-) -> dict:
+def passage(name: str, chunk_id: str, window: int = Query(1, ge=0, le=5), s: Services = Depends(services),
+            who: Principal = Depends(need("read"))) -> dict:
     """A chunk with ``window`` neighbours either side, its source, pages and heading path: what a citation opens."""
     try:
         cid = int(chunk_id, 16)

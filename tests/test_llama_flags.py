@@ -40,9 +40,9 @@ def test_unknown_x86_cpu_and_portable_get_the_avx2_set_and_other_cpus_a_native_b
 
 
 def test_runs_as_a_file_before_anything_is_installed():
-    # -S: no site packages, so nothing imports `types` early and rag/types.py would shadow it if rag/ led the path
+    # -S: no site packages, so nothing is imported early that a module of rag/llm/ could shadow if it led the path
     out = subprocess.run(
-        [sys.executable, "-S", str(ROOT / "rag" / "llama_flags.py")],
+        [sys.executable, "-S", str(ROOT / "rag" / "llm" / "build_flags.py")],
         capture_output=True,
         text=True,
         check=True,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-if __name__ == "__main__":  # run as a file, rag/ heads the path and its types.py would shadow the standard library's
+if __name__ == "__main__":  # run as a file, rag/llm/ heads the path: its modules must not shadow installed ones
     del sys.path[0]
 
 import platform  # noqa: E402

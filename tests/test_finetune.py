@@ -10,6 +10,7 @@ import pytest
 from indexes.errors import ConfigError, StoreError
 from indexes.types import Chunk
 from indexes.versions import activate, active_version, list_versions
+from ingest.embed import SentenceTransformerEmbedder
 from rag.adapt.embedder import FinetuneOptions, finetune_embedder, start_model
 from rag.adapt.synthetic import (
     InverseClozeWriter,
@@ -153,7 +154,11 @@ def test_finetune_makes_a_new_version_and_rollback_works(tmp_path, e5, capsys):
         ),
     )
     kb.close()
+    assert capsys.readouterr().out == ""  # the trainer's logs go to stderr: `--json` prints only the result
     assert result.version == "v2" and result.train_questions >= 16 and result.heldout_questions >= 5
+    # the new version's questions are embedded without torch, as the original's are (exported during the run)
+    assert "query_encoder" in result.seconds
+    assert SentenceTransformerEmbedder(result.model).prepare_queries() is True
     assert 0 <= result.before["ndcg@10"] <= 1 and 0 <= result.after["ndcg@10"] <= 1
     assert result.questions_before["recall@10"] == 1.0 and 0 <= result.questions_after["ndcg@10"] <= 1
     assert active_version(store) == "v2"

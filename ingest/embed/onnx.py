@@ -113,14 +113,23 @@ def covered(folder: Path) -> bool:
     return (
         modules[:2] == ["Transformer", "Pooling"]
         and set(modules[2:]) <= {"Normalize"}
-        and pooling.get("pooling_mode_mean_tokens") is True
-        and not any(v for k, v in pooling.items() if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens")
+        and _mean_pooling(pooling)
         and tokenizer["model"].get("type") == "Unigram"
         and not tokenizer["model"].get("byte_fallback")
         and (tokenizer.get("pre_tokenizer") or {}).get("type") == "Metaspace"
         and (tokenizer.get("pre_tokenizer") or {}).get("prepend_scheme") == "always"
         and template == ["SpecialToken", "Sequence", "SpecialToken"]
     )
+
+
+def _mean_pooling(pooling: dict) -> bool:
+    """Mean pooling over every token, the prompt's included, as the pooling config says it in either format:
+    ``pooling_mode_mean_tokens`` (sentence-transformers < 5, and the e5 preset) or ``pooling_mode: mean`` (what
+    newer releases write when they save a fine-tuned model)."""
+    if "pooling_mode" in pooling:
+        return pooling["pooling_mode"] == "mean" and pooling.get("include_prompt", True) is True
+    return pooling.get("pooling_mode_mean_tokens") is True and not any(
+        v for k, v in pooling.items() if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens")
 
 
 def _installed() -> bool:

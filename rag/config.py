@@ -38,7 +38,8 @@ class RetrievalConfig:
     rrf_k: int = 60
     dense_weight: float = 0.5
     candidates: int = 50
-    rerank: str = "none"  # none | llm | llm:MODEL | a cross-encoder folder or hub id
+    # auto (the store's trained reranker, if any) | none | llm | llm:MODEL | a cross-encoder folder or hub id
+    rerank: str = "auto"
     rerank_top: int = 10
     dedupe: float = 0.8  # drop passages whose word overlap with a better one is at least this (1 = keep all)
     neighbours: int = 0  # widen each passage handed to the LLM by this many chunks either side

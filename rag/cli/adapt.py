@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rag.adapt.embedder import FinetuneOptions, finetune_embedder
 from rag.adapt.llm import LLMFinetuneOptions, finetune_llm
+from rag.adapt.reranker import RerankerOptions, distil_reranker
 from rag.cli.options import add_command, json_option, store_options
 
 _QUESTION_LLM = "qwen2.5-coder-0.5b-instruct"
@@ -41,6 +42,20 @@ def register(sub) -> None:
         "--questions", type=Path, help="your own questions (rag eval format); when given, they decide the switch"
     )
     sp.add_argument("--force", action="store_true", help="switch to the new version whatever the result")
+    json_option(sp)
+
+    sp = add_command(kinds, "reranker", "distil the LLM judge's relevance scores into a small cross-encoder that "
+                     "reranks this store's results", _cmd_reranker)
+    store_options(sp)
+    sp.add_argument("--chunks", type=int, default=200, help="chunks to write questions for (default 200)")
+    sp.add_argument("--question-llm", default=_QUESTION_LLM, help="LLM that writes the questions")
+    sp.add_argument("--teacher", default="llm", help="the judge: llm (the store's LLM, default) or llm:MODEL")
+    sp.add_argument("--candidates", type=int, default=10, help="first-stage passages the teacher scores per question")
+    sp.add_argument("--epochs", type=int, default=2, help="passes over the scored pairs")
+    sp.add_argument("--questions", type=Path,
+                    help="your own questions (rag eval format); when given, they decide the switch")
+    sp.add_argument("--activate", action="store_true", help="make it the store's reranker if it beats the first stage")
+    sp.add_argument("--force", action="store_true", help="make it the store's reranker whatever the result")
     json_option(sp)
 
     sp = add_command(kinds, "llm", "train a LoRA adapter for answering from this store's passages", _cmd_llm)
@@ -86,6 +101,31 @@ def _cmd_embedder(kb, args) -> int:
         f"{'activated' if result.activated else 'not activated'}: `rag activate {result.version}` switches, `rag "
         "versions` lists"
     )
+    return 0
+
+
+def _cmd_reranker(kb, args) -> int:
+    options = RerankerOptions(chunks=args.chunks, llm=args.question_llm, teacher=args.teacher,
+                              candidates=args.candidates, epochs=args.epochs, questions=args.questions,
+                              activate=args.activate, force=args.force, progress=sys.stderr.isatty())
+    result = distil_reranker(kb, options, report=lambda msg: print(msg, file=sys.stderr))
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    print(f"reranker {result.model}: {result.train_questions} training questions ({result.pairs} scored pairs), "
+          f"{result.heldout_questions} held out (by document)")
+    metrics = ("recall@1", "recall@5", "mrr@10", "ndcg@10")
+    print(f"{'held-out questions':26}" + "".join(f"{m:>11}" for m in metrics))
+    rows = [("first stage", result.first_stage), ("first stage + student", result.student),
+            ("first stage + teacher", result.teacher)]
+    if result.questions_student is not None:
+        rows += [(f"{args.questions.name}: first stage", result.questions_first_stage),
+                 (f"{args.questions.name}: + student", result.questions_student)]
+    for name, m in rows:
+        print(f"{name[:26]:26}" + "".join(f"{m[c]:>11.3f}" for c in metrics))
+    print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
+    print("activated: searches and answers of this store rerank with it" if result.activated
+          else "not activated: --force makes it the store's reranker")
     return 0
 
 

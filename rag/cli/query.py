@@ -149,7 +149,7 @@ def eval_retriever(kb, config: str):
     options = dict(EVAL_CONFIGS[config])
     reranker = None
     if options.pop("rerank", False):
-        spec = kb.config.retrieval.rerank if kb.config.retrieval.rerank != "none" else "llm"
+        spec = kb.config.retrieval.rerank if kb.config.retrieval.rerank not in ("none", "auto") else "llm"
         reranker = load_reranker(spec, lambda: kb.generator, kb.config.device)
     settings = dataclasses.replace(kb.retriever.settings, **options)
     return Retriever(kb.store, kb.embedder, settings, reranker, kb.config.retrieval.rerank_top)

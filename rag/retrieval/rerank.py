@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 from indexes.errors import ConfigError, require
+from indexes.files import atomic_write
 from rag.types import Hit
 
 log = logging.getLogger(__name__)
@@ -133,8 +135,33 @@ class LlamaCppJudgeReranker:
         return out
 
 
-def load_reranker(spec: str, generator_factory, device: str | None = None) -> Reranker | None:
-    """``none``, ``llm`` (the answer LLM as judge), ``llm:MODEL`` (another local LLM), or a cross-encoder path/id."""
+ACTIVE_FILE = "RERANKER"  # in a store (version) directory: the folder of the reranker ``auto`` uses
+
+
+def activate_reranker(store_path: Path, model: str | None) -> None:
+    """Make ``model`` (a cross-encoder folder) the store's ``auto`` reranker, in one atomic write; ``None``: none."""
+    path = Path(store_path) / ACTIVE_FILE
+    if model is None:
+        path.unlink(missing_ok=True)
+    else:
+        atomic_write(path, lambda tmp: tmp.write_text(model + "\n"))
+
+
+def active_reranker(store_path: Path) -> str | None:
+    """The folder of the store's trained reranker (``rag finetune reranker``), if one is active and still there."""
+    try:
+        model = (Path(store_path) / ACTIVE_FILE).read_text().strip()
+    except OSError:
+        return None
+    return model if model and Path(model).is_dir() else None
+
+
+def load_reranker(spec: str, generator_factory, device: str | None = None,
+                  store_path: Path | None = None) -> Reranker | None:
+    """``auto`` (the store's trained reranker when it has one, else none), ``none``, ``llm`` (the answer LLM as
+    judge), ``llm:MODEL`` (another local LLM), or a cross-encoder path/id."""
+    if spec == "auto":
+        spec = (active_reranker(store_path) if store_path is not None else None) or "none"
     if spec in ("", "none"):
         return None
     if spec == "llm" or spec.startswith("llm:"):

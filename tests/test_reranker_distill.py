@@ -61,6 +61,7 @@ def test_the_loop_trains_a_student_that_the_gate_keeps_out_until_forced(tmp_path
     forced = distil_reranker(kb, RerankerOptions(**{**options.__dict__, "force": True}))
     kb.close()
     assert forced.activated and active_reranker(store) == forced.model and forced.model != kept.model
+    assert sorted(p.name for p in (store / "models").iterdir()) == ["reranker-1", "reranker-2"]  # no scratch left
     reopened = KnowledgeBase.open(store)
     assert isinstance(reopened.retriever.reranker, CrossEncoderReranker)
     assert reopened.retriever.reranker.name == forced.model

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -149,16 +150,20 @@ def train_student(base: str, pairs: list[tuple[str, str, float]], out_dir: Path,
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     model = st.CrossEncoder(base, num_labels=1, max_length=options.max_length, device=device)
+    trainer_dir = out_dir.parent / f"{out_dir.name}-trainer"  # the trainer's scratch space, removed after
     data = datasets.Dataset.from_dict({"query": [p[0] for p in pairs], "passage": [p[1] for p in pairs],
                                        "label": [float(p[2]) for p in pairs]})
     args = CrossEncoderTrainingArguments(
-        output_dir=str(out_dir.parent / f"{out_dir.name}-trainer"), num_train_epochs=options.epochs,
+        output_dir=str(trainer_dir), num_train_epochs=options.epochs,
         per_device_train_batch_size=options.batch_size, learning_rate=options.learning_rate, warmup_ratio=0.1,
         save_strategy="no", report_to="none", logging_steps=10, seed=options.seed, disable_tqdm=not options.progress,
         use_cpu=device == "cpu")
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model))
-    with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs: stdout is for the result (--json)
-        trainer.train()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs: stdout is for the result (--json)
+            trainer.train()
+    finally:
+        shutil.rmtree(trainer_dir, ignore_errors=True)
     model.save_pretrained(str(out_dir))
 
 

@@ -33,7 +33,7 @@ from ingest.embed import SentenceTransformerEmbedder
 from ingest.embed.cache import EmbeddingCache
 from ingest.embed.models import known_model, resolve_model_path
 from ingest.pipeline import model_key
-from rag.adapt.synthetic import generate_questions, question_writer, sample_chunks, split_by_source
+from rag.adapt.synthetic import gold_phrase, training_questions
 from rag.evaluation import Question, evaluate, load_questions
 from rag.retrieval import Retriever
 
@@ -83,12 +83,6 @@ class FinetuneResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _gold(text: str) -> str:
-    """A phrase from the middle of a chunk: identifies it without depending on the overlap at its edges."""
-    mid = len(text) // 2
-    return text[max(0, mid - 30) : mid + 30].strip()
 
 
 def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, version: str, note: str,
@@ -141,19 +135,6 @@ def reembed(root: Path, source: Store, embedder: SentenceTransformerEmbedder, ve
     store.refresh_lexical()
     finish_version(target, note)
     return store
-
-
-def split_questions(questions: list, by_id: dict, fraction: float) -> tuple[list, list]:
-    """(train, held out) by source document; with one or two documents, by blocks of ten pages (or 20,000
-    characters)."""
-    if len({q.source for q in questions}) >= 3:
-        return split_by_source(questions, fraction)
-
-    def unit(q) -> str:
-        c = by_id[q.chunk_id]
-        return f"{c.source}#{c.page // 10 if c.page else c.start // 20000}"
-
-    return split_by_source(questions, fraction, unit)
 
 
 def start_model(root: Path, active: str, spec: str | None) -> str:
@@ -277,33 +258,9 @@ def _interpolate(model, base: dict, weight: float) -> None:
     )
 
 
-def _questions(kb, options: FinetuneOptions, work: Path, report: Callable[[str], None]):
-    """Synthetic questions for a sample of the store's chunks (cached under ``work``), split into training and held-out
-    by document: the sampled chunks by id, the writer, and the two lists."""
-    chunks = sample_chunks(kb.store, options.chunks, options.seed)
-    if len(chunks) < 20:
-        raise ConfigError(
-            f"only {len(chunks)} usable chunks: fine-tuning needs a corpus of at least a few dozen passages"
-        )
-    by_id = {c.id: c for c in chunks}
-    writer = question_writer(options.llm, kb.config.device, kb.config.llm.backend)
-    cache = work / f"questions-{options.llm.replace('/', '_')[-40:]}-{writer.key}.jsonl"
-    questions = generate_questions(
-        chunks, writer, cache, batch_size=options.generation_batch, progress=options.progress
-    )
-    good = [q for q in questions if q.ok]
-    train, test = split_questions(good, by_id, options.heldout)
-    report(f"{len(good)} usable questions of {len(questions)} ({len(train)} train, {len(test)} held out by document)")
-    if len(train) < 16 or len(test) < 5:
-        raise ConfigError(
-            f"too few questions to train and test ({len(train)} train, {len(test)} held out): use more chunks"
-        )
-    return by_id, writer, train, test
-
-
 def _compare(kb, new_store, new_embedder, test: list, by_id: dict, own: list | None):
     """nDCG and recall before and after, on the held-out synthetic questions and on the user's own (None without)."""
-    heldout = [Question(q.question, gold=_gold(by_id[q.chunk_id].text)) for q in test]
+    heldout = [Question(q.question, gold=gold_phrase(by_id[q.chunk_id].text)) for q in test]
     # the retrieval users get (hybrid by default): a better dense side can still make it worse
     settings = kb.retriever.settings
     old = Retriever(kb.store, kb.embedder, settings)
@@ -330,7 +287,7 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     work.mkdir(exist_ok=True)
 
     t = time.perf_counter()
-    by_id, writer, train, test = _questions(kb, options, work, report)
+    by_id, writer, train, test = training_questions(kb, options, work, report, min_train=16, min_test=5)
     seconds["questions"] = time.perf_counter() - t
 
     t = time.perf_counter()

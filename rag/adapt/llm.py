@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from indexes.errors import ConfigError, require
 from indexes.text import words
 from rag.adapt.synthetic import SyntheticQuestion, held_out
@@ -124,6 +122,8 @@ def evaluate_answers(kb, generator, examples: list[Example], options: LLMFinetun
                      desc: str = "answers") -> dict:
     """Shares of answers containing the gold phrase, citing the gold chunk (when known), and echoing the context
     (starting with a passage label such as ``[1] (faq.html)``: the context pasted back, not an answer)."""
+    from tqdm.auto import tqdm
+
     contains = cites = with_gold_chunk = echoes = 0
     for ex in tqdm(examples, desc=desc, unit="answer", disable=not options.progress):
         messages, hits = _messages(kb, ex, options)
@@ -144,6 +144,8 @@ def evaluate_answers(kb, generator, examples: list[Example], options: LLMFinetun
 
 def _train_lora(kb, base, train: list[Example], options: LLMFinetuneOptions, report: Callable[[str], None]):
     """A LoRA adapter on the attention projections of ``base``'s model, trained in fp32 on the answers only."""
+    from tqdm.auto import tqdm  # as everywhere here: imported where a bar is shown, not by every `rag` command
+
     torch = require("torch", None, "torch==2.13.0")
     peft = require("peft", "llm")
     model, tok = base.model_and_tokenizer()

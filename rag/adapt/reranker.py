@@ -31,8 +31,7 @@ from pathlib import Path
 from indexes.errors import ConfigError, require
 from indexes.sqlite import connect, transaction
 from ingest.embed.models import resolve_model_path
-from rag.adapt.embedder import _gold, split_questions
-from rag.adapt.synthetic import generate_questions, question_writer, sample_chunks
+from rag.adapt.synthetic import gold_phrase, training_questions
 from rag.evaluation import Question, evaluate, load_questions
 from rag.retrieval import Retriever
 from rag.retrieval.rerank import CrossEncoderReranker, Reranker, activate_reranker, load_reranker
@@ -174,21 +173,6 @@ def _measure(kb, rerankers: dict[str, Reranker | None], heldout: list[Question],
             for name, r in rerankers.items()}
 
 
-def _questions(kb, options: RerankerOptions, work: Path, report: Callable[[str], None]):
-    chunks = sample_chunks(kb.store, options.chunks, options.seed)
-    if len(chunks) < 20:
-        raise ConfigError(f"only {len(chunks)} usable chunks: distilling a reranker needs a few dozen passages")
-    by_id = {c.id: c for c in chunks}
-    writer = question_writer(options.llm, kb.config.device, kb.config.llm.backend)
-    cache = work / f"questions-{options.llm.replace('/', '_')[-40:]}-{writer.key}.jsonl"
-    questions = [q for q in generate_questions(chunks, writer, cache, batch_size=options.generation_batch,
-                                               progress=options.progress) if q.ok]
-    train, test = split_questions(questions, by_id, options.heldout)
-    if len(train) < 8 or len(test) < 4:
-        raise ConfigError(f"too few questions ({len(train)} train, {len(test)} held out): use more chunks")
-    return by_id, train, test
-
-
 def distil_reranker(kb, options: RerankerOptions = RerankerOptions(),
                     report: Callable[[str], None] = lambda msg: log.info(msg)) -> RerankerResult:
     require("datasets", "finetune", "datasets")
@@ -197,7 +181,7 @@ def distil_reranker(kb, options: RerankerOptions = RerankerOptions(),
     work.mkdir(exist_ok=True)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    by_id, train, test = _questions(kb, options, work, report)
+    by_id, _, train, test = training_questions(kb, options, work, report, min_train=8, min_test=4)
     seconds["questions"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -218,7 +202,7 @@ def distil_reranker(kb, options: RerankerOptions = RerankerOptions(),
 
         t = time.perf_counter()
         student = CrossEncoderReranker(str(out_dir), device=kb.config.device)
-        heldout = [Question(q.question, gold=_gold(by_id[q.chunk_id].text)) for q in test]
+        heldout = [Question(q.question, gold=gold_phrase(by_id[q.chunk_id].text)) for q in test]
         top = kb.config.retrieval.rerank_top
         scores = _measure(kb, {"first stage": None, "student": student, "teacher": teacher}, heldout, top)
         mine = _measure(kb, {"first stage": None, "student": student}, own, top) if own else None

@@ -260,3 +260,43 @@ def split_by_source(questions: Sequence[SyntheticQuestion], fraction: float = 0.
 def held_out(source: str, fraction: float = 0.2) -> bool:
     """Split by source document (a stable hash), so near-duplicate chunks never straddle train and test."""
     return int(hashlib.sha1(source.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def gold_phrase(text: str) -> str:
+    """A phrase from the middle of a chunk: identifies it without depending on the overlap at its edges."""
+    mid = len(text) // 2
+    return text[max(0, mid - 30) : mid + 30].strip()
+
+
+def split_questions(questions: list, by_id: dict, fraction: float) -> tuple[list, list]:
+    """(train, held out) by source document; with one or two documents, by blocks of ten pages (or 20,000
+    characters)."""
+    if len({q.source for q in questions}) >= 3:
+        return split_by_source(questions, fraction)
+
+    def unit(q) -> str:
+        c = by_id[q.chunk_id]
+        return f"{c.source}#{c.page // 10 if c.page else c.start // 20000}"
+
+    return split_by_source(questions, fraction, unit)
+
+
+def training_questions(kb, options, work: Path, report: Callable[[str], None], min_train: int, min_test: int):
+    """Synthetic questions for a sample of the store's chunks (cached under ``work``), split into training and held-out
+    by document: the sampled chunks by id, the writer, and the two lists. ``options``: any fine-tuning options with
+    ``chunks``, ``seed``, ``llm``, ``generation_batch``, ``heldout`` and ``progress``."""
+    chunks = sample_chunks(kb.store, options.chunks, options.seed)
+    if len(chunks) < 20:
+        raise ConfigError(f"only {len(chunks)} usable chunks: training needs a corpus of at least a few dozen passages")
+    by_id = {c.id: c for c in chunks}
+    writer = question_writer(options.llm, kb.config.device, kb.config.llm.backend)
+    cache = work / f"questions-{options.llm.replace('/', '_')[-40:]}-{writer.key}.jsonl"
+    questions = generate_questions(chunks, writer, cache, batch_size=options.generation_batch,
+                                   progress=options.progress)
+    good = [q for q in questions if q.ok]
+    train, test = split_questions(good, by_id, options.heldout)
+    report(f"{len(good)} usable questions of {len(questions)} ({len(train)} train, {len(test)} held out by document)")
+    if len(train) < min_train or len(test) < min_test:
+        raise ConfigError(f"too few questions to train and test ({len(train)} train, {len(test)} held out): "
+                          "use more chunks")
+    return by_id, writer, train, test

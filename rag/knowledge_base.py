@@ -41,7 +41,7 @@ class KnowledgeBase:
         self._generator = generator
         self._owns_generator = generator is None  # loaded here, so freed by close(); a given one is the caller's
         r = config.retrieval
-        reranker = load_reranker(r.rerank, lambda: self.generator, config.device, store.path)
+        reranker = load_reranker(r.rerank, lambda: self.generator, config.device, store.path, embedder)
         self.retriever = Retriever(
             store,
             embedder,

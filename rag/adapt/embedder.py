@@ -36,6 +36,7 @@ from ingest.pipeline import model_key
 from rag.adapt.synthetic import gold_phrase, training_questions
 from rag.evaluation import Question, evaluate, load_questions
 from rag.retrieval import Retriever
+from rag.retrieval.rerank import active_reranker
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +332,7 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
 
 
 def versions_table(root: Path) -> list[dict]:
+    """Each index version: its embedder, its trained reranker (``rag finetune reranker``; None: none), and its note."""
     return [
         {
             "version": v.name,
@@ -338,6 +340,7 @@ def versions_table(root: Path) -> list[dict]:
             "embedder": v.embedder,
             "dim": v.dim,
             "complete": v.complete,
+            "reranker": active_reranker(v.path),
             "note": v.note if v.complete else "unfinished: interrupted while it was built; cannot be activated",
         }
         for v in list_versions(root)

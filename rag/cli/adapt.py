@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rag.adapt.embedder import FinetuneOptions, finetune_embedder
 from rag.adapt.llm import LLMFinetuneOptions, finetune_llm
-from rag.adapt.reranker import RerankerOptions, distil_reranker
+from rag.adapt.reranker import STUDENTS, RerankerOptions, distil_reranker
 from rag.cli.options import add_command, json_option, store_options
 
 _QUESTION_LLM = "qwen2.5-coder-0.5b-instruct"
@@ -44,14 +44,21 @@ def register(sub) -> None:
     sp.add_argument("--force", action="store_true", help="switch to the new version whatever the result")
     json_option(sp)
 
-    sp = add_command(kinds, "reranker", "distil the LLM judge's relevance scores into a small cross-encoder that "
-                     "reranks this store's results", _cmd_reranker)
+    sp = add_command(kinds, "reranker", "distil the LLM judge's relevance scores into a fast student that reranks "
+                     "this store's results", _cmd_reranker)
     store_options(sp)
-    sp.add_argument("--chunks", type=int, default=200, help="chunks to write questions for (default 200)")
+    sp.add_argument("--chunks", type=int, default=100, help="chunks to write questions for (default 100)")
     sp.add_argument("--question-llm", default=_QUESTION_LLM, help="LLM that writes the questions")
     sp.add_argument("--teacher", default="llm", help="the judge: llm (the store's LLM, default) or llm:MODEL")
-    sp.add_argument("--candidates", type=int, default=10, help="first-stage passages the teacher scores per question")
-    sp.add_argument("--epochs", type=int, default=2, help="passes over the scored pairs")
+    sp.add_argument("--student", choices=STUDENTS, default="features",
+                    help="features (default: weights over the embedder's similarities) or cross-encoder")
+    sp.add_argument("--candidates", type=int, default=5, help="first-stage passages the teacher scores per question")
+    sp.add_argument("--budget", type=_minutes, default=60.0,
+                    help="minutes for the whole run (default 60; 0: no limit); the teacher stops when its share is "
+                         "spent, and a re-run reuses every score")
+    sp.add_argument("--compare-teacher", action="store_true",
+                    help="also measure the teacher on the held-out questions (the judge again: slow)")
+    sp.add_argument("--epochs", type=int, default=2, help="passes over the scored pairs (cross-encoder)")
     sp.add_argument("--questions", type=Path,
                     help="your own questions (rag eval format); when given, they decide the switch")
     sp.add_argument("--activate", action="store_true", help="make it the store's reranker if it beats the first stage")
@@ -72,6 +79,16 @@ def _dims(text: str) -> tuple[int, ...]:
         return tuple(int(d) for d in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"dimensions separated by commas, e.g. 384,256,128 (got {text!r})") from None
+
+
+def _minutes(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes (0 for no limit)")
+    return value or None
 
 
 def _cmd_embedder(kb, args) -> int:
@@ -105,19 +122,23 @@ def _cmd_embedder(kb, args) -> int:
 
 
 def _cmd_reranker(kb, args) -> int:
-    options = RerankerOptions(chunks=args.chunks, llm=args.question_llm, teacher=args.teacher,
-                              candidates=args.candidates, epochs=args.epochs, questions=args.questions,
-                              activate=args.activate, force=args.force, progress=sys.stderr.isatty())
+    options = RerankerOptions(chunks=args.chunks, llm=args.question_llm, teacher=args.teacher, student=args.student,
+                              candidates=args.candidates, budget=args.budget, compare_teacher=args.compare_teacher,
+                              epochs=args.epochs, questions=args.questions, activate=args.activate, force=args.force,
+                              progress=sys.stderr.isatty())
     result = distil_reranker(kb, options, report=lambda msg: print(msg, file=sys.stderr))
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
         return 0
-    print(f"reranker {result.model}: {result.train_questions} training questions ({result.pairs} scored pairs), "
-          f"{result.heldout_questions} held out (by document)")
-    metrics = ("recall@1", "recall@5", "mrr@10", "ndcg@10")
+    print(f"reranker {result.model} ({result.student_kind}): {result.train_questions} training questions "
+          f"({result.pairs} scored pairs), {result.heldout_questions} held out (by document)")
+    print("held-out nDCG@10 by first-stage depth N: "
+          + ", ".join(f"N={n} {v:.3f}" for n, v in result.by_top.items()) + f"; kept N={result.top}")
+    metrics = ("recall@1", "recall@5", "mrr@10", "ndcg@10", "median_ms")
     print(f"{'held-out questions':26}" + "".join(f"{m:>11}" for m in metrics))
-    rows = [("first stage", result.first_stage), ("first stage + student", result.student),
-            ("first stage + teacher", result.teacher)]
+    rows = [("first stage", result.first_stage), ("first stage + student", result.student)]
+    if result.teacher is not None:
+        rows.append(("first stage + teacher", result.teacher))
     if result.questions_student is not None:
         rows += [(f"{args.questions.name}: first stage", result.questions_first_stage),
                  (f"{args.questions.name}: + student", result.questions_student)]

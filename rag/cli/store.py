@@ -10,11 +10,12 @@ from pathlib import Path
 
 from indexes.errors import RagError
 from indexes.files import cache_dir
-from indexes.versions import activate
+from indexes.versions import activate, version_path
 from ingest.embed.cache import EmbeddingCache
 from rag.adapt.embedder import versions_table
 from rag.cli.options import add_command, json_option, store_options
 from rag.devices import devices
+from rag.retrieval.rerank import activate_reranker, active_reranker
 
 
 def register(sub) -> None:
@@ -44,8 +45,11 @@ def register(sub) -> None:
 
     sp = add_command(sub, "versions", "list the index versions of a store", _cmd_versions)
     store_options(sp)
-    sp = add_command(sub, "activate", "switch a store to another index version (rollback)", _cmd_activate)
+    sp = add_command(sub, "activate", "switch a store to another index version (rollback), with the reranker that "
+                     "version had", _cmd_activate)
     sp.add_argument("version")
+    sp.add_argument("--reranker", help="also set that version's trained reranker: a folder name under the store's "
+                    "models/ (e.g. reranker-1) or none")
     store_options(sp)
 
     sp = add_command(
@@ -113,13 +117,21 @@ def _cmd_info(kb, args) -> int:
 
 def _cmd_versions(kb, args) -> int:
     for v in versions_table(kb.root):
-        print(f"{'*' if v['active'] else ' '} {v['version']:6} {v['embedder']}  {v['note']}")
+        reranker = f"  reranker {Path(v['reranker']).name}" if v["reranker"] else ""
+        print(f"{'*' if v['active'] else ' '} {v['version']:6} {v['embedder']}{reranker}  {v['note']}")
     return 0
 
 
 def _cmd_activate(kb, args) -> int:
+    model = None if args.reranker in (None, "none") else kb.root / "models" / args.reranker
+    if model is not None and not model.is_dir():
+        raise RagError(f"no trained reranker {args.reranker!r} in {kb.root / 'models'}: see rag versions")
     activate(kb.root, args.version)
-    print(f"{args.version} is now active")
+    path = version_path(kb.root, args.version)
+    if args.reranker is not None:
+        activate_reranker(path, model and str(model))
+    reranker = active_reranker(path)
+    print(f"{args.version} is now active" + (f", reranking with {Path(reranker).name}" if reranker else ""))
     return 0
 
 

@@ -5,9 +5,8 @@ and an active student reranks the store's searches until it is switched off or r
 
 from __future__ import annotations
 
-import os
+import math
 import re
-import stat
 
 import numpy as np
 import pytest
@@ -84,7 +83,11 @@ class CountingEmbedder:
         return np.array([[len(t), 1.0] for t in texts], dtype=np.float32) / 10
 
 
-def test_vectors_are_computed_once_and_a_read_only_cache_still_serves(tmp_path):
+def test_vectors_are_computed_once_and_a_read_only_cache_still_serves(tmp_path, monkeypatch):
+    import sqlite3
+
+    from rag.retrieval import distilled
+
     emb = CountingEmbedder()
     cache = VectorCache(tmp_path / "v.sqlite", emb)
     first = cache.get(["alpha", "be", "alpha"])
@@ -92,17 +95,14 @@ def test_vectors_are_computed_once_and_a_read_only_cache_still_serves(tmp_path):
     cache.close()
     again = VectorCache(tmp_path / "v.sqlite", emb)
     assert np.allclose(again.get(["be", "alpha"]), first[[1, 0]], atol=1e-3) and emb.texts == 2  # read from the file
+
+    def read_only(db):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(distilled, "transaction", read_only)  # as in a store opened read-only
+    assert again.get(["gamma"]).shape == (1, 2) and emb.texts == 3
+    assert again.get(["gamma", "alpha"]).shape == (2, 2) and emb.texts == 3  # kept in memory, not embedded again
     again.close()
-    if os.geteuid() == 0:
-        return  # root writes through file modes: the read-only half cannot be staged
-    for p in tmp_path.iterdir():
-        p.chmod(stat.S_IRUSR)
-    tmp_path.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    try:
-        ro = VectorCache(tmp_path / "v.sqlite", emb)
-        assert ro.get(["gamma"]).shape == (1, 2) and ro.get(["gamma"]).shape == (1, 2) and emb.texts == 3
-    finally:
-        tmp_path.chmod(stat.S_IRWXU)
 
 
 @pytest.fixture
@@ -191,3 +191,66 @@ def test_the_light_llm_as_teacher_the_student_follows_it_better_than_the_first_s
     kb.close()
     print(f"agreement with the teacher's favourite: first stage {alone:.2f}, student {reranked:.2f}")
     assert reranked >= alone, (reranked, alone)
+
+
+class _FakeJudgeServer:
+    """An OpenAI-compatible ``/chat/completions`` on 127.0.0.1 that answers "yes" with log-probabilities: P(yes) is
+    0.9 when the passage mentions the question's last word, 0.2 otherwise (``logprobs`` False: none are sent)."""
+
+    def __init__(self, logprobs: bool = True) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.requests: list[dict] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server API
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                user = body["messages"][-1]["content"]
+                word = user.split("Question: ")[1].split("\n")[0].rstrip("?").split()[-1]
+                p = 0.9 if word in user.split("Question: ")[0] else 0.2
+                top = [{"token": "yes", "logprob": math.log(p)}, {"token": "no", "logprob": math.log(1 - p)}]
+                choice = {"message": {"role": "assistant", "content": "yes"},
+                          "logprobs": {"content": [{**top[0], "top_logprobs": top}]} if logprobs else None}
+                data = json.dumps({"choices": [choice]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_teacher_can_be_an_openai_compatible_server_that_gives_log_probabilities():
+    from rag.retrieval.rerank import EndpointJudgeReranker, load_reranker
+
+    server = _FakeJudgeServer()
+    try:
+        judge = load_reranker(f"llm:{server.url}", lambda: None)
+        assert isinstance(judge, EndpointJudgeReranker)
+        scores = judge.scores("Which part seals the pump?", ["The pump seal is P-1000.", "The fan spins."])
+        assert scores == pytest.approx([0.9, 0.2], abs=1e-6)
+        sent = server.requests[-1]
+        assert sent["max_tokens"] == 1 and sent["logprobs"] is True and sent["temperature"] == 0
+    finally:
+        server.close()
+    bare = _FakeJudgeServer(logprobs=False)
+    try:
+        with pytest.raises(ConfigError, match="no log-probabilities"):
+            load_reranker(f"llm:{bare.url}", lambda: None).scores("pump?", ["pump"])
+    finally:
+        bare.close()

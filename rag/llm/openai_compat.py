@@ -18,16 +18,32 @@ class OpenAICompatibleGenerator:
         self.base_url, self.model, self.timeout = base_url.rstrip("/"), model, timeout
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY", "")
 
+    def _request(self, body: dict):
+        import urllib.request
+
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        data = json.dumps({"model": self.model, "temperature": 0, **body}).encode()
+        return urllib.request.Request(f"{self.base_url}/chat/completions", data=data, headers=headers)
+
+    def complete(self, messages: Sequence[Message], **options) -> dict:
+        """One non-streamed ``/chat/completions`` reply, as the server's JSON (``options``: e.g. ``logprobs``)."""
+        import urllib.error
+        import urllib.request
+
+        req = self._request({"messages": list(messages), **options})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise RagError(f"cannot get a reply from the LLM server at {self.base_url}: {exc}") from exc
+
     def stream(self, messages: Sequence[Message], max_new_tokens: int = 512) -> Iterator[str]:
         import urllib.error
         import urllib.request
 
-        body = json.dumps({"model": self.model, "messages": list(messages), "max_tokens": max_new_tokens,
-                           "temperature": 0, "stream": True}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers)
+        req = self._request({"messages": list(messages), "max_tokens": max_new_tokens, "stream": True})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 for raw in resp:

@@ -138,6 +138,33 @@ class LlamaCppJudgeReranker:
         return out
 
 
+class EndpointJudgeReranker:
+    """The LLM judge on an OpenAI-compatible server (llama.cpp server, vLLM): P(yes) from the top log-probabilities of
+    a one-token reply, with the local judge's prompt, so a team can distil from a large model on a GPU server once."""
+
+    def __init__(self, generator, max_passage_chars: int = 1500, top_logprobs: int = 20) -> None:
+        self.generator, self.max_chars, self.top = generator, max_passage_chars, top_logprobs
+        self.name = f"llm-judge({generator.name}, {generator.model})"
+
+    def scores(self, question: str, passages: Sequence[str]) -> list[float]:
+        return [self._score(question, p) for p in passages]
+
+    def _score(self, question: str, passage: str) -> float:
+        import math
+
+        reply = self.generator.complete(judge_messages(question, passage[: self.max_chars]), max_tokens=1,
+                                        logprobs=True, top_logprobs=self.top)
+        try:
+            first = reply["choices"][0]["logprobs"]["content"][0]
+            top = {t["token"]: t["logprob"] for t in [first, *first.get("top_logprobs", [])]}
+        except (KeyError, IndexError, TypeError):
+            raise ConfigError(f"the LLM server at {self.generator.base_url} returned no log-probabilities: the judge "
+                              "needs a server that gives them (llama.cpp server, vLLM)") from None
+        yes = sum(math.exp(lp) for t, lp in top.items() if t in YES)
+        no = sum(math.exp(lp) for t, lp in top.items() if t in NO)
+        return yes / (yes + no) if yes + no > 0 else 0.5
+
+
 ACTIVE_FILE = "RERANKER"  # in a store (version) directory: the folder of the reranker ``auto`` uses
 
 
@@ -162,18 +189,21 @@ def active_reranker(store_path: Path) -> str | None:
 def load_reranker(spec: str, generator_factory, device: str | None = None, store_path: Path | None = None,
                   embedder=None) -> Reranker | None:
     """``auto`` (the store's trained reranker when it has one, else none), ``none``, ``llm`` (the answer LLM as
-    judge), ``llm:MODEL`` (another local LLM), a distilled student's folder (``rag finetune reranker``; it shares
-    ``embedder`` when that is the one it was trained with), or a cross-encoder path/id."""
+    judge), ``llm:MODEL`` (another local LLM, or ``llm:http://host/v1``, an OpenAI-compatible server), a distilled
+    student's folder (``rag finetune reranker``; it shares ``embedder`` when that is the one it was trained with), or
+    a cross-encoder path/id."""
     if spec == "auto":
         spec = (active_reranker(store_path) if store_path is not None else None) or "none"
     if spec in ("", "none"):
         return None
     if spec == "llm" or spec.startswith("llm:"):
-        from rag.llm import LlamaCppGenerator, load_generator
+        from rag.llm import LlamaCppGenerator, OpenAICompatibleGenerator, load_generator
 
         generator = generator_factory() if spec == "llm" else load_generator(spec[4:], device=device)
         if isinstance(generator, LlamaCppGenerator):
             return LlamaCppJudgeReranker(generator)
+        if isinstance(generator, OpenAICompatibleGenerator):
+            return EndpointJudgeReranker(generator)
         if not hasattr(generator, "model_and_tokenizer"):
             raise ConfigError(f"the LLM judge needs a local transformers model; {generator.name!r} is not one")
         return LLMJudgeReranker(generator)

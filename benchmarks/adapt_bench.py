@@ -1,0 +1,116 @@
+"""What ``rag finetune reranker`` gives on each corpus, measured on questions never used in training: nDCG@10 of
+hybrid retrieval alone, with the distilled student, and with its teacher (the LLM judge), the median latency each adds
+per question, and the wall time of each training step.
+
+    python benchmarks/fetch_data.py
+    python benchmarks/adapt_bench.py [--sets python-faq,ctex-faq,python-howto] [--budget 60] [--retrain]
+
+Each corpus gets a store under ``benchmarks/data/stores/adapt-SET``, built on first use; the student is trained
+there once (``--retrain`` trains a new one; the judge's scores are cached in the store, so that costs what is new).
+The judge's own nDCG over the real questions is cached too (``finetune/teacher.sqlite``); its latency is measured
+uncached on the first ``--judge-questions`` questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from rag.adapt.reranker import RerankerOptions, TeacherScores, _teacher, distil_reranker  # noqa: E402
+from rag.config import Config, IndexConfig  # noqa: E402
+from rag.evaluation import evaluate, load_questions  # noqa: E402
+from rag.knowledge_base import KnowledgeBase  # noqa: E402
+from rag.retrieval import Retriever  # noqa: E402
+from rag.retrieval.distilled import DistilledReranker  # noqa: E402
+
+SETS = ("python-faq", "ctex-faq", "python-howto")
+
+
+def _store(name: str) -> KnowledgeBase:
+    path = HERE / "data" / "stores" / f"adapt-{name}"
+    fresh = not path.exists()
+    kb = KnowledgeBase.open(path, Config(index=IndexConfig(gpu=False)))
+    if fresh:
+        kb.ingest([HERE / "data" / name], progress=sys.stderr.isatty())
+    return kb
+
+
+def _student(kb, budget: float, retrain: bool) -> dict:
+    """The newest feature student's result (training it first when there is none, or when asked)."""
+    done = sorted((kb.root / "models").glob("reranker-*/result.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    done = [p for p in done if json.loads(p.read_text()).get("student_kind") == "features"]
+    if done and not retrain:
+        return json.loads(done[-1].read_text())
+    options = RerankerOptions(budget=budget, progress=sys.stderr.isatty())
+    return distil_reranker(kb, options, report=lambda m: print(f"  {m}", file=sys.stderr)).to_dict()
+
+
+def _judge_seconds(kb, judge, questions, n: int) -> float:
+    first = Retriever(kb.store, kb.embedder, kb.retriever.settings)
+    seconds = []
+    for q in questions:
+        passages = [h.chunk.text for h in first.search(q.question, n)]
+        t = time.perf_counter()
+        judge.scores(q.question, passages)
+        seconds.append(time.perf_counter() - t)
+    return statistics.median(seconds)
+
+
+def bench(name: str, budget: float, retrain: bool, judge_questions: int) -> dict:
+    kb = _store(name)
+    result = _student(kb, budget, retrain)
+    questions = load_questions(HERE / "questions" / f"{name}.jsonl")
+    settings = kb.retriever.settings
+    student = DistilledReranker(result["model"], kb.embedder)
+    judge = _teacher(kb, "llm")
+    cached = TeacherScores(kb.root / "finetune" / "teacher.sqlite", judge)
+    top = result["top"]
+    runs = {
+        "hybrid": Retriever(kb.store, kb.embedder, settings),
+        f"hybrid + student (N={top})": Retriever(kb.store, kb.embedder, settings, student, top),
+        "hybrid + judge (N=10)": Retriever(kb.store, kb.embedder, settings, cached, 10),
+    }
+    rows = {label: evaluate(label, r.search, questions).metrics for label, r in runs.items()}
+    judge_s = _judge_seconds(kb, judge, questions[:judge_questions], 10)
+    cached.close()
+    kb.close()
+    base = rows["hybrid"]["median_ms"]
+    return {"set": name, "questions": len(questions), "rows": rows, "top": top,
+            "student_ms": rows[f"hybrid + student (N={top})"]["median_ms"] - base, "judge_s": judge_s,
+            "training": result["seconds"], "pairs": result["pairs"], "train_questions": result["train_questions"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--budget", type=float, default=60.0, help="minutes for each student's training")
+    ap.add_argument("--retrain", action="store_true", help="train a new student even where one exists")
+    ap.add_argument("--judge-questions", type=int, default=3, help="questions the judge's latency is measured on")
+    args = ap.parse_args()
+    out = [bench(name, args.budget, args.retrain, args.judge_questions) for name in args.sets.split(",")]
+    for b in out:
+        rows = b["rows"]
+        hybrid = rows["hybrid"]["ndcg@10"]
+        judge = rows["hybrid + judge (N=10)"]["ndcg@10"]
+        student = rows[f"hybrid + student (N={b['top']})"]["ndcg@10"]
+        share = (student - hybrid) / (judge - hybrid) if judge > hybrid else float("nan")
+        print(f"\n{b['set']}: {b['questions']} questions never used in training; student from "
+              f"{b['train_questions']} questions, {b['pairs']} judged pairs")
+        print(f"{'':28}{'nDCG@10':>9}{'recall@1':>10}{'added per question':>20}")
+        for label, m in rows.items():
+            added = {"hybrid": "", "hybrid + judge (N=10)": f"{b['judge_s']:.1f} s"}.get(label, f"{b['student_ms']:.0f} ms")
+            print(f"{label:28}{m['ndcg@10']:>9.3f}{m['recall@1']:>10.3f}{added:>20}")
+        print(f"student keeps {share:.0%} of the judge's gain ({student - hybrid:+.3f} of {judge - hybrid:+.3f}); "
+              "training: " + ", ".join(f"{k} {v:.0f} s" for k, v in b["training"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -254,3 +254,25 @@ def test_the_teacher_can_be_an_openai_compatible_server_that_gives_log_probabili
             load_reranker(f"llm:{bare.url}", lambda: None).scores("pump?", ["pump"])
     finally:
         bare.close()
+
+
+def test_the_margin_recipe_trains_the_embedder_on_the_judges_cached_scores(store, e5, monkeypatch):
+    from rag.adapt.embedder import FinetuneOptions, finetune_embedder
+
+    words = WordJudge()
+    monkeypatch.setattr(distil, "_teacher", lambda kb, spec: words)
+    kb = KnowledgeBase.open(store, embedder=e5)
+    with pytest.raises(ConfigError, match="recipe"):
+        finetune_embedder(kb, FinetuneOptions(chunks=30, llm="ict", recipe="gpl", progress=False))
+    student = distil_reranker(kb, _options())  # scores the training questions' candidates once
+    asked = words.pairs
+    result = finetune_embedder(kb, FinetuneOptions(chunks=30, llm="ict", heldout=0.3, candidates=4, budget=None,
+                                                   recipe="margin", batch_size=8, max_steps=3, force=True,
+                                                   progress=False))
+    kb.close()
+    assert words.pairs == asked and student.pairs > 0  # same questions and candidates: every score from the cache
+    assert result.version == "v2" and result.activated and 0 <= result.after["ndcg@10"] <= 1
+    reopened = KnowledgeBase.open(store)
+    assert reopened.store.settings.embedder == result.model
+    assert "X11" in reopened.search("Which spare part replaces the valve seal of X11?", k=1)[0].chunk.text
+    reopened.close()

@@ -33,6 +33,7 @@ from ingest.embed import SentenceTransformerEmbedder
 from ingest.embed.cache import EmbeddingCache
 from ingest.embed.models import known_model, resolve_model_path
 from ingest.pipeline import model_key
+from rag.adapt.margins import teacher_examples, train_margin_embedder
 from rag.adapt.synthetic import gold_phrase, training_questions
 from rag.evaluation import Question, evaluate, load_questions
 from rag.retrieval import Retriever
@@ -66,6 +67,13 @@ class FinetuneOptions:
     min_gain: float = 0.005
     force: bool = False  # switch even if it did not
     progress: bool = True
+    recipe: str = "contrastive"  # contrastive: MNRL on the questions | margin: MarginMSE on the judge's scores (GPL)
+    teacher: str = "llm"  # margin recipe: the judge, its candidates per question and the minutes it may take
+    candidates: int = 5
+    budget: float | None = 60.0
+
+
+RECIPES = ("contrastive", "margin")
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,8 @@ def _check_options(options: FinetuneOptions, dim: int) -> None:
         raise ConfigError(
             "hard negatives must be 0 or more, epochs at least 1, batch size at least 2 and the learning rate above 0"
         )
+    if options.recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {options.recipe!r}: choose one of {', '.join(RECIPES)}")
     if not 0 < options.merge <= 1:
         raise ConfigError(f"merge {options.merge} must lie in (0, 1]: the share of the trained weights kept")
     if options.matryoshka and not all(0 < d <= dim for d in options.matryoshka):
@@ -276,6 +286,27 @@ def _compare(kb, new_store, new_embedder, test: list, by_id: dict, own: list | N
     return before, after, q_before, q_after
 
 
+def _train(kb, options: FinetuneOptions, base: str, questions: tuple, out_dir: Path, work: Path,
+           report: Callable[[str], None]) -> None:
+    """Train ``base`` on the training questions with ``options.recipe``, into ``out_dir``."""
+    by_id, writer, train = questions
+    if options.recipe == "margin":
+        examples = teacher_examples(kb, options, train, by_id, report)
+        report(f"training {base} on the judge's margins for {len(examples)} questions")
+        train_margin_embedder(resolve_model_path(base), examples, out_dir, options, work / "trainer", kb.config.device)
+        return
+
+    def positive(q) -> str:
+        c = by_id[q.chunk_id]
+        text = c.text.replace(q.question, " ") if writer.copies_passage else c.text  # inverse cloze: query removed
+        return search_text(c.headings, text)
+
+    corpus = [text for _, text in kb.store.chunks.search_texts()] if options.hard_negatives else None
+    pairs = list(dict.fromkeys((q.question, positive(q)) for q in train))  # a question written twice trains once
+    report(f"training {base} on {len(pairs)} questions")
+    train_embedder(resolve_model_path(base), pairs, out_dir, options, work / "trainer", corpus, kb.config.device)
+
+
 def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
                       report: Callable[[str], None] = lambda msg: log.info(msg)) -> FinetuneResult:
     require("datasets", "finetune", "datasets")
@@ -297,15 +328,7 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     version = next_version_name(root)
     out_dir = root / "models" / f"{version}-embedder"
 
-    def positive(q) -> str:
-        c = by_id[q.chunk_id]
-        text = c.text.replace(q.question, " ") if writer.copies_passage else c.text  # inverse cloze: query removed
-        return search_text(c.headings, text)
-
-    corpus = [text for _, text in kb.store.chunks.search_texts()] if options.hard_negatives else None
-    pairs = list(dict.fromkeys((q.question, positive(q)) for q in train))  # a question written twice trains once
-    report(f"training {base} on {len(pairs)} questions")
-    train_embedder(resolve_model_path(base), pairs, out_dir, options, work / "trainer", corpus, kb.config.device)
+    _train(kb, options, base, (by_id, writer, train), out_dir, work, report)
     seconds["training"] = time.perf_counter() - t
 
     t = time.perf_counter()

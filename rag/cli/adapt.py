@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from rag.adapt.embedder import FinetuneOptions, finetune_embedder
+from rag.adapt.embedder import RECIPES, FinetuneOptions, finetune_embedder
 from rag.adapt.llm import LLMFinetuneOptions, finetune_llm
 from rag.adapt.reranker import STUDENTS, RerankerOptions, distil_reranker
 from rag.cli.options import add_command, json_option, store_options
@@ -37,6 +37,14 @@ def register(sub) -> None:
                     help="share of the trained weights kept, the rest from the original (1 = plain fine-tuning)")
     sp.add_argument("--hard-negatives", type=int, default=1,
                     help="hard negatives per question, mined with the current model (0 = none)")
+    sp.add_argument("--recipe", choices=RECIPES, default="contrastive",
+                    help="contrastive (default: the questions as hard labels) or margin (the LLM judge's scores of "
+                         "each question's candidates, as GPL; shares rag finetune reranker's cache)")
+    sp.add_argument("--teacher", default="llm", help="margin recipe: the judge (llm, llm:MODEL or llm:URL)")
+    sp.add_argument("--candidates", type=int, default=5, help="margin recipe: passages the judge scores per question")
+    sp.add_argument("--budget", type=_minutes, default=60.0,
+                    help="margin recipe: minutes for the run (default 60; 0: no limit); the judge stops when its "
+                         "share is spent")
     sp.add_argument("--activate", action="store_true", help="switch to the new index version if nDCG@10 improved")
     sp.add_argument(
         "--questions", type=Path, help="your own questions (rag eval format); when given, they decide the switch"
@@ -96,7 +104,8 @@ def _cmd_embedder(kb, args) -> int:
                               learning_rate=args.lr, merge=args.merge, mini_batch=args.mini_batch,
                               matryoshka=args.matryoshka, questions=args.questions, hard_negatives=args.hard_negatives,
                               activate=args.activate, force=args.force, start_from=args.start_from,
-                              progress=sys.stderr.isatty())
+                              recipe=args.recipe, teacher=args.teacher, candidates=args.candidates,
+                              budget=args.budget, progress=sys.stderr.isatty())
     result = finetune_embedder(kb, options, report=lambda msg: print(msg, file=sys.stderr))
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))

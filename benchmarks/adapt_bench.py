@@ -105,7 +105,8 @@ def main() -> int:
               f"{b['train_questions']} questions, {b['pairs']} judged pairs")
         print(f"{'':28}{'nDCG@10':>9}{'recall@1':>10}{'added per question':>20}")
         for label, m in rows.items():
-            added = {"hybrid": "", "hybrid + judge (N=10)": f"{b['judge_s']:.1f} s"}.get(label, f"{b['student_ms']:.0f} ms")
+            costs = {"hybrid": "", "hybrid + judge (N=10)": f"{b['judge_s']:.1f} s"}
+            added = costs.get(label, f"{b['student_ms']:.0f} ms")
             print(f"{label:28}{m['ndcg@10']:>9.3f}{m['recall@1']:>10.3f}{added:>20}")
         print(f"student keeps {share:.0%} of the judge's gain ({student - hybrid:+.3f} of {judge - hybrid:+.3f}); "
               "training: " + ", ".join(f"{k} {v:.0f} s" for k, v in b["training"].items()))

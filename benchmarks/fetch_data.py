@@ -4,7 +4,8 @@
     benchmarks/data/ctex-faq/ctex-faq.pdf, benchmarks/data/python-howto/*.html
 
 English: the Python FAQ pages from ``python3.11-doc``. Chinese: ``ctex-faq.pdf`` from
-``texlive-lang-chinese``. Held out from development: eight Python HOWTO pages, also from ``python3.11-doc``. Questions live in ``benchmarks/questions/`` (paraphrased, with verbatim gold phrases).
+``texlive-lang-chinese``. Held out from development: eight Python HOWTO pages, also from ``python3.11-doc``.
+Questions live in ``benchmarks/questions/`` (paraphrased, with verbatim gold phrases).
 """
 
 from __future__ import annotations

@@ -276,3 +276,55 @@ def test_the_margin_recipe_trains_the_embedder_on_the_judges_cached_scores(store
     assert reopened.store.settings.embedder == result.model
     assert "X11" in reopened.search("Which spare part replaces the valve seal of X11?", k=1)[0].chunk.text
     reopened.close()
+
+
+def test_kill_minus_nine_while_the_judge_scores_and_the_rerun_asks_only_for_what_is_missing(store, tmp_path):
+    """The judge is a loopback server that stops answering after 10 pairs; the run is killed there, and the rerun asks
+    the server for exactly the pairs the cache does not hold."""
+    import json
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    server = _FakeJudgeServer()
+    gate, answered = threading.Event(), []
+    handler = server.server.RequestHandlerClass
+    post = handler.do_POST
+
+    def held_post(self):
+        answered.append(1)
+        if len(answered) > 10:
+            gate.wait(120)  # the eleventh request waits: the run is killed while it does
+        post(self)
+
+    handler.do_POST = held_post
+    command = [sys.executable, "-m", "rag.cli", "finetune", "reranker", "--store", str(store), "--question-llm", "ict",
+               "--chunks", "30", "--candidates", "4", "--teacher", f"llm:{server.url}", "--budget", "0", "--json"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while len(answered) < 11 and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(answered) == 11, "the run did not reach the judge"
+        first.send_signal(signal.SIGKILL)
+        first.wait(60)
+        with sqlite3.connect(store / "finetune" / "teacher.sqlite") as db:
+            cached = db.execute("SELECT count(*) FROM scores").fetchone()[0]
+        assert cached == 8  # two questions' four pairs each were committed; the third's two answers were not
+        handler.do_POST = post
+        gate.set()  # the held request now completes into a closed connection
+        while len(server.requests) < 11 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = len(server.requests)
+        rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        result = json.loads(rerun.stdout)
+        assert len(server.requests) - before == 4 * result["labelled"] - cached
+    finally:
+        gate.set()
+        if first.poll() is None:
+            first.kill()
+        server.close()

@@ -20,7 +20,19 @@ def register(sub) -> None:
     finetune = sub.add_parser("finetune", help="adapt the embedder or the LLM to this store's documents",
                               description="adapt the embedder or the LLM to this store's documents")
     kinds = finetune.add_subparsers(dest="what", required=True)
+    _register_embedder(kinds)
+    _register_reranker(kinds)
 
+    sp = add_command(kinds, "llm", "train a LoRA adapter for answering from this store's passages", _cmd_llm)
+    store_options(sp)
+    sp.add_argument("--examples", type=Path, help="JSONL of question/answer(/gold); default: made from the corpus")
+    sp.add_argument("--base", default=_QUESTION_LLM, help="the model the LoRA adapter is trained on")
+    sp.add_argument("--max-examples", type=int, default=120, help="examples made from the corpus")
+    sp.add_argument("--epochs", type=int, default=1, help="passes over the training data")
+    json_option(sp)
+
+
+def _register_embedder(kinds) -> None:
     sp = add_command(kinds, "embedder", "local questions about the chunks, training, re-embedding into a new index "
                      "version", _cmd_embedder)
     store_options(sp)
@@ -52,6 +64,9 @@ def register(sub) -> None:
     sp.add_argument("--force", action="store_true", help="switch to the new version whatever the result")
     json_option(sp)
 
+
+
+def _register_reranker(kinds) -> None:
     sp = add_command(kinds, "reranker", "distil the LLM judge's relevance scores into a fast student that reranks "
                      "this store's results", _cmd_reranker)
     store_options(sp)
@@ -71,14 +86,6 @@ def register(sub) -> None:
                     help="your own questions (rag eval format); when given, they decide the switch")
     sp.add_argument("--activate", action="store_true", help="make it the store's reranker if it beats the first stage")
     sp.add_argument("--force", action="store_true", help="make it the store's reranker whatever the result")
-    json_option(sp)
-
-    sp = add_command(kinds, "llm", "train a LoRA adapter for answering from this store's passages", _cmd_llm)
-    store_options(sp)
-    sp.add_argument("--examples", type=Path, help="JSONL of question/answer(/gold); default: made from the corpus")
-    sp.add_argument("--base", default=_QUESTION_LLM, help="the model the LoRA adapter is trained on")
-    sp.add_argument("--max-examples", type=int, default=120, help="examples made from the corpus")
-    sp.add_argument("--epochs", type=int, default=1, help="passes over the training data")
     json_option(sp)
 
 

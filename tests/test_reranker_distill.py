@@ -128,8 +128,10 @@ def test_a_budget_stops_the_teacher_and_a_rerun_reuses_its_scores(store, e5, mon
     assert judge.pairs == 0
     words = WordJudge()
     monkeypatch.setattr(distil, "_teacher", lambda kb, spec: words)
-    full = distil_reranker(kb, _options())
+    said: list[str] = []
+    full = distil_reranker(kb, _options(), report=said.append)
     assert full.labelled == full.train_questions >= 8 and words.pairs == full.pairs
+    assert any(re.fullmatch(r"teacher: \d+ of \d+ questions scored, about \d+ min left", m) for m in said)  # no bar
     words.pairs = 0
     again = distil_reranker(kb, _options())  # as after a kill: the same teacher, every score from the cache
     kb.close()

@@ -152,8 +152,13 @@ def _labelled(kb, questions: list, by_id: dict, teacher: TeacherScores, options:
     first = Retriever(kb.store, kb.embedder, kb.retriever.settings)
     order = list(questions)
     random.Random(options.seed).shuffle(order)  # a budget cut keeps questions from the whole corpus
-    out = []
-    for q in tqdm(order, desc="teacher", unit="question", disable=not options.progress):
+    out, start, step = [], time.perf_counter(), max(1, len(order) // 10)
+    for i, q in enumerate(tqdm(order, desc="teacher", unit="question", disable=not options.progress)):
+        if i and i % step == 0 and not options.progress:  # no bar (a log file): a line every tenth, with an ETA
+            eta = (time.perf_counter() - start) / i * (len(order) - i)
+            if deadline is not None:
+                eta = min(eta, max(0.0, deadline - time.perf_counter()))
+            report(f"teacher: {i} of {len(order)} questions scored, about {eta / 60:.0f} min left")
         if deadline is not None and time.perf_counter() > deadline:
             report(f"budget spent: the teacher scored {len(out)} of {len(order)} training questions; a re-run with a "
                    "larger --budget continues from its cache")

@@ -216,9 +216,8 @@ def _train_features(kb, labelled: list, out_dir: Path, teacher: str, top: int, p
     for s in range(0, len(ids), 2000):
         student.prepare([c.text for c in kb.store.chunks.get(ids[s : s + 2000]).values()], progress=progress)
     groups = [(student.features(q.question, [c.text for c in chunks]), scores) for q, chunks, scores in labelled]
-    weights = fit_listwise(groups)
-    StudentConfig(embedder_name, [float(w) for w in weights], top, teacher).save(out_dir)
-    return DistilledReranker(out_dir, kb.embedder)
+    student.save(StudentConfig(embedder_name, [float(w) for w in fit_listwise(groups)], top, teacher))
+    return student
 
 
 def _measure(kb, rerankers: dict[str, tuple[Reranker | None, int]], heldout: list[Question]) -> dict[str, dict]:
@@ -279,7 +278,7 @@ def distil_reranker(kb, options: RerankerOptions = RerankerOptions(),
         by_top = {n: scores[f"student@{n}"]["ndcg@10"] for n in options.tops}
         top = max(options.tops, key=lambda n: (by_top[n], -n))
         if isinstance(student, DistilledReranker):
-            StudentConfig(**{**asdict(student.config), "top": top}).save(out_dir)
+            student.save(StudentConfig(**{**asdict(student.config), "top": top}))
         teacher_top = kb.config.retrieval.rerank_top  # where the judge is measured as a reranker (default 10)
         teacher_scores = _measure(kb, {"teacher": (teacher, teacher_top)}, heldout)["teacher"] \
             if options.compare_teacher else None

@@ -120,6 +120,11 @@ class DistilledReranker:
         self.embedder = query_time(embedder)
         self.vectors = VectorCache(self.folder / VECTORS_FILE, self.embedder)
 
+    def save(self, config: StudentConfig) -> None:
+        """Score with ``config`` from now on, and keep it in the student's folder."""
+        config.save(self.folder)
+        self.config, self.weights = config, np.array(config.weights)
+
     def features(self, question: str, passages: Sequence[str]) -> np.ndarray:
         q = self.embedder.embed_query(question)
         split = [sentences_of(p) for p in passages]

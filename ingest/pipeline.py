@@ -97,7 +97,9 @@ def scan(manifest: dict[str, DocumentRecord], paths: Sequence[Path], options: In
     from tqdm.auto import tqdm
 
     by_hash = {d.content_hash: s for s, d in manifest.items()}
-    files = list(walk([Path(p).resolve() for p in paths], options.include, options.exclude))
+    # a file named twice (itself and its folder) is one file
+    files = list(dict.fromkeys(p.resolve() for p in walk([Path(p).resolve() for p in paths], options.include,
+                                                          options.exclude)))
     for path in tqdm(files, desc="scan" if not keep_data else "ingest", unit="file", disable=not options.progress):
         source = str(path.resolve())
         try:

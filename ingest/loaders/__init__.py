@@ -17,7 +17,7 @@ from ingest.loaders.html import load_html
 from ingest.loaders.pdf import load_pdf
 from ingest.loaders.text import decode, load_text
 
-__all__ = ["DEFAULT_INCLUDE", "Document", "Heading", "LoadError", "load", "walk"]
+__all__ = ["DEFAULT_INCLUDE", "Document", "Heading", "LoadError", "load", "walk", "wanted"]
 
 DEFAULT_INCLUDE = ("*.pdf", "*.md", "*.markdown", "*.txt", "*.text", "*.rst", "*.html", "*.htm")
 _SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv"}
@@ -27,22 +27,28 @@ def walk(paths: Iterable[Path], include: Sequence[str] = DEFAULT_INCLUDE,
          exclude: Sequence[str] = ()) -> Iterator[Path]:
     """Files under ``paths`` (recursively) whose name matches an include glob and no exclude glob.
     A file named directly is always yielded unless excluded."""
-
-    def excluded(p: Path) -> bool:
-        return any(fnmatch.fnmatch(str(p), g) or fnmatch.fnmatch(p.name, g) for g in exclude)
-
     for root in paths:
         root = Path(root)
         if root.is_file():
-            if not excluded(root):
+            if not excluded(root, exclude):
                 yield root
             continue
         if not root.exists():
             raise LoadError(f"{root} does not exist")
         for p in sorted(root.rglob("*")):
-            if p.is_file() and not (_SKIP_DIRS & set(p.relative_to(root).parts[:-1])) and not excluded(p):
-                if any(fnmatch.fnmatch(p.name.lower(), g) for g in include):
-                    yield p
+            if p.is_file() and wanted(p.relative_to(root), include, exclude) and not excluded(p, exclude):
+                yield p
+
+
+def wanted(path: Path, include: Sequence[str] = DEFAULT_INCLUDE, exclude: Sequence[str] = ()) -> bool:
+    """Whether a folder walk takes the file at ``path`` (relative to the folder walked, or absolute)."""
+    if _SKIP_DIRS & set(path.parts[:-1]) or excluded(path, exclude):
+        return False
+    return any(fnmatch.fnmatch(path.name.lower(), g) for g in include)
+
+
+def excluded(path: Path, exclude: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatch(str(path), g) or fnmatch.fnmatch(path.name, g) for g in exclude)
 
 
 def load(path: Path, data: bytes | None = None, source: str | None = None) -> Document:

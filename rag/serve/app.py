@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 
 from indexes.errors import require
@@ -31,7 +31,7 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
     fastapi = require("fastapi", "server")
     from fastapi.middleware.cors import CORSMiddleware
 
-    from rag.serve import errors
+    from rag.serve import errors, mcp
     from rag.serve.routers import chats, collections, documents, health, openai, search
 
     if generator is None:
@@ -64,6 +64,7 @@ def create_app(settings: ServeSettings, *, generator: Generator | None = None,
 
     for module in (health, openai, collections, documents, search, chats):
         app.include_router(module.router)
+    app.state.mcp_sessions = mcp.mount(app, services)
     _offline_docs(app)
     _web_page(app)
     return app
@@ -122,7 +123,8 @@ def _lifespan(services, generator: Generator, warm: bool, on_stuck: Callable[[],
         threading.Thread(
             target=_watchdog, args=(services.gate, stop, on_stuck), name="llm-watchdog", daemon=True
         ).start()
-        yield
+        async with app.state.mcp_sessions or nullcontext():
+            yield
         stop.set()
         services.jobs.stop()
 

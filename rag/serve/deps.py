@@ -32,7 +32,11 @@ def services(request: Request) -> Services:
 
 def principal(request: Request, authorization: str | None = Header(None),
               x_api_key: str | None = Header(None)) -> Principal:
-    s = services(request)
+    return caller(services(request), authorization, x_api_key)
+
+
+def caller(s: Services, authorization: str | None, x_api_key: str | None) -> Principal:
+    """Who sends these headers: 401 without a valid key (when the server has keys)."""
     if not s.db.keys_enabled():
         return OPEN  # only possible on loopback: `rag serve` refuses other hosts without keys
     token = x_api_key

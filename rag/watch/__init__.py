@@ -1,0 +1,112 @@
+"""Folder sync (``rag watch``): a store kept in step with folders.
+
+At start the store catches up with the folders through the incremental ingest (changed files re-indexed, files
+that are gone removed), so a watcher killed at any moment loses nothing and doubles nothing: the manifest, committed
+atomically, is the only state. Then file events (watchfiles: inotify, FSEvents, ReadDirectoryChangesW; polling with
+``poll`` or where events cannot be had) are gathered, and a file is indexed once it has been quiet for ``quiet_s``
+(a file still being written waits). Each round of changes is one ingest (one commit per ``commit_every`` chunks)
+plus one removal; a renamed file's passages come from the embedding cache, so nothing is embedded again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from indexes.errors import ConfigError, require
+from ingest.loaders import wanted
+from ingest.pipeline import IngestReport
+from rag.knowledge_base import KnowledgeBase
+
+__all__ = ["FolderWatch"]
+
+
+class FolderWatch:
+    def __init__(self, kb: KnowledgeBase, folders: Sequence[str | Path], quiet_s: float = 2.0, poll: bool = False,
+                 report: Callable[[str], None] = lambda line: None) -> None:
+        self.kb = kb
+        self.folders = [Path(f).resolve() for f in folders]
+        missing = [str(f) for f in self.folders if not f.is_dir()]
+        if missing:
+            raise ConfigError(f"not a folder: {', '.join(missing)}; rag watch takes folders (create them first)")
+        self.quiet_s, self.poll, self.report = quiet_s, poll, report
+        self._pending: set[Path] = set()
+        self.rounds = 0  # rounds of changes applied (each one ingest and at most one removal)
+
+    def catch_up(self) -> IngestReport:
+        """Bring the store in step with the folders as they are now: what a restart after a crash runs first."""
+        result = self.kb.ingest(self.folders, prune=True, progress=False)
+        self.report(f"caught up with {len(self.folders)} folder(s): {_summary(result)}")
+        return result
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Watch until ``stop`` is set (or Ctrl-C), applying each quiet round of changes."""
+        watchfiles = require("watchfiles", "watch")
+        how = "polling every 0.5 s" if self.poll else "file events (--poll to poll instead)"
+        self.report(f"watching {', '.join(map(str, self.folders))} with {how}; a file is indexed after "
+                    f"{self.quiet_s:g} s without changes")
+        tick = max(100, int(self.quiet_s * 500))
+        for changes in watchfiles.watch(*self.folders, stop_event=stop, force_polling=self.poll or None,
+                                        poll_delay_ms=500, rust_timeout=tick, yield_on_timeout=True,
+                                        debounce=1600, raise_interrupt=False):
+            self._pending.update(Path(p) for _, p in changes)
+            self.settle()
+
+    def settle(self, now: float | None = None) -> None:
+        """Apply the pending changes whose files have been quiet for ``quiet_s``; the others wait for a later call."""
+        if not self._pending:
+            return
+        now = time.time() if now is None else now
+        ready = {p for p in self._pending if not _busy(p, now, self.quiet_s)}
+        if ready:
+            self._pending -= ready
+            self.apply(ready)
+
+    def apply(self, paths: set[Path]) -> None:
+        """One round: index what exists (files, or folders that appeared), then drop what the store holds under
+        paths that are gone."""
+        include, exclude = self.kb.config.ingest.include, self.kb.config.ingest.exclude
+        known = self.kb.store.documents()
+        present = sorted(p for p in paths if (p.is_dir() and self._new_folder(p, known))
+                         or (p.is_file() and self._wanted(p, include, exclude)))
+        started = time.perf_counter()
+        result = self.kb.ingest(present, progress=False) if present else None
+        gone = [p for p in paths if not p.exists()]
+        removed = self._remove_under(gone) if gone else 0
+        if result is None and not removed:
+            return
+        self.rounds += 1
+        done = _summary(result) if result is not None else "nothing to index"
+        self.report(f"{time.strftime('%H:%M:%S')} {done}; {removed} removed ({time.perf_counter() - started:.1f} s)")
+        for f in result.failed if result is not None else ():
+            self.report(f"  failed: {f.source}: {f.reason}")
+
+    def _wanted(self, path: Path, include, exclude) -> bool:
+        root = next((f for f in self.folders if f in path.parents), None)
+        return root is not None and wanted(path.relative_to(root), include, exclude)
+
+    def _new_folder(self, path: Path, known) -> bool:
+        """A folder that appeared (made, moved or renamed in): none of its files is indexed yet. A known folder's
+        event (polling reports folders whose listing changed) needs no walk: its files have their own events."""
+        return path not in self.folders and not any(path in Path(s).parents for s in known)
+
+    def _remove_under(self, gone: list[Path]) -> int:
+        """Remove the indexed sources that are, or are under, a path that no longer exists (a deleted folder)."""
+        sources = [s for s in self.kb.store.documents()
+                   if any(Path(s) == g or g in Path(s).parents for g in gone) and not Path(s).exists()]
+        return self.kb.remove(sources) if sources else 0
+
+
+def _busy(path: Path, now: float, quiet_s: float) -> bool:
+    try:
+        return now - path.stat().st_mtime < quiet_s
+    except OSError:
+        return False  # gone: nothing to wait for
+
+
+def _summary(r: IngestReport) -> str:
+    return (f"{r.count('added')} added, {r.count('updated')} updated, {r.count('unchanged')} unchanged, "
+            f"{r.count('removed')} removed, {len(r.failed)} failed; {r.embedded} passages embedded, "
+            f"{r.from_cache} from cache")

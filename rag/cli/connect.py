@@ -41,7 +41,8 @@ def _cmd_watch(kb, args) -> int:
 
     watch = FolderWatch(kb, args.folders, quiet_s=args.quiet_s, poll=args.poll,
                         report=lambda line: print(line, file=sys.stderr, flush=True))
-    watch.catch_up()
-    if not args.once:
+    if args.once:
+        watch.catch_up()
+    else:
         watch.run()
     return 0

@@ -2,18 +2,18 @@
 each, and a cited answer.
 
 Tools: ``list_collections``, ``search``, ``ask`` and ``get_passage``. Resources: each collection's document list
-(``rag://COLLECTION/documents``) and each document's text (``rag://COLLECTION/documents/SOURCE``, the source
-URL-quoted). A mistake the caller can fix (an unknown collection, an empty question, a stale chunk id) comes back as
+(``rag://COLLECTION/documents``) and each document's text (``rag://COLLECTION/documents/ID``, ID as that list gives
+it). A mistake the caller can fix (an unknown collection, an empty question, a stale chunk id) comes back as
 an MCP tool error with one sentence saying what to do; anything else is logged here and the client sees only that
 the tool failed.
 """
 
 import functools
+import hashlib
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Any, Protocol
-from urllib.parse import quote, unquote
 
 from pydantic import Field
 
@@ -65,6 +65,11 @@ def choose(library: Library, headers: Mapping[str, str] | None, collection: str 
     if collection is None:
         raise ToolError(f"name a collection: {offer}")
     raise ToolError(f"no collection {collection!r} is visible here; {offer}")
+
+
+def document_key(source: str) -> str:
+    """A document's id in resource URIs: the source's path would put slashes (and the server's folders) there."""
+    return hashlib.sha1(source.encode()).hexdigest()[:16]
 
 
 def _safely(fn):
@@ -165,18 +170,19 @@ def _resources(server: MCPServer, library: Library) -> None:
         with library.reading(name) as kb:
             docs = kb.store.documents()
         return library.public([
-            {"source": s, "uri": f"rag://{name}/documents/{quote(s, safe='')}", "name": Path(s).name,
+            {"source": s, "uri": f"rag://{name}/documents/{document_key(s)}", "name": Path(s).name,
              "bytes": d.size, "passages": d.n_chunks, "indexed_at": d.ingested_at} for s, d in sorted(docs.items())
         ])
 
-    @server.resource("rag://{collection}/documents/{source}", mime_type="text/plain")
-    def document(collection: str, source: str, ctx: Context) -> str:
-        """One document's text as indexed: its passages in order, without their overlap."""
+    @server.resource("rag://{collection}/documents/{document_id}", mime_type="text/plain")
+    def document(collection: str, document_id: str, ctx: Context) -> str:
+        """One document's text as indexed: its passages in order."""
         name = named(ctx, collection)
         with library.reading(name) as kb:
-            chunks = kb.store.chunks.chunks_of(unquote(source))
+            source = next((s for s in kb.store.documents() if document_key(s) == document_id), None)
+            chunks = kb.store.chunks.chunks_of(source) if source is not None else []
         if not chunks:
-            raise ResourceError(f"collection {name!r} has no document {unquote(source)!r}: read "
+            raise ResourceError(f"collection {name!r} has no document {document_id!r}: read "
                                 f"rag://{name}/documents for the list")
         return "\n\n".join(c.text for c in chunks)
 

@@ -1,15 +1,16 @@
 """Folder sync (``rag watch``): a store kept in step with folders.
 
-At start the store catches up with the folders through the incremental ingest (changed files re-indexed, files
-that are gone removed), so a watcher killed at any moment loses nothing and doubles nothing: the manifest, committed
-atomically, is the only state. Then file events (watchfiles: inotify, FSEvents, ReadDirectoryChangesW; polling with
-``poll`` or where events cannot be had) are gathered, and a file is indexed once it has been quiet for ``quiet_s``
-(a file still being written waits). Each round of changes is one ingest (one commit per ``commit_every`` chunks)
-plus one removal; a renamed file's passages come from the embedding cache, so nothing is embedded again.
+At start (once the watcher listens) the store catches up with the folders through the incremental ingest (changed
+files re-indexed, files that are gone removed), so a watcher killed at any moment loses nothing and doubles nothing:
+the manifest, committed atomically, is the only state. Then file events (watchfiles: inotify, FSEvents,
+ReadDirectoryChangesW; polling with ``poll``) are gathered, and a file is indexed once it has been quiet for
+``quiet_s`` (a file still being written waits). Each round of changes is one ingest (one commit per ``commit_every``
+chunks) plus one removal; a renamed file's passages come from the embedding cache, so nothing is embedded again.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,17 +43,25 @@ class FolderWatch:
         return result
 
     def run(self, stop: threading.Event | None = None) -> None:
-        """Watch until ``stop`` is set (or Ctrl-C), applying each quiet round of changes."""
+        """Catch up, then watch until ``stop`` is set (or Ctrl-C), applying each quiet round of changes. The catch-up
+        runs once the watcher is listening, so a change made meanwhile is not missed."""
         watchfiles = require("watchfiles", "watch")
-        how = "polling every 0.5 s" if self.poll else "file events (--poll to poll instead)"
-        self.report(f"watching {', '.join(map(str, self.folders))} with {how}; a file is indexed after "
-                    f"{self.quiet_s:g} s without changes")
+        logging.getLogger("watchfiles.main").setLevel(logging.ERROR)  # its Ctrl-C notice: we say "stopped"
         tick = max(100, int(self.quiet_s * 500))
+        live = False
         for changes in watchfiles.watch(*self.folders, stop_event=stop, force_polling=self.poll or None,
                                         poll_delay_ms=500, rust_timeout=tick, yield_on_timeout=True,
                                         debounce=1600, raise_interrupt=False):
+            if not live:
+                live = True
+                self.catch_up()
+                how = "polling every 0.5 s" if self.poll else "file events (--poll to poll instead)"
+                self.report(f"watching {', '.join(map(str, self.folders))} with {how}; a file is indexed after "
+                            f"{self.quiet_s:g} s without changes")
             self._pending.update(Path(p) for _, p in changes)
             self.settle()
+        self.report("stopped" + (f"; {len(self._pending)} change(s) not yet quiet are left for the next start"
+                                 if self._pending else ""))
 
     def settle(self, now: float | None = None) -> None:
         """Apply the pending changes whose files have been quiet for ``quiet_s``; the others wait for a later call."""

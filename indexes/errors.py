@@ -15,6 +15,10 @@ class StoreError(RagError):
     """A store directory is missing, incompatible or damaged."""
 
 
+class StoreBusyError(StoreError):
+    """Another process holds the store's write lock (an ingest, a watcher): try again when it is done."""
+
+
 class MissingDependencyError(RagError, ImportError):
     """An optional package is not installed; the message names the install command."""
 

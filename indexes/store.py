@@ -26,7 +26,7 @@ import numpy as np
 
 from indexes.bm25 import BM25Index
 from indexes.chunk_store import ChunkStore, DocumentRecord
-from indexes.errors import StoreError
+from indexes.errors import StoreBusyError, StoreError
 from indexes.files import atomic_write
 from indexes.types import Chunk, ScoredId
 from indexes.vector import VectorIndex, open_index
@@ -133,7 +133,9 @@ class Store:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
-                raise StoreError(f"another process is writing to the store {self.path}; wait for it to finish") from exc
+                raise StoreBusyError(
+                    f"another process is writing to the store {self.path}; wait for it to finish"
+                ) from exc
             try:
                 yield
             finally:

@@ -29,8 +29,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, root: Path, log: Path) -> None:
-        self.root, self.log, self.port = root, log, free_port()
+    def __init__(self, root: Path, log: Path, *extra: str) -> None:
+        self.root, self.log, self.port, self.extra = root, log, free_port(), extra
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
@@ -47,6 +47,7 @@ class Server:
                 str(self.port),
                 "--set",
                 "llm.name=extractive",
+                *self.extra,
             ],
             cwd=ROOT,
             stdout=open(self.log, "ab"),

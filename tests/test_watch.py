@@ -40,11 +40,7 @@ class Watcher:
         return self.log.read_text().splitlines()
 
     def wait(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + LIMIT_S
-        while not condition():
-            assert self.proc.poll() is None, f"rag watch exited: {self.log.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, f"{what}: not reached; log:\n{self.log.read_text()[-2000:]}"
-            time.sleep(0.1)
+        wait_until(condition, what, self.proc, self.log)
 
     def rounds(self) -> list[str]:
         return [line for line in self.lines() if re.match(r"\d\d:\d\d:\d\d ", line)]
@@ -60,6 +56,14 @@ class Watcher:
     def stop(self, sig: int = signal.SIGINT) -> int:
         self.proc.send_signal(sig)
         return self.proc.wait(timeout=LIMIT_S)
+
+
+def wait_until(condition: Callable[[], bool], what: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + LIMIT_S
+    while not condition():
+        assert proc.poll() is None, f"the process exited: {log.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, f"{what}: not reached; log:\n{log.read_text()[-2000:]}"
+        time.sleep(0.1)
 
 
 def folder_state(folder: Path) -> dict[str, str]:
@@ -160,3 +164,48 @@ def test_rag_watch_by_polling(tmp_path):
     w.step(lambda: (folder / "a.md").unlink(), synced, "deleted file removed")
     assert w.stop() == 0
     assert_consistent(store, folder)
+
+
+def test_a_round_that_meets_another_writer_waits_and_a_file_being_written_waits_until_quiet(tmp_path, hash_embedder):
+    from rag.config import Config, IndexConfig
+    from rag.knowledge_base import KnowledgeBase
+    from rag.watch import FolderWatch
+
+    folder = tmp_path / "docs"
+    write(folder / "a.md", "# A\n\nThe first file.\n")
+    kb = KnowledgeBase.open(tmp_path / "store", Config(index=IndexConfig(gpu=False)), embedder=hash_embedder)
+    lines: list[str] = []
+    watch = FolderWatch(kb, [folder], quiet_s=5, report=lines.append)
+    watch.catch_up()
+    write(folder / "b.md", "# B\n\nStill being written.\n")
+    watch._pending.add((folder / "b.md").resolve())
+    watch.settle(now=time.time())  # changed just now: not quiet yet
+    assert watch._pending and str((folder / "b.md").resolve()) not in kb.store.documents()
+    with kb.store.writer():  # another writer holds the store
+        watch.settle(now=time.time() + 10)
+    assert watch._pending and any("another process is writing" in line for line in lines)
+    watch.settle(now=time.time() + 10)
+    assert not watch._pending and str((folder / "b.md").resolve()) in kb.store.documents()
+    kb.close()
+
+
+def test_a_served_collection_bound_to_a_folder_follows_it(tmp_path):
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    from tests.test_serve_live import Server
+
+    folder = tmp_path / "shared"
+    write(folder / "pumps.md", "# Pumps\n\nThe pump P-7 runs at 3,000 rpm.\n")
+    server = Server(tmp_path / "root", tmp_path / "server.log", "--watch", f"team={folder}").start()
+    try:
+        def finds(word: str) -> Callable[[], bool]:
+            def check() -> bool:
+                r = httpx.post(f"{server.url}/collections/team/search", json={"query": word, "k": 1}, timeout=30)
+                return r.status_code == 200 and any(word in h["text"] for h in r.json()["hits"])
+            return check
+
+        wait_until(finds("P-7"), "the folder's file served", server.proc, server.log)
+        write(folder / "valves.md", "# Valves\n\nThe valve V-9 closes at 4 bar.\n")
+        wait_until(finds("V-9"), "a new file in the folder served", server.proc, server.log)
+    finally:
+        server.kill()

@@ -26,6 +26,8 @@ def register(sub) -> None:
     sp.add_argument(
         "--cors", action="append", default=[], metavar="ORIGIN", help="allow browser calls from this origin"
     )
+    sp.add_argument("--watch", action="append", default=[], metavar="NAME=FOLDER",
+                    help="keep the collection NAME in step with FOLDER (created if new; repeatable)")
 
     sp = add_command(
         sub, "keys", "API keys of a server root: create (printed once), list, revoke", _cmd_keys, store=False
@@ -59,6 +61,7 @@ def _cmd_serve(args) -> int:
                 f"`rag keys create --root {args.root} --scopes admin`, or serve on 127.0.0.1"
             )
     from rag.serve.app import create_app
+    from rag.serve.folders import parse_bindings
 
     settings = ServeSettings(
         root=args.root,
@@ -67,9 +70,11 @@ def _cmd_serve(args) -> int:
         port=args.port,
         max_upload_mb=args.max_upload_mb,
         cors_origins=tuple(args.cors),
+        watch=parse_bindings(args.watch),
     )
     app = create_app(settings)
-    logging.getLogger("rag.serve.access").setLevel(logging.INFO)
+    for name in ("rag.serve.access", "rag.serve.folders"):
+        logging.getLogger(name).setLevel(logging.INFO)
     print(
         f"serving {args.root} on http://{args.host}:{args.port} (API docs at /docs, OpenAI base URL /v1)",
         file=sys.stderr,

@@ -96,8 +96,10 @@ def _services(settings: ServeSettings, generator: Generator, embedder_factory, r
 
 
 def _lifespan(services, generator: Generator, warm: bool, on_stuck: Callable[[], None]):
-    """Start: resume unfinished jobs, load the models in the background (``/readyz`` turns true once they are) and
-    start the LLM watchdog. Stop: the watchdog, then the jobs."""
+    """Start: resume unfinished jobs, start the watchers of folder-bound collections, load the models in the
+    background (``/readyz`` turns true once they are), start the LLM watchdog and the MCP sessions. Stop: the MCP
+    sessions, the watchdog, the watchers, then the jobs."""
+    from rag.serve.folders import FolderBindings
 
     def warm_up() -> None:
         try:
@@ -115,6 +117,8 @@ def _lifespan(services, generator: Generator, warm: bool, on_stuck: Callable[[],
         resumed = services.jobs.resume()
         if resumed:
             log.warning("resumed %d unfinished job(s)", resumed)
+        folders = FolderBindings(services.collections, services.settings.watch)
+        folders.start()
         if warm:
             threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
         else:
@@ -126,6 +130,7 @@ def _lifespan(services, generator: Generator, warm: bool, on_stuck: Callable[[],
         async with app.state.mcp_sessions or nullcontext():
             yield
         stop.set()
+        folders.stop()
         services.jobs.stop()
 
     return lifespan

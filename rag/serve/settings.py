@@ -23,6 +23,7 @@ class ServeSettings:
     llm_wait_s: float = 120.0  # how long a queued request waits for the LLM before a 429
     llm_stall_s: float = 300.0  # an answer with no progress this long is stalled: /readyz 503, then recovered or exit
     cors_origins: tuple[str, ...] = ()  # CORS is off unless origins are given
+    watch: tuple[tuple[str, str], ...] = ()  # (collection, folder): kept in step by a `rag watch` child
 
 
 def is_loopback(host: str) -> bool:

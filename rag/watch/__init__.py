@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from indexes.errors import ConfigError, require
+from indexes.errors import ConfigError, StoreBusyError, require
 from ingest.loaders import wanted
 from ingest.pipeline import IngestReport
 from rag.knowledge_base import KnowledgeBase
@@ -34,6 +34,7 @@ class FolderWatch:
             raise ConfigError(f"not a folder: {', '.join(missing)}; rag watch takes folders (create them first)")
         self.quiet_s, self.poll, self.report = quiet_s, poll, report
         self._pending: set[Path] = set()
+        self._blocked = False  # the last round found another writer
         self.rounds = 0  # rounds of changes applied (each one ingest and at most one removal)
 
     def catch_up(self) -> IngestReport:
@@ -81,9 +82,17 @@ class FolderWatch:
         present = sorted(p for p in paths if (p.is_dir() and self._new_folder(p, known))
                          or (p.is_file() and self._wanted(p, include, exclude)))
         started = time.perf_counter()
-        result = self.kb.ingest(present, progress=False) if present else None
-        gone = [p for p in paths if not p.exists()]
-        removed = self._remove_under(gone) if gone else 0
+        try:
+            result = self.kb.ingest(present, progress=False) if present else None
+            gone = [p for p in paths if not p.exists()]
+            removed = self._remove_under(gone) if gone else 0
+        except StoreBusyError:
+            self._pending |= paths  # another writer (an ingest, an upload): this round waits for a later call
+            if not self._blocked:
+                self.report(f"{time.strftime('%H:%M:%S')} another process is writing to the store; waiting for it")
+            self._blocked = True
+            return
+        self._blocked = False
         if result is None and not removed:
             return
         self.rounds += 1

@@ -209,3 +209,49 @@ def test_a_served_collection_bound_to_a_folder_follows_it(tmp_path):
         wait_until(finds("V-9"), "a new file in the folder served", server.proc, server.log)
     finally:
         server.kill()
+
+
+def test_network_folders_are_polled_and_failing_file_events_fall_back_to_polling(tmp_path, hash_embedder, monkeypatch):
+    import threading
+
+    import watchfiles
+
+    from rag.config import Config, IndexConfig
+    from rag.knowledge_base import KnowledgeBase
+    from rag.watch import FolderWatch, network_fs
+
+    mounts = "/dev/sda1 / ext4 rw 0 0\nsrv:/export /mnt/team nfs4 rw 0 0\n//nas/d /mnt/my\\040docs cifs rw 0 0\n"
+    assert network_fs(Path("/mnt/team/manuals"), mounts) == "nfs4"
+    assert network_fs(Path("/mnt/my docs/a.md"), mounts) == "cifs"
+    assert network_fs(Path("/mnt/teamwork"), mounts) is None
+    assert network_fs(Path("/home/me/docs"), mounts) is None
+
+    tried: list[bool] = []
+    real = watchfiles.watch
+
+    def no_events(*paths, force_polling=None, **kwargs):
+        tried.append(bool(force_polling))
+        if not force_polling:
+            raise OSError("inotify watch limit reached")
+        return real(*paths, force_polling=force_polling, **kwargs)
+
+    monkeypatch.setattr(watchfiles, "watch", no_events)
+    folder = tmp_path / "docs"
+    write(folder / "a.md", "# A\n\nThe first file.\n")
+    kb = KnowledgeBase.open(tmp_path / "store", Config(index=IndexConfig(gpu=False)), embedder=hash_embedder)
+    lines: list[str] = []
+    watch, stop = FolderWatch(kb, [folder], quiet_s=0.2, report=lines.append), threading.Event()
+    runner = threading.Thread(target=watch.run, args=(stop,))
+    runner.start()
+    try:
+        deadline = time.monotonic() + LIMIT_S
+        while not any(line.startswith("watching") for line in lines):
+            assert runner.is_alive() and time.monotonic() < deadline, lines
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        runner.join(timeout=LIMIT_S)
+    assert tried == [False, True]
+    assert any("polling" in line and "inotify watch limit reached" in line for line in lines), lines
+    assert lines[-1] == "stopped" and str((folder / "a.md").resolve()) in kb.store.documents()
+    kb.close()

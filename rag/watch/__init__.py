@@ -46,23 +46,42 @@ class FolderWatch:
     def run(self, stop: threading.Event | None = None) -> None:
         """Catch up, then watch until ``stop`` is set (or Ctrl-C), applying each quiet round of changes. The catch-up
         runs once the watcher is listening, so a change made meanwhile is not missed."""
-        watchfiles = require("watchfiles", "watch")
+        require("watchfiles", "watch")
         logging.getLogger("watchfiles.main").setLevel(logging.ERROR)  # its Ctrl-C notice: we say "stopped"
-        tick = max(100, int(self.quiet_s * 500))
+        poll, how = self._how()
+        try:
+            self._watch(stop, poll, how)
+        except OSError as exc:  # no file events here (e.g. the inotify watch limit): poll instead
+            if poll:
+                raise
+            self._watch(stop, True, f"polling every 0.5 s, as file events failed here ({exc})")
+        self.report("stopped" + (f"; {len(self._pending)} change(s) not yet quiet are left for the next start"
+                                 if self._pending else ""))
+
+    def _how(self) -> tuple[bool, str]:
+        """Whether to poll, and why: asked to, or a folder on a network file system (changes made by other machines
+        send no events there)."""
+        if self.poll:
+            return True, "polling every 0.5 s (--poll)"
+        remote = [f"{f} ({kind})" for f in self.folders if (kind := network_fs(f))]
+        if remote:
+            return True, f"polling every 0.5 s, as {', '.join(remote)} is on a network file system"
+        return False, "file events (--poll to poll instead)"
+
+    def _watch(self, stop: threading.Event | None, poll: bool, how: str) -> None:
+        import watchfiles
+
         live = False
-        for changes in watchfiles.watch(*self.folders, stop_event=stop, force_polling=self.poll or None,
-                                        poll_delay_ms=500, rust_timeout=tick, yield_on_timeout=True,
+        for changes in watchfiles.watch(*self.folders, stop_event=stop, force_polling=poll, poll_delay_ms=500,
+                                        rust_timeout=max(100, int(self.quiet_s * 500)), yield_on_timeout=True,
                                         debounce=1600, raise_interrupt=False):
             if not live:
                 live = True
                 self.catch_up()
-                how = "polling every 0.5 s" if self.poll else "file events (--poll to poll instead)"
                 self.report(f"watching {', '.join(map(str, self.folders))} with {how}; a file is indexed after "
                             f"{self.quiet_s:g} s without changes")
             self._pending.update(Path(p) for _, p in changes)
             self.settle()
-        self.report("stopped" + (f"; {len(self._pending)} change(s) not yet quiet are left for the next start"
-                                 if self._pending else ""))
 
     def settle(self, now: float | None = None) -> None:
         """Apply the pending changes whose files have been quiet for ``quiet_s``; the others wait for a later call."""
@@ -115,6 +134,28 @@ class FolderWatch:
         sources = [s for s in self.kb.store.documents()
                    if any(Path(s) == g or g in Path(s).parents for g in gone) and not Path(s).exists()]
         return self.kb.remove(sources) if sources else 0
+
+
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "fuse.sshfs", "fuse.rclone",
+              "davfs", "fuse.davfs2")
+
+
+def network_fs(path: Path, mounts: str | None = None) -> str | None:
+    """The type of the network file system ``path`` is on (from ``/proc/mounts``, or ``mounts``), or None."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None  # not Linux: FSEvents and ReadDirectoryChangesW report local folders; --poll for the rest
+    best, kind = "", None
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        if (str(path) == point or str(path).startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, parts[2]
+    return kind if kind in NETWORK_FS else None
 
 
 def _busy(path: Path, now: float, quiet_s: float) -> bool:

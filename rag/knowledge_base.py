@@ -40,6 +40,7 @@ class KnowledgeBase:
         self.root = root or store.path  # the store directory; index versions live under it
         self._generator = generator
         self._owns_generator = generator is None  # loaded here, so freed by close(); a given one is the caller's
+        self._generation = store.chunks.generation
         r = config.retrieval
         reranker = load_reranker(r.rerank, lambda: self.generator, config.device, store.path, embedder)
         self.retriever = Retriever(
@@ -98,6 +99,20 @@ class KnowledgeBase:
             )
             store = Store.create(path, settings)
         return cls(store, embedder, config, generator, root)
+
+    def refreshed(self) -> "KnowledgeBase":
+        """For a reader beside a writer in another process (``read_only``): this knowledge base while nothing new is
+        committed, else one at the newest complete generation (or the newly activated version) that shares its
+        models; this one's store is then closed."""
+        store = self.store
+        current = store.chunks.generation == self._generation and active_path(self.root) == store.path
+        if current or not store.lexical_ready:
+            return self
+        fresh = KnowledgeBase.open(self.root, self.config, embedder=self.embedder, generator=self._generator,
+                                   create=False, read_only=store.read_only)
+        fresh._owns_generator, self._owns_generator = self._owns_generator, False
+        self.close()
+        return fresh
 
     def close(self) -> None:
         """Close the store and free the LLM this knowledge base loaded (a generator passed in stays loaded)."""

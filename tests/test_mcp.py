@@ -63,7 +63,13 @@ def error_text(result) -> str:
     return text
 
 
-def test_rag_mcp_over_stdio_from_the_readme_configuration(store):
+def test_rag_mcp_over_stdio_from_the_readme_configuration(store, tmp_path, e5):
+    """Also: what a writer beside it (``rag watch``, ``rag ingest``) commits is searchable in the same session."""
+    store = shutil.copytree(store, tmp_path / "manuals")
+    extra = tmp_path / "added"
+    extra.mkdir()
+    (extra / "pumps.md").write_text("# Pumps\n\nThe circulation pump P-77 runs at 3,100 rpm.\n", encoding="utf-8")
+
     async def session() -> None:
         async with Client(readme_client_config(store), read_timeout_seconds=300) as client:
             tools = {t.name: t for t in (await client.list_tools()).tools}
@@ -98,6 +104,12 @@ def test_rag_mcp_over_stdio_from_the_readme_configuration(store):
             manual = next(d for d in listing if d["name"] == "aurora-manual.md")
             text = (await client.read_resource(manual["uri"])).contents[0].text
             assert "Error codes" in text
+
+            writer = KnowledgeBase.open(store, Config(index=IndexConfig(gpu=False)), embedder=e5)
+            writer.ingest([extra], progress=False)
+            writer.close()
+            hits = payload(await client.call_tool("search", {"query": "circulation pump P-77 speed", "k": 1}))
+            assert hits[0]["source"].endswith("pumps.md")
 
     asyncio.run(session())
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import sys
 
-from rag.cli.options import add_command, store_options
+from rag.cli.options import add_command, config_of, store_options
 
 _LLM_HELP = "LLM for the ask tool: preset, .gguf file, folder, http(s) endpoint, or 'extractive'"
 
 
 def register(sub) -> None:
-    sp = add_command(sub, "mcp", "serve the store to an MCP client (assistant, agent) over stdio", _cmd_mcp)
+    sp = add_command(sub, "mcp", "serve the store to an MCP client (assistant, agent) over stdio", _cmd_mcp,
+                     store=False)
     store_options(sp)
     sp.add_argument("--llm", help=_LLM_HELP)
     sp.add_argument("--name", help="the collection's name in the tools (default: the store folder's name)")
@@ -26,13 +27,17 @@ def register(sub) -> None:
     sp.add_argument("--once", action="store_true", help="catch up with the folders, then exit")
 
 
-def _cmd_mcp(kb, args) -> int:
+def _cmd_mcp(args) -> int:
     from rag.mcp import build_server
     from rag.mcp.local import LocalLibrary
 
-    library = LocalLibrary(kb, args.name)
-    print(f"rag mcp: serving {library.name!r} ({kb.store.chunks.count()} passages) over stdio", file=sys.stderr)
-    build_server(library).run("stdio")
+    library = LocalLibrary(args.store, config_of(args), args.name)
+    try:
+        count = library.kb.store.chunks.count()
+        print(f"rag mcp: serving {library.name!r} ({count} passages) over stdio", file=sys.stderr)
+        build_server(library).run("stdio")
+    finally:
+        library.close()
     return 0
 
 

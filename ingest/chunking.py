@@ -22,8 +22,9 @@ CountTokens = Callable[[Sequence[str]], list[int]]
 # Raised whenever the same file would now be cut differently (2: PDF outlines; 3 and 4: fewer PDF lines taken
 # for running headers; 5: bookmark titles found through ligatures and curly quotes; 6: a sentence cut by a page
 # break stays in one chunk; 7: back-of-book index pages skipped; 8: TeX's TS1 bullets and per-mille signs read
-# as text), so stores re-chunk on the next ingest.
-CHUNKING_VERSION = 8
+# as text; 9: tables as Markdown row groups that repeat the header, scanned PDF pages read by OCR), so stores
+# re-chunk on the next ingest.
+CHUNKING_VERSION = 9
 
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
 # A sentence ends after Western . ! ? (followed by space) or after CJK 。！？； (no space needed).

@@ -65,6 +65,7 @@ class IngestOptions:
     commit_every: int = 2000  # chunks per atomic commit
     progress: bool = True
     force: frozenset[str] = frozenset()  # sources to re-chunk and re-embed even if unchanged (re-index)
+    ocr: bool = True  # read PDF pages without a text layer with Tesseract (when installed)
     skip_duplicates: bool = False  # a new file whose content another source already holds is reported unchanged
     on_file: Callable[[str, str, str], None] | None = None  # (source, stage, reason): parsing, embedding, then
     # committed, unchanged or failed; e.g. the server's per-file job progress
@@ -121,12 +122,12 @@ def scan(manifest: dict[str, DocumentRecord], paths: Sequence[Path], options: In
         yield FileWork(path, source, digest, "updated" if old else "added", data if keep_data else None)
 
 
-def load_document(work: FileWork, chunker: Chunker) -> DocumentUpdate:
+def load_document(work: FileWork, chunker: Chunker, ocr: bool = True) -> DocumentUpdate:
     """Load and chunk one file (``work.data`` or read now); the update has no vectors yet. Raises ``LoadError``."""
     data = work.data if work.data is not None else work.path.read_bytes()
     if work.data is None and f"{hashlib.sha256(data).hexdigest()}/{chunking.CHUNKING_VERSION}" != work.digest:
         raise LoadError("the file changed while it was being ingested; ingest again")
-    doc = load(work.path, data, work.source)
+    doc = load(work.path, data, work.source, ocr)
     chunks = chunker.chunk(doc, work.digest)
     record = DocumentRecord(
         work.source,
@@ -257,7 +258,7 @@ def ingest(store: Store, embedder: Embedder, paths: Sequence[Path],
                 continue
             committer.tell(item.source, "parsing")
             try:
-                committer.add(load_document(item, chunker), item.status)
+                committer.add(load_document(item, chunker, options.ocr), item.status)
             except LoadError as exc:
                 committer.fail(item.source, str(exc))
             except Exception as exc:  # a loader bug must not stop the other files

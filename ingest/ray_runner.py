@@ -80,15 +80,16 @@ def _worker_embedder(embedder: Embedder) -> Embedder:
 class _ReadAndChunk:
     """A Ray Data ``flat_map`` step: one file in, its chunks out (or one row saying why it failed)."""
 
-    def __init__(self, embedder: Embedder, chunk_tokens: int, chunk_overlap: int) -> None:
-        self.embedder, self.chunk_tokens, self.chunk_overlap = embedder, chunk_tokens, chunk_overlap
+    def __init__(self, embedder: Embedder, chunk_tokens: int, chunk_overlap: int, ocr: bool = True) -> None:
+        self.embedder, self.chunk_tokens, self.chunk_overlap, self.ocr = embedder, chunk_tokens, chunk_overlap, ocr
 
     def __call__(self, row: dict) -> list[dict]:
         embedder = _worker_embedder(self.embedder)
         work = FileWork(Path(row["path"]), row["source"], row["digest"], row["status"])
         base = {"source": work.source, "status": work.status, "digest": work.digest}
         try:
-            update = load_document(work, Chunker(embedder.count_tokens, self.chunk_tokens, self.chunk_overlap))
+            chunker = Chunker(embedder.count_tokens, self.chunk_tokens, self.chunk_overlap)
+            update = load_document(work, chunker, self.ocr)
         except LoadError as exc:
             return [{**base, **_EMPTY, "failed": str(exc)}]
         except Exception as exc:  # a loader bug must not stop the other files
@@ -198,7 +199,8 @@ def _run(ray, embedder: Embedder, work: list[FileWork], options: IngestOptions, 
         logging.getLogger("ray.data").setLevel(logging.WARNING if options.progress else logging.ERROR)
         rows = [{"path": str(w.path), "source": w.source, "digest": w.digest, "status": w.status} for w in work]
         ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 200))
-        ds = ds.flat_map(_ReadAndChunk(embedder, options.chunk_tokens, options.chunk_overlap), num_cpus=_READ_CPUS)
+        read = _ReadAndChunk(embedder, options.chunk_tokens, options.chunk_overlap, options.ocr)
+        ds = ds.flat_map(read, num_cpus=_READ_CPUS)
         ds = ds.map_batches(
             _Embed,
             fn_constructor_kwargs={"embedder": embedder, "threads": int(plan.actor_cpus)},

@@ -19,6 +19,7 @@ class IngestConfig:
     include: tuple[str, ...] = DEFAULT_INCLUDE
     exclude: tuple[str, ...] = ()
     commit_every: int = 2000
+    ocr: bool = True  # PDF pages without a text layer are read by Tesseract when it is installed
 
 
 @dataclass(frozen=True)

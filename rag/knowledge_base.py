@@ -145,6 +145,7 @@ class KnowledgeBase:
             chunk_tokens=int(chunking.get("chunk_tokens", c.chunk_tokens)),
             chunk_overlap=int(chunking.get("chunk_overlap", c.chunk_overlap)),
             commit_every=c.commit_every,
+            ocr=c.ocr,
             progress=progress,
             force=frozenset(force),
             on_file=on_file,

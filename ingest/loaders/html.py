@@ -6,6 +6,7 @@ import re
 
 from indexes.errors import require
 from ingest.loaders.document import Document, Heading, LoadError
+from ingest.loaders.tables import table_text
 
 _BLOCK = {"p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dt", "dd", "table", "tr", "pre",
           "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "br", "hr", "figure", "figcaption", "header"}
@@ -69,6 +70,8 @@ class _TextWriter:
         if name in ("h1", "h2", "h3", "h4", "h5", "h6"):
             self.heading(node)
             return
+        if name == "table" and self.table(node):
+            return
         block = name in _BLOCK
         if block:
             self.newline(
@@ -87,6 +90,20 @@ class _TextWriter:
                 text = text.lstrip()
         if text:
             self.emit(text)
+
+    def table(self, node) -> bool:
+        """A data table as Markdown row groups with its header (``ingest.loaders.tables``); False for a layout table
+        (one column, or cells of running text), which is read as text."""
+        rows = [tr for tr in node.find_all("tr") if tr.find_parent("table") is node]
+        cells = [[re.sub(r"\s+", " ", c.get_text(" ")).strip() for c in tr.find_all(["td", "th"], recursive=False)]
+                 for tr in rows]
+        if max((len(r) for r in cells), default=0) < 2 or any(len(c) > 300 for r in cells for c in r):
+            return False
+        header = max(1, sum(1 for tr in rows if tr.find_parent("thead") is not None))
+        self.newline(2)
+        self.emit(table_text(cells, header))
+        self.newline(2)
+        return True
 
     def heading(self, node) -> None:
         self.newline(2)

@@ -9,13 +9,14 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from indexes.errors import require
+from indexes.errors import MissingDependencyError, require
 from ingest.loaders.document import Document, Heading, LoadError
 
 log = logging.getLogger(__name__)
 
 
-def load_pdf(data: bytes, source: str) -> Document:
+def load_pdf(data: bytes, source: str, ocr: bool = True) -> Document:
+    """``ocr``: read the pages without a text layer with Tesseract (``ingest.loaders.ocr``)."""
     pypdf = require("pypdf", None)
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
@@ -39,9 +40,12 @@ def load_pdf(data: bytes, source: str) -> Document:
         except Exception as exc:
             texts.append("")
             warnings.append(f"page {number}: text extraction failed ({exc})")
+    if ocr:
+        _read_scans(data, texts, warnings)
     for number, (raw, text) in enumerate(zip(texts, _drop_running_lines(texts)), start=1):
         if not raw.strip():
-            warnings.append(f"page {number} has no extractable text (a scanned image?)")
+            if not any(w.startswith(f"page {number} has no text layer") for w in warnings):
+                warnings.append(f"page {number} has no extractable text (a scanned image?)")
         elif _looks_like_contents(text):
             warnings.append(f"page {number} skipped: it looks like a table of contents (dot leaders and page numbers)")
             text = ""  # it names every topic without answering any: it would outrank the pages that do
@@ -61,11 +65,29 @@ def load_pdf(data: bytes, source: str) -> Document:
         reason = (
             "garbled text on every page (fonts without a Unicode map)"
             if any("garbled" in w for w in warnings)
-            else "no extractable text (a scanned PDF needs OCR first)"
+            else next((w.split(": ", 1)[1] for w in warnings if "was not read: " in w),
+                      "no extractable text (a scanned PDF: OCR is off)")
         )
         raise LoadError(f"{reason} in all {len(pages)} page(s)")
     headings = _outline_headings(reader, parts, starts)
     return Document(source, body, page_starts=tuple(starts), headings=tuple(headings), warnings=tuple(warnings))
+
+
+def _read_scans(data: bytes, texts: list[str], warnings: list[str]) -> None:
+    """Fill the pages without a text layer by OCR, noting each page read and its time, or why none could be."""
+    from ingest.loaders import ocr
+
+    blank = [number for number, text in enumerate(texts, start=1) if not text.strip()]
+    if not blank:
+        return
+    try:
+        pages = ocr.read_pages(data, blank)
+    except MissingDependencyError as exc:
+        warnings.extend(f"page {n} has no text layer and was not read: {exc}" for n in blank)
+        return
+    for page in pages:
+        texts[page.number - 1] = page.text
+        warnings.append(f"page {page.number} read by OCR ({page.seconds:.1f} s)")
 
 
 def _drop_running_lines(pages: Sequence[str]) -> list[str]:

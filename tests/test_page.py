@@ -135,6 +135,29 @@ def ask(page, question: str) -> tuple[object, list[str]]:
     return answer, seen
 
 
+def _the_cited_page_shows_the_passage_highlighted(page, dialog) -> None:
+    """The PDF page as rendered by the server, with a yellow mark over the passage's lines (near the top of page 2,
+    where the cited version note starts); the dialog's screenshot is kept for a person to look at."""
+    import io
+
+    from PIL import Image, ImageStat
+
+    image = dialog.locator("[data-testid=passage-page-image]")
+    expect(image).to_be_visible()
+    page.wait_for_function("() => { const i = document.querySelector('[data-testid=passage-page-image]');"
+                           " return i && i.complete && i.naturalWidth > 0; }")
+    marks = dialog.locator("[data-testid=passage-highlight]")
+    expect(marks.first).to_be_visible()
+    sheet, mark = image.bounding_box(), marks.first.bounding_box()
+    assert sheet["x"] <= mark["x"] and mark["x"] + mark["width"] <= sheet["x"] + sheet["width"] + 1
+    assert 0 <= mark["y"] - sheet["y"] < 0.25 * sheet["height"], (sheet, mark)
+    shot = Image.open(io.BytesIO(page.screenshot(clip=mark))).convert("RGB")
+    r, g, b = ImageStat.Stat(shot).mean
+    assert r > b + 40 and g > b + 20, (r, g, b)  # yellow over the text, not a white page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    dialog.screenshot(path=str(ARTIFACTS / "pdf-citation.png"))
+
+
 def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live, tmp_path):
     visit = Visit(browser, live.url)
     page = visit.page
@@ -189,6 +212,7 @@ def test_upload_ask_cite_stop_history_and_search_in_a_real_browser(browser, live
     expect(dialog.locator("[data-testid=passage-location]")).to_contain_text("p.2")
     expect(dialog.locator("[data-testid=passage-text]")).to_contain_text("smart meters that speak the P1 protocol")
     expect(dialog.locator("[data-testid=passage-before], [data-testid=passage-after]").first).to_be_attached()
+    _the_cited_page_shows_the_passage_highlighted(page, dialog)
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     assert answer.locator("[data-testid=source]").first.inner_text().startswith(f"[{n}] release-notes.pdf, p.2")

@@ -226,7 +226,8 @@ class _Timing:
 
 STATIC = Path(__file__).parent / "static"
 # The page and everything it loads come from this server: a browser refuses anything else.
-PAGE_POLICY = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'self'"
+PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+               "frame-ancestors 'self'")
 
 
 def _web_page(app) -> None:

@@ -23,11 +23,29 @@ export async function openPassage(source) {
       passageNode({ class: "cited", testid: "passage-text" }, p.text),
       ...p.after.map((t) => passageNode({ class: "context", testid: "passage-after" }, t)));
     body.querySelector(".cited").scrollIntoView({ block: "center" });
+    if (p.highlight) await showPage(body, p.highlight);
   } catch (exc) {
     if (exc.status === 404) body.append(el("p", { class: "muted" }, "This passage has changed since (the document was re-indexed or deleted): the text above is what the answer used."));
     else report(exc);
   }
 }
+// A PDF citation: its page as the server renders it, the passage marked where it stands (boxes in % of the page).
+async function showPage(body, h) {
+  const response = await api(h.image, { raw: true });
+  const img = el("img", { src: URL.createObjectURL(await response.blob()), alt: `Page ${h.page}`, testid: "passage-page-image" });
+  const marks = h.rects.map(([l, t, r, b]) => {
+    const mark = el("div", { class: "hl", testid: "passage-highlight" });
+    Object.assign(mark.style, { left: `${(100 * l) / h.width}%`, top: `${(100 * t) / h.height}%`,
+      width: `${(100 * (r - l)) / h.width}%`, height: `${(100 * (b - t)) / h.height}%` }); // CSSOM: the page's CSP allows it
+    return mark;
+  });
+  const figure = el("figure", { class: "page-view", testid: "passage-page" },
+    el("div", { class: "page-sheet" }, img, ...marks), el("figcaption", { class: "muted" }, `Page ${h.page}, as printed`));
+  body.prepend(figure);
+  await img.decode().catch(() => {});
+  (marks[0] || figure).scrollIntoView({ block: "center" });
+}
+
 export function initPassages() {
   $("passage").addEventListener("click", (e) => {
     if (e.target === $("passage") || e.target.closest("[data-close]")) $("passage").close();

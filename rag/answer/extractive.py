@@ -28,12 +28,13 @@ class ExtractiveGenerator:
             yield prompt.rsplit("Last question:", 1)[-1].split("\n")[0].strip()
             return
         question = prompt.rsplit("Question: ", 1)[-1].split("\n\nAnswer from the passages", 1)[0]
-        q = self._terms(question)
+        q, asked = self._terms(question), set(words(question))
         best, best_score = None, 0.0
         for m in self._PASSAGE.finditer(prompt):
-            for sentence in re.split(r"(?<=[.!?。！？])\s*|\n\s*\n", m.group(2)):  # a heading line is no answer
-                words = self._terms(sentence)
-                score = len(q & words) / (1 + len(words) ** 0.5)
+            prose, rows = _tables(m.group(2))
+            for sentence in re.split(r"(?<=[.!?。！？])\s*|\n\s*\n", prose):  # a heading line is no answer
+                words_ = self._terms(sentence)
+                score = len(q & words_) / (1 + len(words_) ** 0.5)
                 if (
                     sentence.strip()
                     and not sentence.rstrip().endswith(("?", "？"))
@@ -41,4 +42,27 @@ class ExtractiveGenerator:
                     and score > best_score
                 ):
                     best, best_score = f"{sentence.strip()} [{m.group(1)}]", score
+            for header, row in rows:  # a table's row under its header: names and numbers count, however short
+                cells = set(words(row))
+                score = len(asked & (cells | set(words(header)))) / (1 + len(cells) ** 0.5)
+                if score > best_score:
+                    best, best_score = f"{header}\n{row} [{m.group(1)}]", score
         yield best if best else NOT_FOUND
+
+
+_RULE = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")
+
+
+def _tables(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """The passage's prose (table lines removed) and its tables' rows, each with its header and rule lines."""
+    prose, rows, header = [], [], None
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("|"):
+            prose.append(line)
+            header = None
+        elif i + 1 < len(lines) and _RULE.match(lines[i + 1]):
+            header = f"{line}\n{lines[i + 1]}"
+        elif header is not None and not _RULE.match(line):
+            rows.append((header, line))
+    return "\n".join(prose), rows

@@ -42,14 +42,18 @@ def languages() -> str:
     return "+".join(found)
 
 
-def read_pages(pdf: bytes, numbers: list[int]) -> list[PageText]:
-    """The text of these pages (1-based), each rendered at its scan's own resolution and read by Tesseract."""
+def read_pages(pdf: bytes, numbers: list[int], label: str = "") -> list[PageText]:
+    """The text of these pages (1-based), each rendered at its scan's own resolution and read by Tesseract; a
+    progress bar on a terminal when there are several (a page takes seconds)."""
+    from tqdm.auto import tqdm
+
     langs = languages()
     pdfium = require("pypdfium2", "ocr")
     doc = pdfium.PdfDocument(pdf)
     out = []
     try:
-        for number in numbers:
+        quiet = True if len(numbers) < 2 else None  # None: a bar on a terminal only
+        for number in tqdm(numbers, desc=f"OCR {label}".strip(), unit="page", disable=quiet, leave=False):
             started = time.perf_counter()
             page = doc[number - 1]
             image = page.render(scale=scan_dpi(page) / 72, grayscale=True).to_pil()

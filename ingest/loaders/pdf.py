@@ -41,7 +41,7 @@ def load_pdf(data: bytes, source: str, ocr: bool = True) -> Document:
             texts.append("")
             warnings.append(f"page {number}: text extraction failed ({exc})")
     if ocr:
-        _read_scans(data, texts, warnings)
+        _read_scans(data, texts, warnings, source)
     for number, (raw, text) in enumerate(zip(texts, _drop_running_lines(texts)), start=1):
         if not raw.strip():
             if not any(w.startswith(f"page {number} has no text layer") for w in warnings):
@@ -73,7 +73,7 @@ def load_pdf(data: bytes, source: str, ocr: bool = True) -> Document:
     return Document(source, body, page_starts=tuple(starts), headings=tuple(headings), warnings=tuple(warnings))
 
 
-def _read_scans(data: bytes, texts: list[str], warnings: list[str]) -> None:
+def _read_scans(data: bytes, texts: list[str], warnings: list[str], source: str) -> None:
     """Fill the pages without a text layer by OCR, noting each page read and its time, or why none could be."""
     from ingest.loaders import ocr
 
@@ -81,7 +81,7 @@ def _read_scans(data: bytes, texts: list[str], warnings: list[str]) -> None:
     if not blank:
         return
     try:
-        pages = ocr.read_pages(data, blank)
+        pages = ocr.read_pages(data, blank, source.rsplit("/", 1)[-1])
     except MissingDependencyError as exc:
         warnings.extend(f"page {n} has no text layer and was not read: {exc}" for n in blank)
         return

@@ -48,13 +48,14 @@ def load_msg(data: bytes, source: str) -> Document:
     except Exception as exc:
         raise LoadError(f"corrupt or unreadable Outlook message: {exc}") from exc
     try:
-        body, html = msg.body or "", False
-        if not body.strip() and msg.htmlBody:
-            body, html = msg.htmlBody.decode("utf-8", "replace"), True
-        fields = {"From": msg.sender or "", "To": msg.to or "", "Cc": msg.cc or "", "Date": str(msg.date or "")}
-        names = [a.getFilename() or "(unnamed)" for a in msg.attachments]
+        field = lambda name: getattr(msg, name, None) or ""  # noqa: E731 - a contact or task has no body or sender
+        body, html = field("body"), False
+        if not body.strip() and field("htmlBody"):
+            body, html = field("htmlBody").decode("utf-8", "replace"), True
+        fields = {"From": field("sender"), "To": field("to"), "Cc": field("cc"), "Date": str(field("date"))}
+        names = [a.getFilename() or "(unnamed)" for a in getattr(msg, "attachments", [])]
         out = Builder(source)
-        _write(out, msg.subject or "", fields, body, html, names)
+        _write(out, field("subject"), fields, body, html, names)
     finally:
         msg.close()
     return out.build("Outlook message has no text")

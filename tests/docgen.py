@@ -9,7 +9,7 @@ import io
 from email.message import EmailMessage
 from pathlib import Path
 
-from tests.pdfgen import write_pdf
+from tests.pdfgen import write_pdf, write_table_pdf
 
 ZH_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
 
@@ -36,6 +36,12 @@ RATES = [["Plan", "Monthly fee (EUR)", "Storage (GB)", "Support"]] + [
     ["Enterprise", "199", "10000", "dedicated manager"], ["Education", "5", "200", "e-mail"],
     ["Nonprofit", "12", "300", "chat"], ["Archive", "15", "20000", "e-mail"], ["Edge", "45", "800", "chat"],
     ["Studio", "59", "1500", "phone"],
+]
+
+FLIGHTS = [["Flight", "From", "To", "Departs"]] + [
+    [f"RK{300 + i}", a, b, f"{6 + i}:15"] for i, (a, b) in enumerate(
+        [("Oslo", "Rome"), ("Lyon", "Riga"), ("Bern", "Kyiv"), ("Faro", "Oulu"), ("Graz", "Nice"), ("Bari", "Cork"),
+         ("Pula", "Turku"), ("Brno", "Bilbao"), ("Split", "Malmo"), ("Porto", "Gdansk")])
 ]
 
 SCAN_EN = [
@@ -80,6 +86,7 @@ QUESTIONS = [
     ("How fast may forklifts drive inside the hall?", "scan-en.pdf", {"page": 2}),
     ("叉车在厂房内的速度限制是多少？", "scan-zh.pdf", {"page": 1}),
     ("What does the Team plan cost?", "plans.html", {"headings": "Plans"}),
+    ("Where does flight RK306 fly to?", "flights.pdf", {"page": 1}),
 ]
 
 # (question, the row's key, the gold cell)
@@ -94,6 +101,8 @@ TABLE_QUESTIONS = [
     ("Which country is Oakhaven in?", "Oakhaven", "Sudmark"),
     ("How much storage does the Business plan include?", "Business", "2000"),
     ("What support does the Enterprise plan come with?", "Enterprise", "dedicated manager"),
+    ("When does flight RK304 depart?", "RK304", "10:15"),
+    ("Where does flight RK308 fly to?", "RK308", "Malmo"),
 ]
 
 
@@ -251,5 +260,6 @@ def write_corpus(folder: Path) -> Path:
     write_epub(folder / "novel.epub")
     write_eml(folder / "migration.eml")
     write_html(folder / "plans.html")
+    write_table_pdf(folder / "flights.pdf", "Flight schedule, winter 2026", FLIGHTS, "All times are local.")
     write_scans(folder)
     return folder

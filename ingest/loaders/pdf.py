@@ -40,6 +40,9 @@ def load_pdf(data: bytes, source: str, ocr: bool = True) -> Document:
         except Exception as exc:
             texts.append("")
             warnings.append(f"page {number}: text extraction failed ({exc})")
+    from ingest.loaders.pdf_tables import add_tables
+
+    add_tables(data, texts)
     if ocr:
         _read_scans(data, texts, warnings, source)
     for number, (raw, text) in enumerate(zip(texts, _drop_running_lines(texts)), start=1):

@@ -4,7 +4,7 @@ beside the common fixed 300 dpi, measured in the same run on the same pages.
 
     python benchmarks/ocr_bench.py [--pages 6]
 
-The pages are the tests' scans (``tests/docgen.py``): ten warehouse rules each, drawn at 200 dpi.
+The pages are the tests' scans (``tests/docgen.py``): ten warehouse rules each, a text PDF rendered at 200 dpi.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def _norm(text: str) -> str:
 
 def _scans(pages: int) -> list[tuple[bytes, list[str]]]:
     """``pages`` one-page scans, alternating English and Chinese, with their gold phrases."""
-    english = docgen._image_pdf(docgen._scan_of_text_pdf(docgen.SCAN_EN))
-    chinese = docgen._image_pdf(docgen._text_image(docgen.SCAN_ZH, docgen.ZH_FONT))
+    english = docgen._image_pdf(docgen.scan_of(docgen._pdf_bytes([docgen.SCAN_EN])))
+    chinese = docgen._image_pdf(docgen.scan_of(docgen.cjk_pdf(docgen.SCAN_ZH, docgen.ZH_FONT)))
     both = [(english, docgen.OCR_GOLD[:10]), (chinese, docgen.OCR_GOLD[10:])]
     return [both[i % 2] for i in range(pages)]
 

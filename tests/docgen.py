@@ -9,7 +9,7 @@ import io
 from email.message import EmailMessage
 from pathlib import Path
 
-from tests.pdfgen import write_pdf, write_table_pdf
+from tests.pdfgen import cjk_pdf, write_pdf, write_table_pdf
 
 ZH_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc")
 
@@ -206,22 +206,11 @@ def write_html(path: Path) -> None:
                     f"</thead><tbody>{rows}</tbody></table></body></html>", encoding="utf-8")
 
 
-def _text_image(lines: list[str], font_path: Path | None, size: int = 34):
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.truetype(str(font_path), size) if font_path else ImageFont.load_default(size)
-    image = Image.new("L", (1700, 2200), 255)  # A4-ish at 200 dpi
-    draw = ImageDraw.Draw(image)
-    for i, line in enumerate(lines):
-        draw.text((150, 200 + i * size * 2), line, fill=0, font=font)
-    return image
-
-
-def _scan_of_text_pdf(lines: list[str]):
-    """A real text PDF rendered to an image at 200 dpi: what a scanner makes of a printed page."""
+def scan_of(pdf: bytes):
+    """A text PDF's first page rendered to an image at 200 dpi: what a scanner makes of the printed page."""
     import pypdfium2
 
-    return pypdfium2.PdfDocument(_pdf_bytes([lines]))[0].render(scale=200 / 72, grayscale=True).to_pil()
+    return pypdfium2.PdfDocument(pdf)[0].render(scale=200 / 72, grayscale=True).to_pil()
 
 
 def _pdf_bytes(pages: list[list[str]]) -> bytes:
@@ -239,16 +228,16 @@ def _image_pdf(image) -> bytes:
 
 def write_scans(folder: Path) -> None:
     """scan-en.pdf: page 1 with a text layer, page 2 a scan (a mixed PDF); scan-zh.pdf: one scanned page in Chinese
-    (drawn with a Chinese font, when one is installed)."""
+    (when a Chinese font is installed). Each scan is a text PDF rendered to an image and saved back as a PDF."""
     from pypdf import PdfWriter
 
     writer = PdfWriter()
     writer.append(io.BytesIO(_pdf_bytes([["Cover page: warehouse handbook, printed copy."]])))
-    writer.append(io.BytesIO(_image_pdf(_scan_of_text_pdf(SCAN_EN))))
+    writer.append(io.BytesIO(_image_pdf(scan_of(_pdf_bytes([SCAN_EN])))))
     with open(folder / "scan-en.pdf", "wb") as fh:
         writer.write(fh)
     if ZH_FONT.exists():
-        (folder / "scan-zh.pdf").write_bytes(_image_pdf(_text_image(SCAN_ZH, ZH_FONT)))
+        (folder / "scan-zh.pdf").write_bytes(_image_pdf(scan_of(cjk_pdf(SCAN_ZH, ZH_FONT))))
 
 
 def write_corpus(folder: Path) -> Path:

@@ -83,3 +83,32 @@ def write_table_pdf(path: Path, title: str, rows: list[list[str]], after: str = 
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     path.write_bytes(bytes(out))
     return path
+
+
+def cjk_pdf(lines: list[str], font_file: Path, size: float = 13.0) -> bytes:
+    """One page of Chinese text with a text layer, written by pdfium with a font from ``font_file`` (a .ttf, or the
+    first face of a .ttc) embedded."""
+    import ctypes
+    import io
+
+    import pypdfium2
+    import pypdfium2.raw as pdfium_c
+    from fontTools.ttLib import TTCollection, TTFont
+
+    face = TTCollection(str(font_file)).fonts[0] if font_file.suffix == ".ttc" else TTFont(str(font_file))
+    buf = io.BytesIO()
+    face.save(buf)
+    data = (ctypes.c_uint8 * len(buf.getvalue())).from_buffer_copy(buf.getvalue())
+    pdf = pypdfium2.PdfDocument.new()
+    page = pdf.new_page(612, 792)
+    font = pdfium_c.FPDFText_LoadFont(pdf.raw, data, len(data), pdfium_c.FPDF_FONT_TRUETYPE, True)
+    for i, line in enumerate(lines):
+        obj = pdfium_c.FPDFPageObj_CreateTextObj(pdf.raw, font, size)
+        text = ctypes.create_string_buffer((line + "\0").encode("utf-16-le"))
+        pdfium_c.FPDFText_SetText(obj, ctypes.cast(text, pdfium_c.FPDF_WIDESTRING))
+        pdfium_c.FPDFPageObj_Transform(obj, 1, 0, 0, 1, 72, 720 - 2 * size * i)
+        pdfium_c.FPDFPage_InsertObject(page.raw, obj)
+    pdfium_c.FPDFPage_GenerateContent(page.raw)
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from indexes.chunk_store import DocumentRecord
-from indexes.errors import ConfigError
+from indexes.errors import ConfigError, MissingDependencyError
 from indexes.files import cache_dir
 from indexes.store import DocumentUpdate, Store
 from indexes.text import search_text
@@ -259,7 +259,7 @@ def ingest(store: Store, embedder: Embedder, paths: Sequence[Path],
             committer.tell(item.source, "parsing")
             try:
                 committer.add(load_document(item, chunker, options.ocr), item.status)
-            except LoadError as exc:
+            except (LoadError, MissingDependencyError) as exc:  # unreadable, or its format's extra is not installed
                 committer.fail(item.source, str(exc))
             except Exception as exc:  # a loader bug must not stop the other files
                 log.exception("unexpected error loading %s", item.source)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from indexes.chunk_store import DocumentRecord
-from indexes.errors import ConfigError, require
+from indexes.errors import ConfigError, MissingDependencyError, require
 from indexes.files import cache_dir
 from indexes.store import DocumentUpdate, Store
 from indexes.types import Chunk
@@ -90,7 +90,7 @@ class _ReadAndChunk:
         try:
             chunker = Chunker(embedder.count_tokens, self.chunk_tokens, self.chunk_overlap)
             update = load_document(work, chunker, self.ocr)
-        except LoadError as exc:
+        except (LoadError, MissingDependencyError) as exc:
             return [{**base, **_EMPTY, "failed": str(exc)}]
         except Exception as exc:  # a loader bug must not stop the other files
             return [{**base, **_EMPTY, "failed": f"unexpected error: {exc}"}]

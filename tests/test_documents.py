@@ -131,3 +131,20 @@ def test_a_missing_library_or_tesseract_names_what_to_install(tmp_path, monkeypa
     assert any("page 2 has no text layer and was not read" in w and "apt-get install tesseract-ocr" in w
                for w in doc.warnings)
     assert "Cover page" in doc.text  # the page with a text layer is still read
+
+
+def test_an_ingest_names_the_extra_a_file_needs_and_goes_on_with_the_others(tmp_path, monkeypatch, hash_embedder):
+    import sys
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    docgen.write_docx(docs / "handbook.docx")
+    (docs / "notes.md").write_text("# Notes\n\nThe boiler is serviced in May.\n", encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "docx", None)  # as if python-docx were not installed
+    kb = KnowledgeBase.open(tmp_path / "kb", Config(index=IndexConfig(gpu=False)), embedder=hash_embedder)
+    report = kb.ingest([docs], progress=False)
+    assert [(Path(f.source).name, f.reason) for f in report.failed] == [
+        ("handbook.docx", report.failed[0].reason)] and "pip install 'rag-kb[office]'" in report.failed[0].reason
+    assert not report.failed[0].reason.startswith("unexpected error")  # a known cause, not a loader crash
+    assert report.count("added") == 1
+    kb.close()

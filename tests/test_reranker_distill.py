@@ -17,7 +17,7 @@ from rag.adapt.reranker import RerankerOptions, TeacherScores, distil_reranker, 
 from rag.config import Config, IndexConfig
 from rag.knowledge_base import KnowledgeBase
 from rag.retrieval import Retriever
-from rag.retrieval.distilled import DistilledReranker, VectorCache
+from rag.retrieval.distilled import FEATURES, DistilledReranker, VectorCache
 from rag.retrieval.rerank import activate_reranker, active_reranker
 from tests.test_finetune import TOPICS, _corpus
 
@@ -103,6 +103,32 @@ def test_vectors_are_computed_once_and_a_read_only_cache_still_serves(tmp_path, 
     assert again.get(["gamma"]).shape == (1, 2) and emb.texts == 3
     assert again.get(["gamma", "alpha"]).shape == (2, 2) and emb.texts == 3  # kept in memory, not embedded again
     again.close()
+
+
+def test_late_interaction_finds_the_question_words_in_context_and_its_tokens_are_kept(tmp_path, e5):
+    from ingest.embed import query_time
+    from rag.retrieval.distilled import TokenCache, late_interaction
+
+    emb = query_time(e5)
+    question = emb.embed_tokens(["How long is the compressor warranty?"], query=True)[0]
+    cache = TokenCache(tmp_path / "v.sqlite", emb)
+    right, wrong = cache.get(["The compressor warranty lasts ten years.", "Clean the air filter every month."])
+    assert question.shape[1] == right.shape[1] == 384 and np.allclose(np.linalg.norm(right, axis=1), 1, atol=1e-3)
+    assert late_interaction(question, right) > late_interaction(question, wrong) + 0.05
+    cache.close()
+    again = TokenCache(tmp_path / "v.sqlite", emb)
+    calls = []
+    emb.embed_tokens = lambda *a, **k: calls.append(a) or []  # must not be needed: read from the file
+    assert np.allclose(again.get(["The compressor warranty lasts ten years."])[0], right, atol=1e-3) and not calls
+
+
+def test_a_student_trained_before_late_interaction_still_loads_and_scores(tmp_path, e5):
+    from rag.retrieval.distilled import StudentConfig
+
+    StudentConfig(e5.name, [0.5, 1.0, 2.0, 1.0], 10, "llm", FEATURES[:4]).save(tmp_path)
+    old = DistilledReranker(tmp_path, e5)
+    scores = old.scores("How long is the warranty?", ["The warranty lasts five years.", "Clean the filter."])
+    assert len(scores) == 2 and scores[0] > scores[1]
 
 
 @pytest.fixture

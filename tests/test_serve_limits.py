@@ -47,6 +47,7 @@ ROUTES = [
     ("POST", "/collections/{name}/search", {"query": "air filter"}, "read", SCOPED),
     ("POST", "/collections/{name}/ask", ASK, "read", SCOPED),
     ("GET", "/collections/{name}/passages/{chunk_id}", None, "read", SCOPED),
+    ("GET", "/collections/{name}/passages/{pdf_chunk_id}/page.png", None, "read", SCOPED),
     ("GET", "/chats", None, "read", None),
     ("POST", "/chats", {"collection": "a"}, "read", SCOPED),
     ("GET", "/chats/{chat_id}", None, "read", OWNED),
@@ -76,7 +77,9 @@ def test_every_route_answers_each_kind_of_key_with_its_status_and_no_server_path
         a = {"Authorization": f"Bearer {admin}"}
         listed = {(m.upper(), p) for p, ms in c.app.openapi()["paths"].items() for m in ms}
         # the table misses no route, and names none that is gone
-        tabled = {(m, p.replace("{spare}", "{document}").replace("{fresh}", "{name}")) for m, p, *_ in ROUTES}
+        tabled = {(m, p.replace("{spare}", "{document}").replace("{fresh}", "{name}").replace("{pdf_chunk_id}",
+                                                                                                "{chunk_id}"))
+                  for m, p, *_ in ROUTES}
         assert tabled == listed | {("GET", "/docs"), ("GET", "/openapi.json")}
         for name in ("a", "b"):
             assert c.post("/collections", json={"name": name}, headers=a).status_code == 201
@@ -87,6 +90,8 @@ def test_every_route_answers_each_kind_of_key_with_its_status_and_no_server_path
         )
         docs = {d["name"]: d["id"] for d in c.get("/collections/a/documents", headers=a).json()["documents"]}
         hit = c.post("/collections/a/search", json={"query": "air filter"}, headers=a).json()["hits"][0]
+        pdf_hit = next(h for h in c.post("/collections/a/search", json={"query": "smart meters P1 protocol", "k": 10},
+                                         headers=a).json()["hits"] if h["source"].endswith(".pdf"))
         fill = {
             "name": "a",
             "model_id": "a",
@@ -95,6 +100,7 @@ def test_every_route_answers_each_kind_of_key_with_its_status_and_no_server_path
             "spare": docs["spare.md"],
             "job_id": job["id"],
             "chunk_id": hit["chunk_id"],
+            "pdf_chunk_id": pdf_hit["chunk_id"],
             "chat_id": c.post("/chats", json={"collection": "a"}, headers=a).json()["id"],
             "version": next(
                 v["version"] for v in c.get("/collections/a/versions", headers=a).json()["versions"] if v["active"]

@@ -79,10 +79,26 @@ class OnnxEncoder:
 
     def embed(self, texts: Sequence[str], batch_size: int = 16, progress: bool = False) -> np.ndarray:
         """Unit vectors, in batches of texts of similar length (little padding), as sentence-transformers does."""
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for batch, hidden, mask in self._hidden(texts, batch_size, progress):
+            weights = mask[..., None].astype(np.float32)
+            out[batch] = (hidden * weights).sum(1) / weights.sum(1)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def token_vectors(self, texts: Sequence[str], batch_size: int = 16) -> list[np.ndarray]:
+        """Each text's token vectors at unit length, ``<s>`` and ``</s>`` left out: what late interaction compares."""
+        out: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
+        for batch, hidden, mask in self._hidden(texts, batch_size, False):
+            for j, i in enumerate(batch):
+                tokens = hidden[j, 1 : int(mask[j].sum()) - 1]
+                out[i] = tokens / np.maximum(np.linalg.norm(tokens, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def _hidden(self, texts: Sequence[str], batch_size: int, progress: bool):
+        """(text indices, last hidden states, attention mask) per batch of texts of similar length (little padding)."""
         from tqdm.auto import tqdm
 
         rows = [[self._bos, *self.ids(t)[: self._max - 2], self._eos] for t in texts]
-        out = np.zeros((len(rows), self.dim), np.float32)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         for start in tqdm(range(0, len(order), batch_size), desc="embedding", unit="batch", disable=not progress):
             batch = order[start : start + batch_size]
@@ -92,10 +108,7 @@ class OnnxEncoder:
             for j, i in enumerate(batch):
                 ids[j, : len(rows[i])] = rows[i]
                 mask[j, : len(rows[i])] = 1
-            hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-            weights = mask[..., None].astype(np.float32)
-            out[batch] = (hidden * weights).sum(1) / weights.sum(1)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+            yield batch, self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0], mask
 
 
 def covered(folder: Path) -> bool:

@@ -128,6 +128,16 @@ class SentenceTransformerEmbedder:
             return self._onnx_encoder.embed([(self._query_prompt or "") + text])[0]
         return _unit(self.model.encode([text], prompt=self._query_prompt or None, convert_to_numpy=True))[0]
 
+    def embed_tokens(self, texts: Sequence[str], query: bool) -> list[np.ndarray]:
+        """Each text's token vectors at unit length (its prompt's tokens included, ``<s>`` and ``</s>`` not), for
+        late interaction (``rag.retrieval.distilled``); onnxruntime where it covers the model."""
+        prompt = (self._query_prompt if query else self._document_prompt) or ""
+        if self._onnx_encoder is not None:
+            return self._onnx_encoder.token_vectors([prompt + t for t in texts], self.batch_size)
+        out = self.model.encode([prompt + t for t in texts], output_value="token_embeddings", convert_to_numpy=False,
+                                batch_size=self.batch_size)
+        return [_unit(e.float().cpu().numpy()[1:-1]) for e in out]
+
     def on_onnxruntime(self) -> bool:
         """Whether documents are embedded by onnxruntime: query-time work, and float32 on a CPU (the fused export
         is 1.4-1.5x torch's speed there, with the same vectors), where the model is covered."""

@@ -39,7 +39,7 @@ from ingest.embed.models import resolve_model_path
 from rag.adapt.synthetic import gold_phrase, training_questions
 from rag.evaluation import Question, evaluate, load_questions
 from rag.retrieval import Retriever
-from rag.retrieval.distilled import DistilledReranker, StudentConfig
+from rag.retrieval.distilled import FEATURES, TOKEN_CHUNKS, DistilledReranker, StudentConfig
 from rag.retrieval.rerank import CrossEncoderReranker, Reranker, activate_reranker, load_reranker
 
 log = logging.getLogger(__name__)
@@ -210,13 +210,16 @@ def _train_features(kb, labelled: list, out_dir: Path, teacher: str, top: int, p
     """Embed the store's passages and sentences once (kept with the student), fit the weights, save the student."""
     embedder_name = kb.embedder.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    StudentConfig(embedder_name, [0.0] * 4, top, teacher).save(out_dir)  # so the folder loads while it is prepared
-    student = DistilledReranker(out_dir, kb.embedder)
     ids = sorted(int(i) for i in kb.store.chunks.ids())
+    names = FEATURES if len(ids) <= TOKEN_CHUNKS else FEATURES[:4]  # token vectors for a big store: too much disk
+    # saved first so that the folder loads while it is prepared
+    StudentConfig(embedder_name, [0.0] * len(names), top, teacher, names).save(out_dir)
+    student = DistilledReranker(out_dir, kb.embedder)
     for s in range(0, len(ids), 2000):
-        student.prepare([c.text for c in kb.store.chunks.get(ids[s : s + 2000]).values()], progress=progress)
+        texts = [c.text for c in kb.store.chunks.get(ids[s : s + 2000]).values()]
+        student.prepare(texts, progress=progress, tokens="late_interaction" in names)
     groups = [(student.features(q.question, [c.text for c in chunks]), scores) for q, chunks, scores in labelled]
-    student.save(StudentConfig(embedder_name, [float(w) for w in fit_listwise(groups)], top, teacher))
+    student.save(StudentConfig(embedder_name, [float(w) for w in fit_listwise(groups)], top, teacher, names))
     return student
 
 

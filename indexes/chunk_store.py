@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,12 +121,12 @@ class ChunkStore:
             part = ids[s : s + 900]
             marks = ",".join("?" * len(part))
             for row in self._db.execute(f"SELECT {_COLUMNS} FROM chunks WHERE id IN ({marks})", part):
-                out[row[0]] = _row_to_chunk(row)
+                out[row[0]] = row_to_chunk(row)
         return out
 
     def chunks_of(self, source: str) -> list[Chunk]:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM chunks WHERE source=? ORDER BY ordinal", (source,))
-        return [_row_to_chunk(r) for r in rows]
+        return [row_to_chunk(r) for r in rows]
 
     def neighbours(self, chunk_id: int, window: int) -> list[Chunk]:
         """The chunk and up to ``window`` chunks either side of it in its document, in order."""
@@ -137,7 +137,7 @@ class ChunkStore:
             f"SELECT {_COLUMNS} FROM chunks WHERE source=? AND ordinal BETWEEN ? AND ? ORDER BY ordinal",
             (row[0], row[1] - window, row[1] + window),
         )
-        return [_row_to_chunk(r) for r in rows]
+        return [row_to_chunk(r) for r in rows]
 
     def ids(self, source_glob: str | None = None, page_min: int | None = None,
             page_max: int | None = None) -> np.ndarray:
@@ -173,7 +173,7 @@ class ChunkStore:
     # -- manifest ---------------------------------------------------------
     def documents(self) -> dict[str, DocumentRecord]:
         rows = self._db.execute(f"SELECT {_DOCUMENT_COLUMNS} FROM documents")
-        return {r[0]: _row_to_document(r) for r in rows}
+        return {r[0]: row_to_document(r) for r in rows}
 
     def documents_of(self, sources: Sequence[str]) -> dict[str, DocumentRecord]:
         """The manifest records of these sources (those that are indexed)."""
@@ -184,7 +184,7 @@ class ChunkStore:
             rows = self._db.execute(
                 f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE source IN ({','.join('?' * len(part))})", part
             )
-            out.update((r[0], _row_to_document(r)) for r in rows)
+            out.update((r[0], row_to_document(r)) for r in rows)
         return out
 
     @staticmethod
@@ -202,12 +202,64 @@ class ChunkStore:
             ),
         )
 
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- the commit -------------------------------------------------------
+    def commit_generation(self, updates: Sequence[tuple[DocumentRecord, Sequence[Chunk]]],
+                          removed_sources: Sequence[str], to_remove: Sequence[int], generation: int) -> int:
+        """In one transaction: replace the chunks of every updated source, drop the removed sources, journal
+        ``to_remove`` (vector ids to delete once this commit is visible) and make ``generation`` the committed one."""
+        with self.transaction() as db:
+            for source in [*(r.source for r, _ in updates), *removed_sources]:
+                db.execute("DELETE FROM chunks WHERE source=?", (source,))
+            for source in removed_sources:
+                db.execute("DELETE FROM documents WHERE source=?", (source,))
+            for record, chunks in updates:
+                self.insert_chunks(db, enumerate(chunks))
+                self.upsert_document(db, record)
+            db.execute("DELETE FROM pending")
+            db.executemany("INSERT INTO pending(id, op) VALUES (?, 'remove')", [(int(i),) for i in to_remove])
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('generation', ?)", (str(generation),))
+        return generation
+
     # -- pending backend operations (crash recovery) ----------------------
-    def pending(self) -> list[tuple[int, str]]:
+    @contextmanager
+    def committing(self) -> Iterator[None]:
+        """A commit's vector writes are in flight (one writer at a time here, under the store's directory lock)."""
+        yield
+
+    @contextmanager
+    def recovering(self) -> Iterator[bool]:
+        yield True
+
+    def claim(self, source: str) -> bool:
+        """Whether this writer may ingest ``source``: always, as one writer holds the store's lock."""
+        return True
+
+    def release(self, sources: Sequence[str]) -> None:
+        """Nothing to let go of (see ``claim``)."""
+
+    def journal(self, ids: Sequence[int], op: str) -> None:
+        """Record vector writes about to happen (``op`` add or remove), so a crash before the commit can be undone."""
+        with self.transaction() as db:
+            db.executemany("INSERT INTO pending(id, op) VALUES (?, ?)", [(int(i), op) for i in ids])
+
+    def clear_journal(self) -> None:
+        """This writer's journaled writes are done."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM pending")
+
+    def orphaned(self) -> list[tuple[int, str]]:
+        """Journaled writes of writers that are gone (here, one writer at a time: all of them)."""
         return [(r[0], r[1]) for r in self._db.execute("SELECT id, op FROM pending")]
 
+    def clear_orphaned(self) -> None:
+        self.clear_journal()
 
-def _row_to_chunk(row) -> Chunk:
+
+def row_to_chunk(row) -> Chunk:
     return Chunk(
         id=row[0], source=row[1], text=row[2], start=row[3], end=row[4], page=row[5],
         headings=tuple(json.loads(row[6])),
@@ -215,5 +267,5 @@ def _row_to_chunk(row) -> Chunk:
     )
 
 
-def _row_to_document(row) -> DocumentRecord:
+def row_to_document(row) -> DocumentRecord:
     return DocumentRecord(row[0], row[1], row[2], row[3], row[4], tuple(json.loads(row[5])), json.loads(row[6]))

@@ -129,6 +129,9 @@ class Store:
         """Hold the store's write lock: one ingest at a time."""
         if self.read_only:
             raise StoreError(f"the store {self.path} was opened read-only")
+        if getattr(self.chunks, "coordinates_writers", False):  # writers claim documents in the database instead
+            yield
+            return
         with open(self.path / ".lock", "w") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -141,17 +144,24 @@ class Store:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    def claim(self, source: str) -> bool:
+        """Whether this writer may ingest ``source`` now (no other writer is on it); ``release`` after its commit."""
+        return self.chunks.claim(source)
+
+    def release(self, sources: Sequence[str]) -> None:
+        self.chunks.release(sources)
+
     def _recover(self) -> None:
         """Finish or undo backend writes of a commit that was interrupted."""
-        pending = self.chunks.pending()
-        if pending:
-            ids = np.array([i for i, _ in pending], dtype=np.int64)
-            committed = set(self.chunks.get(ids.tolist()))
-            stale = np.array([i for i in ids if int(i) not in committed], dtype=np.int64)
-            log.info("recovering store %s: removing %d uncommitted vectors", self.path, len(stale))
-            self.index.remove(stale)
-            with self.chunks.transaction() as db:
-                db.execute("DELETE FROM pending")
+        with self.chunks.recovering() as now:
+            pending = self.chunks.orphaned() if now else []
+            if pending:
+                ids = np.array([i for i, _ in pending], dtype=np.int64)
+                committed = set(self.chunks.get(ids.tolist()))
+                stale = np.array([i for i in ids if int(i) not in committed], dtype=np.int64)
+                log.info("recovering store %s: removing %d uncommitted vectors", self.path, len(stale))
+                self.index.remove(stale)
+                self.chunks.clear_orphaned()
         self.index.drop_other_generations(self.chunks.generation)
 
     # -- writing ----------------------------------------------------------
@@ -167,33 +177,21 @@ class Store:
         )
         gone = np.array(sorted(old_ids - set(new_ids.tolist())), dtype=np.int64)
         immediate = _writes_immediately(self.index)
-        generation = self.chunks.generation + 1
+        generation = self.chunks.generation + 1  # a database store numbers it inside its commit transaction
 
-        if immediate and len(new_ids):
-            with self.chunks.transaction() as db:
-                db.executemany("INSERT INTO pending(id, op) VALUES (?, 'add')", [(int(i),) for i in new_ids])
-        self.index.add(new_ids, vectors)
-        if not immediate:
-            self.index.remove(gone)
-        self.index.save(generation)
-
-        with self.chunks.transaction() as db:
-            for source in [*replaced, *removed_sources]:
-                db.execute("DELETE FROM chunks WHERE source=?", (source,))
-            for source in removed_sources:
-                db.execute("DELETE FROM documents WHERE source=?", (source,))
-            for u in updates:
-                ChunkStore.insert_chunks(db, enumerate(u.chunks))
-                ChunkStore.upsert_document(db, u.record)
-            db.execute("DELETE FROM pending")
+        with self.chunks.committing():
+            if immediate and len(new_ids):
+                self.chunks.journal(new_ids.tolist(), "add")
+            self.index.add(new_ids, vectors)
+            if not immediate:
+                self.index.remove(gone)
+            self.index.save(generation)
+            generation = self.chunks.commit_generation([(u.record, u.chunks) for u in updates], removed_sources,
+                                                       gone.tolist() if immediate else [], generation)
+            if immediate and len(gone):
+                self.index.remove(gone)
             if immediate:
-                db.executemany("INSERT INTO pending(id, op) VALUES (?, 'remove')", [(int(i),) for i in gone])
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('generation', ?)", (str(generation),))
-
-        if immediate and len(gone):
-            self.index.remove(gone)
-            with self.chunks.transaction() as db:
-                db.execute("DELETE FROM pending")
+                self.chunks.clear_journal()
         self.index.drop_other_generations(generation)
 
     # -- the lexical index -------------------------------------------------
@@ -220,8 +218,7 @@ class Store:
         log.info("building the BM25 index of %s (%d chunks)", self.path, self.chunks.count())
         index = BM25Index.build(self.chunks.search_texts())
         index.save(self.path, generation)
-        with self.chunks.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('bm25_generation', ?)", (str(generation),))
+        self.chunks.set_meta("bm25_generation", str(generation))
         BM25Index.drop_other_generations(self.path, generation)
         self._lexical, self._lexical_generation = index, generation
         return index

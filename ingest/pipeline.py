@@ -122,6 +122,19 @@ def scan(manifest: dict[str, DocumentRecord], paths: Sequence[Path], options: In
         yield FileWork(path, source, digest, "updated" if old else "added", data if keep_data else None)
 
 
+def claim(store: Store, work: FileWork, options: IngestOptions) -> FileResult | None:
+    """Claim ``work`` for this writer; a ``FileResult`` instead when there is nothing to do: another writer is on it,
+    or committed it since the scan (stores shared by several writers: ``indexes.shared``)."""
+    if not store.claim(work.source):
+        return FileResult(work.source, "unchanged", reason="another writer is ingesting it")
+    if getattr(store.chunks, "coordinates_writers", False) and work.source not in options.force:
+        now = store.chunks.documents_of([work.source]).get(work.source)
+        if now is not None and now.content_hash == work.digest:
+            store.release([work.source])
+            return FileResult(work.source, "unchanged", now.n_chunks)
+    return None
+
+
 def load_document(work: FileWork, chunker: Chunker, ocr: bool = True) -> DocumentUpdate:
     """Load and chunk one file (``work.data`` or read now); the update has no vectors yet. Raises ``LoadError``."""
     data = work.data if work.data is not None else work.path.read_bytes()
@@ -188,6 +201,8 @@ class Committer:
 
     def record(self, result: FileResult) -> None:
         """A file settled without a commit: unchanged, removed or failed."""
+        if result.status == "failed":
+            self.store.release([result.source])
         self.results.append(result)
         self.tell(result.source, result.status, result.reason)
 
@@ -206,6 +221,7 @@ class Committer:
         statuses = [status for _, status in self._ready]
         updates = self.prepare([u for u, _ in self._ready])
         self.store.commit(updates)
+        self.store.release([u.record.source for u in updates])
         self.after(updates)
         for u, status in zip(updates, statuses):
             self.results.append(FileResult(u.record.source, status, len(u.chunks), warnings=u.record.warnings))
@@ -255,6 +271,9 @@ def ingest(store: Store, embedder: Embedder, paths: Sequence[Path],
             seen.add(item.source)
             if isinstance(item, FileResult):
                 committer.record(item)
+                continue
+            if (settled := claim(store, item, options)) is not None:
+                committer.record(settled)
                 continue
             committer.tell(item.source, "parsing")
             try:

@@ -38,6 +38,7 @@ from ingest.pipeline import (
     IngestOptions,
     IngestReport,
     check_chunking,
+    claim,
     embedded_text,
     finish,
     load_document,
@@ -163,8 +164,9 @@ def ingest_on_ray(store: Store, embedder: Embedder, paths: Sequence[Path], optio
         committer = Committer(store, options, after=lambda updates: _remember(cache, model_key(embedder), updates))
         for item in scan(manifest, paths, options, keep_data=False):
             seen.add(item.source)
-            if isinstance(item, FileResult):
-                committer.record(item)
+            settled = item if isinstance(item, FileResult) else claim(store, item, options)
+            if settled is not None:
+                committer.record(settled)
             else:
                 work.append(item)
         try:

@@ -63,6 +63,7 @@ class Config:
     embedder: str | None = None  # None: the store's own, or multilingual-e5-small for a new store
     device: str | None = None
     embedder_dtype: str = "auto"  # auto | float32 | bfloat16 (auto: bfloat16 on a CPU with native bf16)
+    db: str | None = None  # postgresql://...: stores live in that database, vectors on Milvus (the shared mode)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)

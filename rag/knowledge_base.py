@@ -54,51 +54,43 @@ class KnowledgeBase:
     @classmethod
     def open(cls, path: str | Path, config: Config | None = None, *, embedder: Embedder | None = None,
              generator: Generator | None = None, create: bool = True, read_only: bool = False) -> "KnowledgeBase":
-        """Open the store at ``path``, creating it (when ``create``) with ``config``'s embedder and index.
+        """Open the store at ``path``, creating it (when ``create``) with ``config``'s embedder and index; with
+        ``config.db`` set, ``path`` names a store in that PostgreSQL database (the shared mode).
 
         Opening a store with an embedder other than the one that built it is an error, not garbage results.
         ``read_only`` opens it for reading beside a writer in another process (see ``Store.open``).
         """
         config = config or Config()
+        if config.db:
+            return cls._open_shared(str(path), config, embedder, generator, create, read_only)
         root = Path(path)
         path = active_path(root)  # the store directory itself unless another index version was activated
-        wanted = embedder.name if embedder is not None else config.embedder
         if Store.exists(path):
             store = Store.open(path, read_only=read_only)
-            kept_at = store.settings.index_options.get("uri")
-            if config.index.uri is not None and config.index.uri != kept_at:
-                store.close()
-                raise StoreError(
-                    f"store {path} keeps its vectors {f'at {kept_at}' if kept_at else 'in its own directory'}, "
-                    f"not at {config.index.uri}: a store's place is fixed when it is created; drop --uri, or "
-                    "ingest into a new --store to use that server"
-                )
-            built_with = store.settings.embedder
-            if wanted is not None and wanted != built_with:
-                store.close()
-                raise StoreError(
-                    f"store {path} was built with the embedder {built_with!r} (dimension {store.settings.dim}); "
-                    f"you asked for {wanted!r}. Use --embedder {built_with}, or ingest into a new --store"
-                )
-            embedder = embedder or SentenceTransformerEmbedder(
-                built_with, device=config.device, dtype=config.embedder_dtype
-            )
-        else:
-            if not create:
-                raise StoreError(f"no store at {path}: create one with `rag ingest DOCS --store {path}`")
-            embedder = embedder or SentenceTransformerEmbedder(
-                wanted or DEFAULT_EMBEDDER, device=config.device, dtype=config.embedder_dtype
-            )
-            options = _index_options(config.index)
-            settings = StoreSettings(
-                embedder=embedder.name,
-                dim=embedder.dim,
-                index=config.index.backend,
-                index_options=options,
-                ingest={"chunk_tokens": config.ingest.chunk_tokens, "chunk_overlap": config.ingest.chunk_overlap},
-            )
-            store = Store.create(path, settings)
+            return cls(store, _checked_embedder(store, config, embedder, str(path)), config, generator, root)
+        if not create:
+            raise StoreError(f"no store at {path}: create one with `rag ingest DOCS --store {path}`")
+        embedder = embedder or _embedder(config, config.embedder or DEFAULT_EMBEDDER)
+        store = Store.create(path, _new_settings(config, embedder, _index_options(config.index)))
         return cls(store, embedder, config, generator, root)
+
+    @classmethod
+    def _open_shared(cls, name: str, config: Config, embedder: Embedder | None, generator: Generator | None,
+                     create: bool, read_only: bool) -> "KnowledgeBase":
+        """The store ``name`` in the database ``config.db`` (the shared mode: ``indexes.shared``)."""
+        from indexes.shared import store as shared
+
+        if shared.exists(config.db, name):
+            store = shared.open_store(config.db, name, read_only=read_only)
+            return cls(store, _checked_embedder(store, config, embedder, name), config, generator)
+        if not create:
+            raise StoreError(f"no store named {name!r} in the database: create one with "
+                             f"`rag ingest DOCS --db URL --store {name} --index milvus --uri http://HOST:PORT`")
+        embedder = embedder or _embedder(config, config.embedder or DEFAULT_EMBEDDER)
+        index = config.index
+        options = {"uri": index.uri, "collection": index.collection or shared.milvus_collection(config.db, name)}
+        return cls(shared.create(config.db, name, _new_settings(config, embedder, options)), embedder, config,
+                   generator)
 
     def refreshed(self) -> "KnowledgeBase":
         """For a reader beside a writer in another process (``read_only``): this knowledge base while nothing new is
@@ -267,6 +259,42 @@ class KnowledgeBase:
             "bytes_on_disk": self.store.size_on_disk(),
             "warnings": {d.source: list(d.warnings) for d in docs.values() if d.warnings},
         }
+
+
+def _embedder(config: Config, name: str) -> Embedder:
+    return SentenceTransformerEmbedder(name, device=config.device, dtype=config.embedder_dtype)
+
+
+def _checked_embedder(store: Store, config: Config, embedder: Embedder | None, where: str) -> Embedder:
+    """The embedder to read ``store`` with: the one given or configured, which must be the one that built it; the
+    vectors' place must be the configured one too."""
+    kept_at = store.settings.index_options.get("uri")
+    if config.index.uri is not None and config.index.uri != kept_at:
+        store.close()
+        raise StoreError(
+            f"store {where} keeps its vectors {f'at {kept_at}' if kept_at else 'in its own directory'}, "
+            f"not at {config.index.uri}: a store's place is fixed when it is created; drop --uri, or "
+            "ingest into a new --store to use that server"
+        )
+    wanted = embedder.name if embedder is not None else config.embedder
+    built_with = store.settings.embedder
+    if wanted is not None and wanted != built_with:
+        store.close()
+        raise StoreError(
+            f"store {where} was built with the embedder {built_with!r} (dimension {store.settings.dim}); "
+            f"you asked for {wanted!r}. Use --embedder {built_with}, or ingest into a new --store"
+        )
+    return embedder or _embedder(config, built_with)
+
+
+def _new_settings(config: Config, embedder: Embedder, index_options: dict) -> StoreSettings:
+    return StoreSettings(
+        embedder=embedder.name,
+        dim=embedder.dim,
+        index=config.index.backend,
+        index_options=index_options,
+        ingest={"chunk_tokens": config.ingest.chunk_tokens, "chunk_overlap": config.ingest.chunk_overlap},
+    )
 
 
 def _index_options(index: IndexConfig) -> dict:

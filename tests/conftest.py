@@ -137,6 +137,31 @@ milvus_server = _server_fixture("milvus_lite", lambda root, port: [
 
 
 @pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL cluster for the session (initdb into a temporary folder, 127.0.0.1, a free port)."""
+    pytest.importorskip("psycopg")
+    from tests.servers import free_port, postgres, postgres_binaries
+
+    if postgres_binaries() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    with postgres(free_port()) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """A new, empty database of the session's PostgreSQL for one test."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """A one-node Ray cluster whose every listener is on 127.0.0.1 (checked), stopped by its process group id."""
     pytest.importorskip("ray")

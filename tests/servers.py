@@ -83,3 +83,40 @@ def server(command: list[str], port: int, log: Path, env: dict | None = None) ->
         yield proc
     finally:
         stop(proc)
+
+
+def postgres_binaries() -> Path | None:
+    """The folder of PostgreSQL's server programs (Debian keeps them off PATH), or None when it is not installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@contextmanager
+def postgres(port: int) -> Iterator[str]:
+    """A throw-away PostgreSQL cluster on 127.0.0.1:``port`` (trust authentication, user ``rag``), run as the
+    ``postgres`` user when this is root (PostgreSQL refuses root); yields its URL, then stops it by process id."""
+    import tempfile
+
+    bin_dir = postgres_binaries()
+    assert bin_dir is not None
+    data = Path(tempfile.mkdtemp(prefix="rag-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    try:
+        subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "rag",
+                        "--no-sync"], check=True, capture_output=True)
+        command = [*as_user, str(bin_dir / "postgres"), "-D", str(data / "db"), "-h", "127.0.0.1", "-p", str(port),
+                   "-k", str(data), "-c", "fsync=off", "-c", "max_connections=200"]
+        with server(command, port, Path(tempfile.mkdtemp(prefix="rag-pg-log-")) / "server.log") as proc:
+            try:
+                yield f"postgresql://rag@127.0.0.1:{port}/postgres"
+            finally:  # a fast shutdown: SIGTERM would wait for every client to disconnect
+                os.killpg(proc.pid, signal.SIGINT)
+                proc.wait(timeout=30)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)

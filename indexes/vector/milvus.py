@@ -161,6 +161,10 @@ class MilvusIndex:
     def drop_other_generations(self, keep: int) -> None:
         """Nothing to do: Milvus keeps no generations."""
 
+    def drop(self) -> None:
+        """Delete the collection and every vector in it (its store is being deleted)."""
+        _once_more(lambda: self._client.drop_collection(self.collection))
+
     def close(self) -> None:
         self._client.close()
         if self._embedded:  # milvus-lite serves the file from a thread of this process until told to stop

@@ -12,7 +12,7 @@ from rag.retrieval import Filters
 # command-line option -> setting it overrides
 _SETTINGS = (("embedder", "embedder"), ("device", "device"), ("llm", "llm.name"), ("k", "retrieval.k"),
              ("mode", "retrieval.mode"), ("index", "index.backend"), ("uri", "index.uri"),
-             ("faiss_type", "index.faiss_type"), ("chunk_tokens", "ingest.chunk_tokens"))
+             ("faiss_type", "index.faiss_type"), ("chunk_tokens", "ingest.chunk_tokens"), ("db", "db"))
 
 
 def add_command(sub, name: str, help: str, run: Callable, *, store: bool = True,
@@ -31,7 +31,9 @@ def config_options(sp: argparse.ArgumentParser, example: str = "retrieval.k=8") 
 
 
 def store_options(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--store", required=True, type=Path, help="store directory")
+    sp.add_argument("--store", required=True, type=Path, help="store directory (with --db: the store's name)")
+    sp.add_argument("--db", metavar="postgresql://...",
+                    help="keep the store in this PostgreSQL database, its vectors on Milvus: several machines share it")
     config_options(sp)
     sp.add_argument("--embedder", help="embedder preset, folder or hub id (default: the store's own)")
     sp.add_argument("--device", help="torch device, e.g. cpu or cuda")

@@ -20,6 +20,9 @@ def register(sub) -> None:
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need API keys)"
     )
     sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--db", metavar="postgresql://...",
+                    help="keep collections, chats, keys and jobs in this PostgreSQL database (vectors on Milvus: "
+                         "--set index.backend=milvus --set index.uri=http://HOST:PORT), so replicas share them")
     config_options(sp, example="llm.name=extractive")
     sp.add_argument("--llm", help="LLM for answers (default: the config's)")
     sp.add_argument("--max-upload-mb", type=float, default=100.0, help="largest file accepted (default 100 MB)")
@@ -35,6 +38,7 @@ def register(sub) -> None:
     sp.add_argument("action", choices=["create", "list", "revoke"])
     sp.add_argument("key_id", nargs="?", help="revoke: the key's id (from `rag keys list`)")
     sp.add_argument("--root", required=True, type=Path)
+    sp.add_argument("--db", metavar="postgresql://...", help="the keys of servers sharing this database")
     sp.add_argument("--name", default="", help="create: a label, e.g. who uses the key")
     sp.add_argument(
         "--scopes", default="read", help="create: read, ingest and/or admin, comma-separated (default read)"
@@ -48,11 +52,12 @@ def _cmd_serve(args) -> int:
 
     uvicorn = require("uvicorn", "server")
     cfg = apply_overrides(
-        load_config(args.config, []), list(args.overrides) + ([f"llm.name={args.llm}"] if args.llm else [])
+        load_config(args.config, []),
+        list(args.overrides) + ([f"llm.name={args.llm}"] if args.llm else []) + ([f"db={args.db}"] if args.db else []),
     )
     args.root.mkdir(parents=True, exist_ok=True)
     if not is_loopback(args.host):
-        db = ServerDB(args.root)
+        db = ServerDB(args.root, cfg.db)
         has_keys = db.keys_enabled()
         db.close()
         if not has_keys:
@@ -89,7 +94,7 @@ def _cmd_keys(args) -> int:
     from rag.serve.keys import create_key
 
     args.root.mkdir(parents=True, exist_ok=True)
-    db = ServerDB(args.root)
+    db = ServerDB(args.root, args.db)
     try:
         if args.action == "create":
             scopes = [x.strip() for x in args.scopes.split(",") if x.strip()]

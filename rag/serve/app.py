@@ -81,7 +81,7 @@ def _services(settings: ServeSettings, generator: Generator, embedder_factory, r
 
     root = settings.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    db = ServerDB(root)
+    db = ServerDB(root, settings.config.db)
     metrics = Metrics()
     cols = Collections(root, settings.config, generator, embedder_factory)
     jobs = Jobs(
@@ -127,6 +127,9 @@ def _lifespan(services, generator: Generator, warm: bool, on_stuck: Callable[[],
         threading.Thread(
             target=_watchdog, args=(services.gate, stop, on_stuck), name="llm-watchdog", daemon=True
         ).start()
+        if services.db.shared:
+            threading.Thread(target=services.jobs.adopt_orphans, args=(10.0, stop), name="orphan-jobs",
+                             daemon=True).start()
         async with app.state.mcp_sessions or nullcontext():
             yield
         stop.set()

@@ -8,6 +8,7 @@ loaded once and shared by every collection.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import threading
@@ -97,13 +98,26 @@ class Collections:
             return self._embedders[name]
 
     def names(self) -> list[str]:
+        if self.config.db:
+            from indexes.shared import store as shared
+
+            return [n for n in shared.names(self.config.db) if _NAME.match(n)]
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name) and Store.exists(p))
 
+    def _exists(self, name: str) -> bool:
+        if self.config.db:
+            from indexes.shared import store as shared
+
+            return shared.exists(self.config.db, name)
+        return Store.exists(self.root / name)
+
     def path(self, name: str) -> Path:
+        """The collection's folder here (its uploads; with a shared database, only those); 404 if it does not
+        exist."""
         path = self.root / check_name(name)
-        if not Store.exists(path):
+        if not self._exists(name):
             raise NotFoundError(
                 f"no collection {name!r}: create it with POST /collections, or list them with GET /collections"
             )
@@ -113,15 +127,15 @@ class Collections:
         root = self.path(name)
         with self._lock:
             current = self._readers.get(name)
-            active = active_path(root)
+            active = root if self.config.db else active_path(root)  # no index versions in a shared database yet
             if current is not None and current.path == active:
                 store = current.kb.store
                 if store.chunks.generation == current.generation or not store.lexical_ready:
                     return current  # the last complete generation stays until the next one is wholly written
             try:
-                embedder_name = Store.read_settings(active).embedder
+                embedder_name = self._embedder_of(name, active)
                 kb = KnowledgeBase.open(
-                    root,
+                    name if self.config.db else root,
                     self.config,
                     embedder=self.embedder(embedder_name),
                     generator=self.generator,
@@ -136,6 +150,17 @@ class Collections:
             self._readers[name] = reader
             return reader
 
+    def _embedder_of(self, name: str, active: Path) -> str:
+        if self.config.db:
+            from indexes.shared.database import Database
+
+            db = Database(self.config.db, create=False)
+            try:
+                return json.loads(db.value("SELECT settings FROM rag_stores WHERE name=%s", (name,)))["embedder"]
+            finally:
+                db.close()
+        return Store.read_settings(active).embedder
+
     @contextmanager
     def reading(self, name: str) -> Iterator[KnowledgeBase]:
         """The collection's knowledge base at its last complete generation, for one request's retrieval."""
@@ -146,21 +171,28 @@ class Collections:
     def create(self, name: str, embedder: str | None = None, index: str | None = None) -> dict:
         path = self.root / check_name(name)
         with self._lock:
-            if path.exists():
+            if path.exists() if not self.config.db else self._exists(name):
                 raise ConflictError(f"collection {name!r} already exists")
             cfg = self.config
             if index:
                 cfg = replace(cfg, index=replace(cfg.index, backend=index))
             emb = self.embedder(embedder or cfg.embedder or DEFAULT_EMBEDDER)
-            kb = KnowledgeBase.open(path, cfg, embedder=emb, generator=self.generator, create=True)
+            kb = KnowledgeBase.open(name if cfg.db else path, cfg, embedder=emb, generator=self.generator,
+                                    create=True)
             kb.close()
         return self.info(name)
 
     def delete(self, name: str) -> None:
         path = self.path(name)
         with self._lock:
-            self._readers.pop(name, None)
-            shutil.rmtree(path)
+            reader = self._readers.pop(name, None)
+            if self.config.db:
+                from indexes.shared import store as shared
+
+                if reader is not None:
+                    reader.kb.close()
+                shared.drop(self.config.db, name)
+            shutil.rmtree(path, ignore_errors=bool(self.config.db))  # a replica may hold no uploads of it
 
     def info(self, name: str) -> dict:
         with self.reading(name) as kb:

@@ -1,7 +1,9 @@
-"""The server's own state in one SQLite file at the root: jobs and their files, chats and their turns, API keys.
+"""The server's own state: jobs and their files, chats and their turns, API keys.
 
-Collections (stores) keep their own data; this file holds only what the server adds, so deleting it loses
-chat history and keys but never a document. Every write is one transaction (WAL, synchronous=FULL).
+In one SQLite file at the root, or, in the shared mode (``--db``), in PostgreSQL (schema ``rag_server``), so that
+every replica behind a proxy sees the same chats, keys and jobs. Collections (stores) keep their own data; this
+holds only what the server adds, so deleting it loses chat history and keys but never a document. Every write is
+one transaction. The SQL is written once for both databases (``?`` placeholders, ``ON CONFLICT`` upserts).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, collection TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
     created REAL NOT NULL, updated REAL NOT NULL, error TEXT NOT NULL DEFAULT '', spec TEXT NOT NULL DEFAULT '{}',
-    note TEXT NOT NULL DEFAULT ''
+    note TEXT NOT NULL DEFAULT '', worker TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS job_files (
     job TEXT NOT NULL, name TEXT NOT NULL, source TEXT NOT NULL, status TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '', bytes INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (job, source)
+    reason TEXT NOT NULL DEFAULT '', bytes INTEGER NOT NULL DEFAULT 0, pos INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job, source)
 );
 CREATE TABLE IF NOT EXISTS chats (
     id TEXT PRIMARY KEY, collection TEXT NOT NULL, title TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
@@ -48,25 +51,78 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
+_ADDED_COLUMNS = (("jobs", "worker", "TEXT NOT NULL DEFAULT ''"), ("job_files", "pos", "INTEGER NOT NULL DEFAULT 0"))
+
+
+class _Postgres:
+    """The few calls ``ServerDB`` makes of a SQLite connection, on PostgreSQL (``?`` placeholders become ``%s``)."""
+
+    def __init__(self, url: str) -> None:
+        from indexes.shared.database import Database
+
+        self.db = Database(url, create=False)
+        with self.db.transaction():
+            self.db.execute("SELECT pg_advisory_xact_lock(7305013)")  # replicas starting together
+            self.db.execute("CREATE SCHEMA IF NOT EXISTS rag_server")
+            self.db.execute("SET search_path TO rag_server")
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self.db.execute(statement.replace(" REAL", " DOUBLE PRECISION").replace(" INTEGER", " BIGINT"))
+
+    def execute(self, sql: str, args: tuple = ()):
+        return self.db.execute(sql.replace("?", "%s"), args)
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        self.db.executemany(sql.replace("?", "%s"), rows)
+
+    def rows(self, sql: str, args: tuple) -> list[dict]:
+        cursor = self.execute(sql, args)
+        names = [c.name for c in cursor.description]
+        return [dict(zip(names, r)) for r in cursor.fetchall()]
+
+    @contextmanager
+    def transaction(self) -> Iterator["_Postgres"]:
+        with self.db.transaction():
+            yield self
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class ServerDB:
     FILE = "_server.sqlite"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, url: str | None = None) -> None:
+        """The state of the server at ``root``: in its SQLite file, or in the PostgreSQL database ``url``."""
         self.path = Path(root) / self.FILE
+        self.shared = url is not None
+        self._lock = threading.RLock()
+        if url is not None:
+            self._pg: _Postgres | None = _Postgres(url)
+            self.worker = self._pg.db.me  # this replica's backend: alive while its connection is
+            return
+        self._pg, self.worker = None, ""
         self._db = connect(self.path, _SCHEMA)
         self._db.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
+        for table, column, kind in _ADDED_COLUMNS:  # files written before these columns existed
+            if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
-        self._db.close()
+        (self._pg or self._db).close()
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self):
+        if self._pg is not None:
+            with self._lock, self._pg.transaction() as db:
+                yield db
+            return
         with self._lock, transaction(self._db) as db:
             yield db
 
     def rows(self, sql: str, args: tuple = ()) -> list[dict]:
         with self._lock:
+            if self._pg is not None:
+                return self._pg.rows(sql, args)
             return [dict(r) for r in self._db.execute(sql, args)]
 
     # -- jobs ------------------------------------------------------------
@@ -76,9 +132,28 @@ class ServerDB:
         with self.tx() as db:
             db.execute("INSERT INTO jobs(id, collection, kind, status, created, updated, spec) VALUES (?,?,?,?,?,?,?)",
                        (job, collection, kind, "queued", now, now, json.dumps(spec)))
-            db.executemany("INSERT OR REPLACE INTO job_files(job, name, source, status, bytes) VALUES (?,?,?,?,?)",
-                           [(job, n, s, "queued", b) for n, s, b in files])
+            db.executemany(
+                "INSERT INTO job_files(job, name, source, status, bytes, pos) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT (job, source) DO UPDATE SET name=excluded.name, bytes=excluded.bytes",
+                [(job, n, s, "queued", b, pos) for pos, (n, s, b) in enumerate(files)])
         return job
+
+    def claim_job(self, job: str) -> bool:
+        """Take a queued job for this server: only one replica's claim succeeds."""
+        with self.tx() as db:
+            return db.execute("UPDATE jobs SET status='running', worker=?, updated=? WHERE id=? AND status='queued'",
+                              (self.worker, time.time(), job)).rowcount == 1
+
+    def orphaned_jobs(self) -> list[dict]:
+        """Unfinished jobs that no running server is working on: queued ones, and running ones whose server is gone
+        (every running one, for a single server starting up)."""
+        if self._pg is None:
+            return self.jobs(unfinished=True)
+        from indexes.shared.database import alive
+
+        rows = self.rows("SELECT id FROM jobs WHERE status='queued' OR (status='running' AND NOT "
+                         f"{alive('worker')}) ORDER BY created")
+        return [self.job(r["id"]) for r in rows]
 
     def set_job(self, job: str, status: str, error: str = "") -> None:
         with self.tx() as db:
@@ -106,7 +181,7 @@ class ServerDB:
         if internal:
             out["spec"] = spec
         out["files"] = self.rows(
-            "SELECT name, source, status, reason, bytes FROM job_files WHERE job=? ORDER BY rowid", (job,)
+            "SELECT name, source, status, reason, bytes FROM job_files WHERE job=? ORDER BY pos, name", (job,)
         )
         return out
 
@@ -153,7 +228,8 @@ class ServerDB:
         with self.tx() as db:
             n = db.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM turns WHERE chat=?", (chat,)).fetchone()[0]
             db.execute(
-                "INSERT INTO turns VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO turns(chat, n, question, standalone, answer, answered, citations, created) "
+                "VALUES (?,?,?,?,?,?,?,?)",
                 (chat, n, question, standalone, answer, int(answered), json.dumps(citations, ensure_ascii=False), now),
             )
             db.execute("UPDATE chats SET updated=? WHERE id=?", (now, chat))

@@ -82,13 +82,24 @@ class Jobs:
         self._lock = threading.Lock()
 
     def resume(self) -> int:
-        """Queue again every job a previous server process left unfinished; returns how many."""
-        pending = self.db.jobs(unfinished=True)
+        """Queue again every job that no server is working on (one a stopped server left running, or, with
+        replicas, one queued on a replica that is gone); returns how many."""
+        pending = self.db.orphaned_jobs()
         for job in pending:
-            self.db.set_job(job["id"], "queued")
-            self.db.note_job(job["id"], "resumed after a server restart")
+            if job["status"] == "running":
+                self.db.set_job(job["id"], "queued")
+                self.db.note_job(job["id"], "resumed after a server restart")
             self._enqueue(job["collection"], job["id"])
         return len(pending)
+
+    def adopt_orphans(self, every_s: float, stop: threading.Event) -> None:
+        """With replicas (a shared database): every ``every_s`` seconds, take over jobs whose replica is gone."""
+        while not stop.wait(every_s):
+            try:
+                if adopted := self.resume():
+                    log.warning("took over %d job(s) of a replica that is gone", adopted)
+            except Exception:  # the database was unreachable for a moment: try again next time
+                log.exception("looking for jobs of stopped replicas failed")
 
     def staging(self, collection: str, job_hint: str) -> Path:
         path = self.root / collection / STAGING / job_hint
@@ -129,15 +140,15 @@ class Jobs:
 
     def _run(self, collection: str, job_id: str) -> None:
         job = self.db.job(job_id, internal=True)
-        if job is None or job["status"] in ("committed", "failed"):
-            return
-        self.db.set_job(job_id, "running")
+        if job is None or job["status"] in ("committed", "failed") or not self.db.claim_job(job_id):
+            return  # done, or another replica runs it
         store = self.root / collection
-        spec = {"store": str(store), "kind": job["kind"], "config": config_to_dict(self.config)}
+        spec = {"store": collection if self.config.db else str(store), "kind": job["kind"],
+                "config": config_to_dict(self.config)}
         if job["kind"] == "ingest":
             staged = Path(job["spec"]["staging"])
             uploads = store / UPLOADS
-            uploads.mkdir(exist_ok=True)
+            uploads.mkdir(parents=True, exist_ok=True)
             for f in job["files"]:
                 src = staged / f["name"]
                 if src.is_file():

@@ -160,3 +160,34 @@ def test_kill_minus_nine_of_a_shared_writer_at_random_moments_leaves_a_consisten
     _consistent(kb)
     assert kb.search("gearbox model G5 oil grade 44", k=1)[0].chunk.text.count("Revision 9") == 1
     kb.close()
+
+
+def test_rag_share_copies_a_store_directory_and_a_second_run_finishes_a_stopped_copy(pg_url, milvus_server, corpus,
+                                                                                     tmp_path, hash_embedder, capsys):
+    from rag.cli import main
+
+    local = KnowledgeBase.open(tmp_path / "manuals", Config(), embedder=hash_embedder)
+    local.ingest([corpus], progress=False)
+    question = "How often should the air filter be cleaned?"
+    expected = [(h.chunk.id, h.score) for h in local.search(question, k=5, mode="dense")]
+
+    assert main(["share", "--store", str(tmp_path / "manuals"), "--db", pg_url, "--uri", milvus_server]) == 0
+    assert f"copied {len(local.store.documents())} documents; 0 were there" in capsys.readouterr().err
+    kb = KnowledgeBase.open("manuals", _config(pg_url, milvus_server), embedder=hash_embedder)
+    assert kb.store.documents() == local.store.documents()
+    assert _consistent(kb) == {i for i, _ in local.store.chunks.search_texts()}
+    got = [(h.chunk.id, h.score) for h in kb.search(question, k=5, mode="dense")]
+    assert [i for i, _ in got] == [i for i, _ in expected]
+    assert all(abs(a - b) < 1e-4 for (_, a), (_, b) in zip(got, expected))
+    assert kb.search(question, k=1, mode="bm25")[0].chunk.id == local.search(question, k=1, mode="bm25")[0].chunk.id
+    one = next(iter(kb.store.documents()))
+    kb.store.commit([], removed_sources=[one])  # as if the copy had stopped before that document
+    kb.close()
+
+    assert main(["share", "--store", str(tmp_path / "manuals"), "--db", pg_url, "--uri", milvus_server]) == 0
+    assert f"copied 1 documents; {len(local.store.documents()) - 1} were there" in capsys.readouterr().err
+    kb = KnowledgeBase.open("manuals", _config(pg_url, milvus_server), embedder=hash_embedder)
+    assert kb.store.documents() == local.store.documents()
+    _consistent(kb)
+    kb.close()
+    local.close()

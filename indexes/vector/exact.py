@@ -56,6 +56,11 @@ class NumpyIndex:
     def ids(self) -> np.ndarray:
         return self._ids.copy()
 
+    def vectors(self, ids) -> np.ndarray:
+        """The stored vectors of ``ids`` (each must be held), row-aligned."""
+        where = {int(i): row for row, i in enumerate(self._ids)}
+        return self._vecs[[where[int(i)] for i in as_ids(ids)]].reshape(-1, self.dim)
+
     def __len__(self) -> int:
         return len(self._ids)
 

@@ -77,11 +77,18 @@ class FaissIndex:
         self._index.add_with_ids(vectors, ids)
         self._gpu_index = None
 
+    def vectors(self, ids) -> np.ndarray:
+        """The stored vectors of ``ids`` (each must be held), row-aligned."""
+        ids = as_ids(ids)
+        if len(ids) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return np.vstack([self._index.reconstruct(int(i)) for i in ids]).astype(np.float32)
+
     def _all(self) -> tuple[np.ndarray, np.ndarray]:
         ids = self.ids()
         if len(ids) == 0:
             return ids, np.zeros((0, self.dim), np.float32)
-        return ids, np.vstack([self._index.reconstruct(int(i)) for i in ids]).astype(np.float32)
+        return ids, self.vectors(ids)
 
     def remove(self, ids) -> None:
         ids = as_ids(ids)

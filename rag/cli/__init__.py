@@ -1,6 +1,6 @@
 """The ``rag`` command line. Each module registers its own commands: ``store`` (ingest, info, versions, activate,
 cache), ``query`` (search, ask, chat, eval), ``adapt`` (finetune embedder, finetune llm), ``serve`` (serve, keys) and
-``connect`` (mcp, watch). Errors are one line and a non-zero exit."""
+``connect`` (mcp, watch) and ``share`` (share). Errors are one line and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 import sys
 
 from indexes.errors import RagError
-from rag.cli import adapt, connect, query, serve, store
+from rag.cli import adapt, connect, query, serve, share, store
 from rag.cli.options import config_of
 from rag.cli.query import eval_retriever
 from rag.knowledge_base import KnowledgeBase
@@ -24,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rag", description="Offline retrieval-augmented generation over your documents.")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = p.add_subparsers(dest="command", required=True)
-    for module in (store, query, adapt, serve, connect):
+    for module in (store, query, adapt, serve, connect, share):
         module.register(sub)
     return p
 

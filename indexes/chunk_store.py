@@ -256,7 +256,8 @@ class ChunkStore:
         return [(r[0], r[1]) for r in self._db.execute("SELECT id, op FROM pending")]
 
     def clear_orphaned(self) -> None:
-        self.clear_journal()
+        if self.orphaned():  # no write transaction on an open that finds nothing to do
+            self.clear_journal()
 
 
 def row_to_chunk(row) -> Chunk:

@@ -161,33 +161,38 @@ class Store:
                 stale = np.array([i for i in ids if int(i) not in committed], dtype=np.int64)
                 log.info("recovering store %s: removing %d uncommitted vectors", self.path, len(stale))
                 self.index.remove(stale)
+            if now:
                 self.chunks.clear_orphaned()
         self.index.drop_other_generations(self.chunks.generation)
 
     # -- writing ----------------------------------------------------------
-    def commit(self, updates: Sequence[DocumentUpdate], removed_sources: Sequence[str] = ()) -> None:
-        """Replace the chunks of every updated document, drop removed ones, atomically."""
+    def commit(self, updates: Sequence[DocumentUpdate], removed_sources: Sequence[str] = (),
+               staged_by: str | None = None) -> None:
+        """Replace the chunks of every updated document, drop removed ones, atomically. ``staged_by``: the run whose
+        workers wrote these chunks and their vectors already (the shared mode's Ray actors); ``updates`` then carry
+        only the chunk ids."""
         replaced = [u.record.source for u in updates]
         old_ids = set(self.chunks.ids_of_sources([*replaced, *removed_sources]))
         new_ids = np.array([c.id for u in updates for c in u.chunks], dtype=np.int64)
-        vectors = (
-            np.vstack([u.vectors for u in updates if len(u.chunks)]).astype(np.float32)
-            if len(new_ids)
-            else np.zeros((0, self.settings.dim), np.float32)
-        )
         gone = np.array(sorted(old_ids - set(new_ids.tolist())), dtype=np.int64)
         immediate = _writes_immediately(self.index)
         generation = self.chunks.generation + 1  # a database store numbers it inside its commit transaction
 
         with self.chunks.committing():
-            if immediate and len(new_ids):
-                self.chunks.journal(new_ids.tolist(), "add")
-            self.index.add(new_ids, vectors)
+            if staged_by is None:
+                if immediate and len(new_ids):
+                    self.chunks.journal(new_ids.tolist(), "add")
+                self.index.add(new_ids, _vectors(updates, self.settings.dim))
             if not immediate:
                 self.index.remove(gone)
             self.index.save(generation)
-            generation = self.chunks.commit_generation([(u.record, u.chunks) for u in updates], removed_sources,
-                                                       gone.tolist() if immediate else [], generation)
+            changes = [(u.record, u.chunks) for u in updates]
+            if staged_by is None:
+                generation = self.chunks.commit_generation(changes, removed_sources,
+                                                           gone.tolist() if immediate else [], generation)
+            else:
+                generation = self.chunks.commit_generation(changes, removed_sources, gone.tolist(), generation,
+                                                           staged_by=staged_by)
             if immediate and len(gone):
                 self.index.remove(gone)
             if immediate:
@@ -240,6 +245,11 @@ class Store:
 
     def size_on_disk(self) -> int:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+
+def _vectors(updates: Sequence[DocumentUpdate], dim: int) -> np.ndarray:
+    rows = [u.vectors for u in updates if len(u.chunks)]
+    return np.vstack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
 
 
 def _writes_immediately(index: VectorIndex) -> bool:

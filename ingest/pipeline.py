@@ -189,8 +189,10 @@ class Committer:
 
     def __init__(self, store: Store, options: IngestOptions,
                  prepare: Callable[[list[DocumentUpdate]], list[DocumentUpdate]] = list,
-                 after: Callable[[list[DocumentUpdate]], None] = lambda updates: None) -> None:
+                 after: Callable[[list[DocumentUpdate]], None] = lambda updates: None,
+                 staged_by: str | None = None) -> None:
         self.store, self.options, self.prepare, self.after = store, options, prepare, after
+        self.staged_by = staged_by  # the Ray run whose actors wrote the chunks and vectors (see Store.commit)
         self.results: list[FileResult] = []
         self._ready: list[tuple[DocumentUpdate, str]] = []
         self._ready_chunks = 0
@@ -220,7 +222,7 @@ class Committer:
             return
         statuses = [status for _, status in self._ready]
         updates = self.prepare([u for u, _ in self._ready])
-        self.store.commit(updates)
+        self.store.commit(updates, staged_by=self.staged_by)
         self.store.release([u.record.source for u in updates])
         self.after(updates)
         for u, status in zip(updates, statuses):

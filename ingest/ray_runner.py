@@ -45,6 +45,7 @@ from ingest.pipeline import (
     model_key,
     scan,
 )
+from ingest.ray_sink import DirectWriter, chunk_of, sink_of
 
 log = logging.getLogger(__name__)
 
@@ -117,17 +118,20 @@ def _page(page: int | None) -> int:
 class _Embed:
     """The actor of the embedding pool: loads the model once, embeds batch after batch."""
 
-    def __init__(self, embedder: Embedder, threads: int) -> None:
+    def __init__(self, embedder: Embedder, threads: int, sink: dict | None = None) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
         self.embedder = embedder
+        self.writer = DirectWriter(sink) if sink is not None else None
 
     def __call__(self, batch: dict) -> dict:
         texts = [str(t) for t, o in zip(batch["embed"], batch["ordinal"]) if o >= 0]
         vectors = self.embedder.embed_documents(texts) if texts else np.zeros((0, self.embedder.dim), np.float32)
         out = np.zeros((len(batch["embed"]), self.embedder.dim), np.float32)
         out[np.asarray(batch["ordinal"]) >= 0] = vectors
+        if self.writer is not None:  # the shared mode: written here, only ids go on to the driver
+            return self.writer.write(batch, out)
         batch = dict(batch)
         batch["vector"] = out
         del batch["embed"]
@@ -141,8 +145,10 @@ def _ray_token_available() -> bool:
 
 
 def ingest_on_ray(store: Store, embedder: Embedder, paths: Sequence[Path], options: IngestOptions, address: str | None,
-                  actors: int | None = None) -> IngestReport:
-    """``ingest`` with reading, chunking and embedding on the Ray cluster at ``address`` (None: start one here)."""
+                  actors: int | None = None, direct: bool = True) -> IngestReport:
+    """``ingest`` with reading, chunking and embedding on the Ray cluster at ``address`` (None: start one here).
+    ``direct``: in the shared mode, the actors write chunks and vectors themselves (``ingest.ray_sink``); False
+    brings them to the driver as for a store directory."""
     if address is not None and "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
         # `ray start` turns token authentication on where a token exists; a driver given an address must then say so
         os.environ["RAY_AUTH_MODE"] = "token"
@@ -161,7 +167,9 @@ def ingest_on_ray(store: Store, embedder: Embedder, paths: Sequence[Path], optio
         work: list[FileWork] = []
         seen: set[str] = set()
         cache = EmbeddingCache(cache_dir() / "embeddings.sqlite")
-        committer = Committer(store, options, after=lambda updates: _remember(cache, model_key(embedder), updates))
+        sink = sink_of(store) if direct else None
+        remember = (lambda updates: None) if sink else (lambda updates: _remember(cache, model_key(embedder), updates))
+        committer = Committer(store, options, after=remember, staged_by=sink["run"] if sink else None)
         for item in scan(manifest, paths, options, keep_data=False):
             seen.add(item.source)
             settled = item if isinstance(item, FileResult) else claim(store, item, options)
@@ -171,7 +179,7 @@ def ingest_on_ray(store: Store, embedder: Embedder, paths: Sequence[Path], optio
                 work.append(item)
         try:
             if work:
-                embedded = _run(ray, embedder, work, options, address, actors, committer)
+                embedded = _run(ray, embedder, work, options, address, actors, committer, sink)
         finally:
             cache.close()
         finish(store, manifest, seen, paths, options, committer.results)
@@ -179,7 +187,7 @@ def ingest_on_ray(store: Store, embedder: Embedder, paths: Sequence[Path], optio
 
 
 def _run(ray, embedder: Embedder, work: list[FileWork], options: IngestOptions, address: str | None,
-         actors: int | None, committer: Committer) -> int:
+         actors: int | None, committer: Committer, sink: dict | None) -> int:
     started_here = not ray.is_initialized()
     if started_here:
         try:
@@ -205,7 +213,7 @@ def _run(ray, embedder: Embedder, work: list[FileWork], options: IngestOptions, 
         ds = ds.flat_map(read, num_cpus=_READ_CPUS)
         ds = ds.map_batches(
             _Embed,
-            fn_constructor_kwargs={"embedder": embedder, "threads": int(plan.actor_cpus)},
+            fn_constructor_kwargs={"embedder": embedder, "threads": int(plan.actor_cpus), "sink": sink},
             compute=ray.data.ActorPoolStrategy(size=plan.actors),
             num_cpus=plan.actor_cpus,
             num_gpus=plan.actor_gpus,
@@ -262,7 +270,8 @@ def _commit_as_they_come(batches, committer: Committer) -> int:
             n = int(batch["n_chunks"][i])
             got = partial.setdefault(source, [])
             if int(batch["ordinal"][i]) >= 0:
-                got.append((int(batch["ordinal"][i]), _chunk(batch, i), batch["vector"][i]))
+                got.append((int(batch["ordinal"][i]), chunk_of(batch, i),
+                            batch["vector"][i] if "vector" in batch else None))
                 embedded += 1
             if len(got) == n:
                 committer.add(
@@ -284,19 +293,7 @@ def _update(got: list[tuple[int, Chunk, np.ndarray]], batch: dict, i: int, dim: 
         str(batch["ingested_at"][i]),
         tuple(json.loads(str(batch["warnings"][i]))),
     )
+    if got and got[0][2] is None:  # written by the actors: the driver has the ids only
+        return DocumentUpdate(record, [c for _, c, _ in got], None)
     vectors = np.vstack([v for _, _, v in got]) if got else np.zeros((0, dim), np.float32)
     return DocumentUpdate(record, [c for _, c, _ in got], vectors)
-
-
-def _chunk(batch: dict, i: int) -> Chunk:
-    page, page_end = int(batch["page"][i]), int(batch["page_end"][i])
-    return Chunk(
-        id=int(batch["id"][i]),
-        source=str(batch["source"][i]),
-        text=str(batch["text"][i]),
-        start=int(batch["start"][i]),
-        end=int(batch["end"][i]),
-        page=None if page < 0 else page,
-        headings=tuple(json.loads(str(batch["headings"][i]))),
-        page_end=None if page_end < 0 else page_end,
-    )

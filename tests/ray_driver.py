@@ -1,6 +1,7 @@
 """A Ray ingest driver run in its own process by the tests (Ray's global state stays out of the test process).
 
     python tests/ray_driver.py STORE DOCS ADDRESS [--backend B] [--uri U] [--slow] [--commit-every N] [--prune]
+        [--db URL]
 
 Prints ``COMMITTED source`` as documents commit and, at the end, the report as one JSON line.
 """
@@ -25,10 +26,12 @@ def main() -> None:
     ap.add_argument("--backend", default="faiss"), ap.add_argument("--uri")
     ap.add_argument("--slow", action="store_true"), ap.add_argument("--prune", action="store_true")
     ap.add_argument("--commit-every", type=int, default=2000)
+    ap.add_argument("--db", help="a shared store: STORE is its name in this database")
     args = ap.parse_args()
     config = Config(
         index=IndexConfig(backend=args.backend, uri=args.uri, gpu=False),
         ingest=IngestConfig(commit_every=args.commit_every),
+        db=args.db,
     )
     kb = KnowledgeBase.open(args.store, config, embedder=SlowHashEmbedder() if args.slow else HashEmbedder())
 

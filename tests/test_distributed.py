@@ -159,6 +159,29 @@ def test_rag_ingest_on_ray_into_milvus_then_search_matches_the_embedded_default(
     local.close()
 
 
+def test_a_ray_run_into_a_shared_store_writes_from_the_actors_and_equals_a_local_run(ray_cluster, milvus_server,
+                                                                                    pg_url, corpus, tmp_path):
+    report = _drive("team", corpus, ray_cluster, "--backend", "milvus", "--uri", milvus_server, "--db", pg_url)
+    assert sorted(status for _, status, _, _ in report["files"]) == ["added"] * 5
+    shared = KnowledgeBase.open("team", Config(db=pg_url, index=IndexConfig(backend="milvus", uri=milvus_server)),
+                                embedder=HashEmbedder())
+    local = KnowledgeBase.open(tmp_path / "local", Config(index=IndexConfig(gpu=False)), embedder=HashEmbedder())
+    from_local = local.ingest([corpus], progress=False)
+    assert from_local.from_cache == 0  # no vector came back to the driver (whose cache would have kept it)
+    assert _contents(shared) == _contents(local) and report["embedded"] == local.store.chunks.count()
+    assert set(shared.store.index.ids().tolist()) == set(_contents(local))  # every vector, nothing more
+    assert shared.store.chunks.db.value("SELECT COUNT(*) FROM rag_staged") == 0  # all moved in by the commits
+    for text in ("How often should the air filter be cleaned?", "保修期多久？"):
+        question = local.embedder.embed_query(text)[None]
+        ours, theirs = shared.store.search(question, 10)[0], local.store.search(question, 10)[0]
+        assert [c.id for c, _ in ours] == [c.id for c, _ in theirs]
+        assert np.allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-4)
+    again = _drive("team", corpus, ray_cluster, "--backend", "milvus", "--uri", milvus_server, "--db", pg_url)
+    assert sorted(status for _, status, _, _ in again["files"]) == ["unchanged"] * 5
+    shared.close()
+    local.close()
+
+
 def test_the_ray_plan_gives_an_actor_per_gpu_or_per_four_cpus_and_always_leaves_cpu_for_the_readers():
     from ingest.ray_runner import RayPlan
 

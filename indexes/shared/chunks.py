@@ -21,6 +21,8 @@ from indexes.text import search_text
 from indexes.types import Chunk
 
 _COLUMNS = 'id, source, text, start, "end", page, headings, page_end'
+_UPDATE = ('source=EXCLUDED.source, ordinal=EXCLUDED.ordinal, text=EXCLUDED.text, start=EXCLUDED.start, '
+           '"end"=EXCLUDED."end", page=EXCLUDED.page, headings=EXCLUDED.headings, page_end=EXCLUDED.page_end')
 _LOCK_CLASS = 7_305_012  # advisory locks of a store: (this, hashtext(store name))
 _DOCUMENT_COLUMNS = "source, content_hash, size, n_chunks, ingested_at, warnings, metadata"
 
@@ -43,6 +45,11 @@ def glob_regex(pattern: str) -> str:
             out.append(re.escape(ch))
         i += 1
     return "".join(out) + "$"
+
+
+def _row(ordinal: int, c: Chunk) -> tuple:
+    return (ordinal, c.id, c.source, c.text, c.start, c.end, c.page, json.dumps(list(c.headings), ensure_ascii=False),
+            c.page_end)
 
 
 class PgChunkStore:
@@ -72,12 +79,13 @@ class PgChunkStore:
     def _insert_chunks(self, chunks: Iterable[tuple[int, Chunk]]) -> None:
         self.db.executemany(
             f"INSERT INTO rag_chunks(store, ordinal, {_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-            "ON CONFLICT (store, id) DO UPDATE SET source=EXCLUDED.source, ordinal=EXCLUDED.ordinal, "
-            'text=EXCLUDED.text, start=EXCLUDED.start, "end"=EXCLUDED."end", page=EXCLUDED.page, '
-            "headings=EXCLUDED.headings, page_end=EXCLUDED.page_end",
-            [(self.store, ordinal, c.id, c.source, c.text, c.start, c.end, c.page,
-              json.dumps(list(c.headings), ensure_ascii=False), c.page_end) for ordinal, c in chunks],
-        )
+            f"ON CONFLICT (store, id) DO UPDATE SET {_UPDATE}", [(self.store, *_row(o, c)) for o, c in chunks])
+
+    def stage(self, run: str, chunks: Iterable[tuple[int, Chunk]]) -> None:
+        """Keep chunks written by a worker of ``run`` (a Ray actor) until that run's driver commits them."""
+        self.db.executemany(
+            f"INSERT INTO rag_staged(store, run, ordinal, {_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+            "ON CONFLICT (store, run, id) DO NOTHING", [(self.store, run, *_row(o, c)) for o, c in chunks])
 
     def get(self, ids: Sequence[int]) -> dict[int, Chunk]:
         ids = [int(i) for i in ids]
@@ -152,9 +160,11 @@ class PgChunkStore:
 
     # -- the commit -------------------------------------------------------
     def commit_generation(self, updates: Sequence[tuple[DocumentRecord, Sequence[Chunk]]],
-                          removed_sources: Sequence[str], to_remove: Sequence[int], generation: int) -> int:
+                          removed_sources: Sequence[str], to_remove: Sequence[int], generation: int,
+                          staged_by: str | None = None) -> int:
         """As ``ChunkStore.commit_generation``; the generation is the next one at commit time (``generation`` is
-        only this writer's guess: another writer may have committed since)."""
+        only this writer's guess: another writer may have committed since). ``staged_by``: the updates' chunks
+        were staged by the workers of that run (``stage``), and are moved from there."""
         with self.db.transaction() as db:
             generation = int(db.value(
                 "UPDATE rag_meta SET value=(value::bigint + 1)::text WHERE store=%s AND key='generation' "
@@ -164,8 +174,16 @@ class PgChunkStore:
             db.execute("DELETE FROM rag_documents WHERE store=%s AND source = ANY(%s)",
                        (self.store, list(removed_sources)))
             for record, chunks in updates:
-                self._insert_chunks(enumerate(chunks))
+                if staged_by is None:
+                    self._insert_chunks(enumerate(chunks))
                 self._upsert_document(record)
+            if staged_by is not None:
+                moved = [r.source for r, _ in updates]
+                db.execute(f"INSERT INTO rag_chunks(store, ordinal, {_COLUMNS}) SELECT store, ordinal, {_COLUMNS} "
+                           f"FROM rag_staged WHERE store=%s AND run=%s AND source = ANY(%s) "
+                           f"ON CONFLICT (store, id) DO UPDATE SET {_UPDATE}", (self.store, staged_by, moved))
+                db.execute("DELETE FROM rag_staged WHERE store=%s AND run=%s AND source = ANY(%s)",
+                           (self.store, staged_by, moved))
             db.execute("DELETE FROM rag_pending WHERE store=%s AND writer=%s", (self.store, db.me))
             db.executemany("INSERT INTO rag_pending(store, id, op, writer) VALUES (%s, %s, 'remove', %s)",
                            [(self.store, int(i), db.me) for i in to_remove])
@@ -219,4 +237,6 @@ class PgChunkStore:
             f"SELECT id, op FROM rag_pending p WHERE store=%s AND NOT {alive('p.writer')}", (self.store,))]
 
     def clear_orphaned(self) -> None:
+        """Forget dead writers' journals, and the chunks their Ray workers staged for a commit that never came."""
         self.db.execute(f"DELETE FROM rag_pending p WHERE store=%s AND NOT {alive('p.writer')}", (self.store,))
+        self.db.execute(f"DELETE FROM rag_staged s WHERE store=%s AND NOT {alive('s.run')}", (self.store,))

@@ -36,6 +36,11 @@ CREATE TABLE IF NOT EXISTS rag_pending (
     store TEXT NOT NULL, id BIGINT NOT NULL, op TEXT NOT NULL, writer TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rag_pending_writer ON rag_pending(store, writer);
+CREATE TABLE IF NOT EXISTS rag_staged (
+    store TEXT NOT NULL, run TEXT NOT NULL, id BIGINT NOT NULL, source TEXT NOT NULL, ordinal INTEGER NOT NULL,
+    text TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, page INTEGER, headings TEXT NOT NULL,
+    page_end INTEGER, PRIMARY KEY (store, run, id)
+);
 CREATE TABLE IF NOT EXISTS rag_claims (store TEXT NOT NULL, source TEXT NOT NULL, writer TEXT NOT NULL,
     PRIMARY KEY (store, source));
 """

@@ -19,6 +19,10 @@ class StoreBusyError(StoreError):
     """Another process holds the store's write lock (an ingest, a watcher): try again when it is done."""
 
 
+class DatabaseUnavailableError(StoreError):
+    """The shared mode's database cannot be reached (for now): try again."""
+
+
 class MissingDependencyError(RagError, ImportError):
     """An optional package is not installed; the message names the install command."""
 

@@ -246,7 +246,7 @@ class KnowledgeBase:
         s = self.store.settings
         docs = self.store.documents()
         return {
-            "store": str(self.store.path),
+            "store": getattr(self.store.chunks, "location", str(self.store.path)),
             "embedder": s.embedder,
             "dim": s.dim,
             "index": s.index,

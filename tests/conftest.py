@@ -144,6 +144,13 @@ def postgres_server():
 
     if postgres_binaries() is None:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    if os.geteuid() == 0:  # PostgreSQL refuses root: it runs as the user its Debian package made
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a postgres user to run PostgreSQL as (apt-get install postgresql)")
     with postgres(free_port()) as url:
         yield url
 

@@ -191,3 +191,23 @@ def test_rag_share_copies_a_store_directory_and_a_second_run_finishes_a_stopped_
     _consistent(kb)
     kb.close()
     local.close()
+
+
+def test_a_reader_reconnects_when_its_connection_is_cut_and_a_writer_gets_one_clear_error(pg_url, milvus_server,
+                                                                                         corpus, hash_embedder):
+    import psycopg
+
+    from indexes.errors import DatabaseUnavailableError
+
+    cfg = _config(pg_url, milvus_server)
+    writer = KnowledgeBase.open("manuals", cfg, embedder=hash_embedder)
+    writer.ingest([corpus], progress=False)
+    reader = KnowledgeBase.open("manuals", cfg, embedder=hash_embedder, create=False, read_only=True)
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # as a database restart would
+        for kb in (reader, writer):
+            admin.execute("SELECT pg_terminate_backend(%s)", (kb.store.chunks.db.value("SELECT pg_backend_pid()"),))
+    assert reader.search("outdoor unit air filter", k=1)[0].chunk.source.endswith("aurora-manual.md")
+    with pytest.raises(DatabaseUnavailableError, match="lost the connection to the database at 127.0.0.1"):
+        writer.store.chunks.count()  # its claims and journal were its connection's: no silent new identity
+    reader.close()
+    writer.close()

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from indexes.chunk_store import DocumentRecord, row_to_chunk, row_to_document
-from indexes.shared.database import Database, alive
+from indexes.shared.database import Database, alive, where
 from indexes.text import search_text
 from indexes.types import Chunk
 
@@ -57,6 +57,11 @@ class PgChunkStore:
 
     def __init__(self, db: Database, store: str) -> None:
         self.db, self.store = db, store
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for people: its name and database (without a password)."""
+        return f"{self.store} in the database at {where(self.db.url)}"
 
     def close(self) -> None:
         self.db.close()

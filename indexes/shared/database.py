@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from indexes.errors import StoreError, require
+from indexes.errors import DatabaseUnavailableError, StoreError, require
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rag_stores (
@@ -69,20 +69,19 @@ def where(url: str) -> str:
 
 
 class Database:
-    """One autocommit connection (thread-safe: statements are serialised); ``transaction`` groups statements."""
+    """One autocommit connection (thread-safe: statements are serialised); ``transaction`` groups statements.
 
-    def __init__(self, url: str, create: bool = True) -> None:
-        psycopg = require("psycopg", "postgres", "psycopg[binary]")
+    ``reconnect``: for a reader, a statement outside a transaction that finds the connection lost (a database
+    restart) connects again and runs once more. A writer never does: its claims and journal belong to its backend."""
+
+    def __init__(self, url: str, create: bool = True, reconnect: bool = False, on_connect: str = "") -> None:
+        self._psycopg = require("psycopg", "postgres", "psycopg[binary]")
         if not url.startswith(("postgresql://", "postgres://")):
             raise StoreError(f"a database is a URL postgresql://USER@HOST:PORT/DBNAME, got {url!r}")
-        self.url = url
+        self.url, self.reconnect, self.on_connect = url, reconnect, on_connect
         self._lock = threading.RLock()
-        try:
-            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot reach the database at {where(url)}: {str(exc).strip()}. Start PostgreSQL there, or check --db"
-            ) from exc
+        self._depth = 0  # transactions open on this connection
+        self._conn = self._connect()
         if create:
             with self.transaction():
                 self.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
@@ -90,23 +89,58 @@ class Database:
                     self.execute(statement)
         self.me = self.value(f"SELECT {ME}")
 
+    def _connect(self):
+        try:
+            conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            if self.on_connect:
+                conn.execute(self.on_connect)
+            return conn
+        except self._psycopg.Error as exc:
+            raise DatabaseUnavailableError(
+                f"cannot reach the database at {where(self.url)}: {str(exc).strip()}. Start PostgreSQL there, or check "
+                "--db") from exc
+
     def close(self) -> None:
         self._conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator["Database"]:
         """All statements inside commit together or not at all."""
-        with self._lock, self._conn.transaction():
-            yield self
+        with self._lock, self._lost(), self._conn.transaction():
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+
+    @contextmanager
+    def _lost(self) -> Iterator[None]:
+        """A lost connection as one clear error."""
+        try:
+            yield
+        except self._psycopg.OperationalError as exc:
+            if not self._conn.closed and not self._conn.broken:
+                raise
+            raise DatabaseUnavailableError(f"lost the connection to the database at {where(self.url)}: "
+                                           f"{str(exc).strip()}") from exc
 
     def execute(self, sql: str, args: Sequence[Any] = ()):
         with self._lock:
-            return self._conn.execute(sql, args)
+            try:
+                with self._lost():
+                    return self._conn.execute(sql, args)
+            except DatabaseUnavailableError:
+                if not self.reconnect or self._depth:
+                    raise
+                self._conn = self._connect()
+                self.me = self._conn.execute(f"SELECT {ME}").fetchone()[0]
+                with self._lost():
+                    return self._conn.execute(sql, args)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
-        with self._lock, self._conn.cursor() as cur:
+        with self._lock, self._lost(), self._conn.cursor() as cur:
             cur.executemany(sql, rows)
 
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:

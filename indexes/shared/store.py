@@ -49,12 +49,29 @@ def local_folder(url: str, name: str) -> Path:
     return path
 
 
+class Catalog:
+    """The stores of a database, over one connection kept open (a server asks on every request)."""
+
+    def __init__(self, url: str) -> None:
+        self.db = Database(url, reconnect=True)
+
+    def names(self) -> list[str]:
+        return [r[0] for r in self.db.rows("SELECT name FROM rag_stores ORDER BY name")]
+
+    def settings(self, name: str) -> StoreSettings | None:
+        raw = self.db.value("SELECT settings FROM rag_stores WHERE name=%s", (name,))
+        return None if raw is None else StoreSettings(**json.loads(raw))
+
+    def close(self) -> None:
+        self.db.close()
+
+
 def names(url: str) -> list[str]:
-    db = Database(url)
+    catalog = Catalog(url)
     try:
-        return [r[0] for r in db.rows("SELECT name FROM rag_stores ORDER BY name")]
+        return catalog.names()
     finally:
-        db.close()
+        catalog.close()
 
 
 def exists(url: str, name: str) -> bool:
@@ -78,8 +95,9 @@ def create(url: str, name: str, settings: StoreSettings) -> Store:
 
 
 def open_store(url: str, name: str, read_only: bool = False) -> Store:
-    """Open the shared store ``name``; ``read_only`` as ``Store.open`` (a reader never recovers)."""
-    db = Database(url)
+    """Open the shared store ``name``; ``read_only`` as ``Store.open`` (a reader never recovers, and reconnects after
+    a database restart)."""
+    db = Database(url, reconnect=read_only)
     try:
         raw = db.value("SELECT settings FROM rag_stores WHERE name=%s", (name,))
         if raw is None:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from indexes.chunk_store import DocumentRecord
-from indexes.errors import ConfigError, require
+from indexes.errors import ConfigError, StoreError, require
 from indexes.files import cache_dir
 from indexes.store import DocumentUpdate, Store, StoreSettings
 from indexes.text import search_text
@@ -310,6 +310,9 @@ def _train(kb, options: FinetuneOptions, base: str, questions: tuple, out_dir: P
 def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
                       report: Callable[[str], None] = lambda msg: log.info(msg)) -> FinetuneResult:
     require("datasets", "finetune", "datasets")
+    if getattr(kb.store.chunks, "coordinates_writers", False):
+        raise StoreError("index versions are not kept in a shared database yet: fine-tune the embedder on a store "
+                         "directory, then copy it in with `rag share`")
     root: Path = kb.root
     own = load_questions(options.questions) if options.questions else None  # checked first: bad input fails fast
     _check_options(options, kb.embedder.dim)

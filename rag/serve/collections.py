@@ -8,7 +8,6 @@ loaded once and shared by every collection.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import threading
@@ -86,6 +85,11 @@ class Collections:
         self._embedders: dict[str, Embedder] = {}
         self._readers: dict[str, _Reader] = {}
         self._lock = threading.RLock()
+        self._catalog = None  # the shared mode: the database's list of stores
+        if config.db:
+            from indexes.shared.store import Catalog
+
+            self._catalog = Catalog(config.db)
 
     def public(self, obj):
         """``obj`` with every document path as a client may see it (``public``)."""
@@ -98,19 +102,15 @@ class Collections:
             return self._embedders[name]
 
     def names(self) -> list[str]:
-        if self.config.db:
-            from indexes.shared import store as shared
-
-            return [n for n in shared.names(self.config.db) if _NAME.match(n)]
+        if self._catalog is not None:
+            return [n for n in self._catalog.names() if _NAME.match(n)]
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name) and Store.exists(p))
 
     def _exists(self, name: str) -> bool:
-        if self.config.db:
-            from indexes.shared import store as shared
-
-            return shared.exists(self.config.db, name)
+        if self._catalog is not None:
+            return self._catalog.settings(name) is not None
         return Store.exists(self.root / name)
 
     def path(self, name: str) -> Path:
@@ -151,14 +151,11 @@ class Collections:
             return reader
 
     def _embedder_of(self, name: str, active: Path) -> str:
-        if self.config.db:
-            from indexes.shared.database import Database
-
-            db = Database(self.config.db, create=False)
-            try:
-                return json.loads(db.value("SELECT settings FROM rag_stores WHERE name=%s", (name,)))["embedder"]
-            finally:
-                db.close()
+        if self._catalog is not None:
+            settings = self._catalog.settings(name)
+            if settings is None:
+                raise NotFoundError(f"no collection {name!r}: it was deleted")
+            return settings.embedder
         return Store.read_settings(active).embedder
 
     @contextmanager

@@ -60,11 +60,10 @@ class _Postgres:
     def __init__(self, url: str) -> None:
         from indexes.shared.database import Database
 
-        self.db = Database(url, create=False)
+        self.db = Database(url, create=False, reconnect=True, on_connect="SET search_path TO rag_server")
         with self.db.transaction():
             self.db.execute("SELECT pg_advisory_xact_lock(7305013)")  # replicas starting together
             self.db.execute("CREATE SCHEMA IF NOT EXISTS rag_server")
-            self.db.execute("SET search_path TO rag_server")
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self.db.execute(statement.replace(" REAL", " DOUBLE PRECISION").replace(" INTEGER", " BIGINT"))
 
@@ -98,14 +97,18 @@ class ServerDB:
         self._lock = threading.RLock()
         if url is not None:
             self._pg: _Postgres | None = _Postgres(url)
-            self.worker = self._pg.db.me  # this replica's backend: alive while its connection is
             return
-        self._pg, self.worker = None, ""
+        self._pg = None
         self._db = connect(self.path, _SCHEMA)
         self._db.row_factory = sqlite3.Row
         for table, column, kind in _ADDED_COLUMNS:  # files written before these columns existed
             if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    @property
+    def worker(self) -> str:
+        """Who claims jobs: this replica's database backend, alive while its connection is ("" for one server)."""
+        return self._pg.db.me if self._pg is not None else ""
 
     def close(self) -> None:
         (self._pg or self._db).close()

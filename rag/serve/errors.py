@@ -9,7 +9,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from indexes.errors import ConfigError, ConflictError, MissingDependencyError, NotFoundError, RagError, StoreError
+from indexes.errors import (
+    ConfigError,
+    ConflictError,
+    DatabaseUnavailableError,
+    MissingDependencyError,
+    NotFoundError,
+    RagError,
+    StoreError,
+)
 from rag.serve.gate import Busy
 
 log = logging.getLogger(__name__)
@@ -20,6 +28,7 @@ class TooLarge(ConfigError):
 
 
 _STATUS = {
+    DatabaseUnavailableError: 503,
     TooLarge: 413,
     NotFoundError: 404,
     ConflictError: 409,
@@ -38,6 +47,7 @@ _TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
     501: "server_error",
+    503: "server_error",
     500: "server_error",
 }
 

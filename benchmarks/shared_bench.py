@@ -80,7 +80,8 @@ def _ingest_row(label: str, kb, folder: Path, address: str, direct: bool) -> str
     report = ingest_on_ray(kb.store, kb.embedder, [folder], IngestOptions(progress=False), address, direct=direct)
     seconds = time.perf_counter() - started
     chunks = kb.store.chunks.count()
-    return f"| {label} | {seconds:.1f} | {chunks} | {chunks / seconds:.1f} | {report.embedded} |"
+    return (f"| {label} | {seconds:.1f} | {chunks} | {chunks / seconds:.1f} | {report.embedded} | "
+            f"{report.driver_bytes / 1e6:.2f} |")
 
 
 def main() -> None:
@@ -115,7 +116,7 @@ def main() -> None:
         team.close()
 
         print(f"\nIngest on Ray ({ray_address}), {args.set}, into a shared store, fresh embedding cache each")
-        print("| path | seconds | chunks | chunks/s | embedded |\n|---|---|---|---|---|")
+        print("| path | seconds | chunks | chunks/s | embedded | MB the driver received |\n|---|---|---|---|---|---|")
         for label, direct in (("driver carries texts and vectors", False), ("actors write directly", True)):
             _fresh_cache(tmp, label.split()[0])
             kb = KnowledgeBase.open(f"ingest-{label.split()[0]}", shared, embedder=local.embedder)

@@ -46,6 +46,7 @@ class IngestReport:
     embedded: int
     from_cache: int
     seconds: float
+    driver_bytes: int = 0  # a Ray run: the data its driver received from the workers
 
     @property
     def failed(self) -> list[FileResult]:

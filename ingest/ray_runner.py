@@ -162,7 +162,7 @@ def ingest_on_ray(store: Store, embedder: Embedder, paths: Sequence[Path], optio
     started = time.perf_counter()
     check_chunking(embedder, options)
     manifest = store.documents()
-    embedded = 0
+    embedded = received = 0
     with store.writer():
         work: list[FileWork] = []
         seen: set[str] = set()
@@ -179,15 +179,16 @@ def ingest_on_ray(store: Store, embedder: Embedder, paths: Sequence[Path], optio
                 work.append(item)
         try:
             if work:
-                embedded = _run(ray, embedder, work, options, address, actors, committer, sink)
+                embedded, received = _run(ray, embedder, work, options, address, actors, committer, sink)
+                log.info("ray: the driver received %.1f MB for %d chunks", received / 1e6, embedded)
         finally:
             cache.close()
         finish(store, manifest, seen, paths, options, committer.results)
-    return IngestReport(tuple(committer.results), embedded, 0, time.perf_counter() - started)
+    return IngestReport(tuple(committer.results), embedded, 0, time.perf_counter() - started, received)
 
 
 def _run(ray, embedder: Embedder, work: list[FileWork], options: IngestOptions, address: str | None,
-         actors: int | None, committer: Committer, sink: dict | None) -> int:
+         actors: int | None, committer: Committer, sink: dict | None) -> tuple[int, int]:
     started_here = not ray.is_initialized()
     if started_here:
         try:
@@ -256,12 +257,13 @@ def _remember(cache: EmbeddingCache, key: str, updates: list[DocumentUpdate]) ->
         cache.embed(key, texts, lambda todo: np.vstack([by_text[t] for t in todo]))
 
 
-def _commit_as_they_come(batches, committer: Committer) -> int:
+def _commit_as_they_come(batches, committer: Committer) -> tuple[int, int]:
     """Group rows by document and hand each document to the committer once all its chunks are in; the number of
-    chunks the workers embedded."""
+    chunks the workers embedded, and the bytes the driver received."""
     partial: dict[str, list[tuple[int, Chunk, np.ndarray]]] = {}
-    embedded = 0
+    embedded = received = 0
     for batch in batches:
+        received += _payload(batch)
         for i in range(len(batch["source"])):
             source = str(batch["source"][i])
             if batch["failed"][i]:
@@ -281,7 +283,12 @@ def _commit_as_they_come(batches, committer: Committer) -> int:
                     str(batch["status"][i]),
                 )
     committer.flush()
-    return embedded
+    return embedded, received
+
+
+def _payload(batch: dict) -> int:
+    """The bytes of a batch's data (the texts' UTF-8, the numbers' and vectors' binary size)."""
+    return sum(sum(len(str(x).encode()) for x in col) if col.dtype == object else col.nbytes for col in batch.values())
 
 
 def _update(got: list[tuple[int, Chunk, np.ndarray]], batch: dict, i: int, dim: int) -> DocumentUpdate:

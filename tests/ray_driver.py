@@ -42,7 +42,8 @@ def main() -> None:
     report = kb.ingest([args.docs], prune=args.prune, progress=False, on_file=heard, ray=args.address)
     print(
         json.dumps(
-            {"embedded": report.embedded, "files": [[f.source, f.status, f.chunks, f.reason] for f in report.files]}
+            {"embedded": report.embedded, "driver_bytes": report.driver_bytes,
+             "files": [[f.source, f.status, f.chunks, f.reason] for f in report.files]}
         ),
         flush=True,
     )

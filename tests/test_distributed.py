@@ -170,6 +170,8 @@ def test_a_ray_run_into_a_shared_store_writes_from_the_actors_and_equals_a_local
     assert from_local.from_cache == 0  # no vector came back to the driver (whose cache would have kept it)
     assert _contents(shared) == _contents(local) and report["embedded"] == local.store.chunks.count()
     assert set(shared.store.index.ids().tolist()) == set(_contents(local))  # every vector, nothing more
+    carried = sum(len(text.encode()) for _, text, *_ in _contents(local).values()) + 4 * 64 * len(_contents(local))
+    assert 0 < report["driver_bytes"] < carried / 2  # ids and manifest fields, not the texts and vectors
     assert shared.store.chunks.db.value("SELECT COUNT(*) FROM rag_staged") == 0  # all moved in by the commits
     for text in ("How often should the air filter be cleaned?", "保修期多久？"):
         question = local.embedder.embed_query(text)[None]

@@ -166,8 +166,10 @@ def finish(store: Store, manifest: dict[str, DocumentRecord], seen: set[str], pa
     if options.prune:
         roots = [Path(p).resolve() for p in paths]
         gone = [s for s in manifest if s not in seen and any(_under(Path(s), r) for r in roots)]
+        gone = [s for s in gone if store.claim(s)]  # not one another writer is (re)indexing now
         if gone:
             store.commit([], removed_sources=gone)
+            store.release(gone)
             results.extend(FileResult(s, "removed", manifest[s].n_chunks) for s in gone)
     if any(r.status in ("added", "updated", "removed") for r in results):
         store.refresh_lexical()

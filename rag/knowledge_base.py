@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexes.errors import ConfigError, StoreError
+from indexes.errors import ConfigError, StoreBusyError, StoreError
 from indexes.store import Store, StoreSettings
 from indexes.versions import active_path
 from ingest.embed import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
@@ -166,7 +166,14 @@ class KnowledgeBase:
         gone = [s for s in sources if s in known]
         if gone:
             with self.store.writer():
-                self.store.commit([], removed_sources=gone)
+                busy = [s for s in gone if not self.store.claim(s)]
+                try:
+                    if busy:  # a shared store: another writer is indexing them now
+                        raise StoreBusyError(f"another writer is ingesting {', '.join(busy[:3])}; remove it when "
+                                             "that is done")
+                    self.store.commit([], removed_sources=gone)
+                finally:
+                    self.store.release(gone)
                 self.store.refresh_lexical()
         return len(gone)
 

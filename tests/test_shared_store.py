@@ -211,3 +211,24 @@ def test_a_reader_reconnects_when_its_connection_is_cut_and_a_writer_gets_one_cl
         writer.store.chunks.count()  # its claims and journal were its connection's: no silent new identity
     reader.close()
     writer.close()
+
+
+def test_a_document_another_writer_holds_is_neither_removed_nor_pruned(pg_url, milvus_server, corpus, hash_embedder):
+    from indexes.errors import StoreBusyError
+
+    cfg = _config(pg_url, milvus_server)
+    first = KnowledgeBase.open("manuals", cfg, embedder=hash_embedder)
+    first.ingest([corpus], progress=False)
+    second = KnowledgeBase.open("manuals", cfg, embedder=hash_embedder)  # another writer (its own connection)
+    held = str((corpus / "aurora-manual.md").resolve())
+    assert first.store.claim(held) and not second.store.claim(held)
+    with pytest.raises(StoreBusyError, match="another writer is ingesting"):
+        second.remove([held])
+    (corpus / "aurora-manual.md").unlink()
+    assert second.ingest([corpus], prune=True, progress=False).count("removed") == 0
+    first.store.release([held])
+    assert second.ingest([corpus], prune=True, progress=False).count("removed") == 1
+    assert held not in second.store.documents()
+    _consistent(second)
+    first.close()
+    second.close()

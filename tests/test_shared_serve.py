@@ -3,13 +3,17 @@ is told, the other knows (collections, documents, chats, keys, jobs)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from rag.config import Config
 from rag.serve.db import ServerDB
+from rag.serve.jobs import Jobs
 from tests.conftest import CORPUS, ROOT
 
 httpx = pytest.importorskip("httpx")
@@ -100,3 +104,34 @@ def test_one_replica_claims_a_job_and_another_adopts_it_when_that_replica_is_gon
     assert [j["id"] for j in second.orphaned_jobs()] == [job]
     second.close()
 
+
+
+def test_an_upload_whose_replica_is_gone_is_ingested_by_another_from_the_database(pg_url, tmp_path):
+    first = ServerDB(tmp_path / "a", pg_url)
+    accepted = Jobs(first, tmp_path / "a", Config(db=pg_url))
+    staging = accepted.staging("manuals", "up-1")
+    (staging / "a.md").write_bytes("# 保修\n\n整机保修五年。".encode())
+    source = str((tmp_path / "a" / "manuals" / "uploads" / "a.md").resolve())
+    with pytest.MonkeyPatch.context() as mp:  # accepted, then the replica died before running it, with its disk
+        mp.setattr(accepted, "_enqueue", lambda collection, job: None)
+        job = accepted.submit("manuals", "ingest", [("a.md", source, 19)], {"staging": str(staging)})
+    first.close()
+    shutil.rmtree(tmp_path / "a")
+
+    seen: dict = {}
+
+    def runner(spec: dict, emit) -> dict:
+        seen["files"], seen["bytes"] = spec["files"], Path(spec["files"][0]).read_bytes()
+        emit({"source": spec["files"][0], "stage": "committed", "reason": "added"})
+        return {}
+
+    second = ServerDB(tmp_path / "b", pg_url)
+    assert Jobs(second, tmp_path / "b", Config(db=pg_url), runner).resume() == 1
+    deadline = time.monotonic() + 60
+    while second.job(job)["status"] != "committed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    state = second.job(job)
+    assert state["status"] == "committed" and state["files"][0]["status"] == "committed", state
+    assert seen["files"][0].startswith(str(tmp_path / "b")) and seen["bytes"] == "# 保修\n\n整机保修五年。".encode()
+    assert second.upload(job, "a.md") is None  # the database lets go of the bytes once the job has run
+    second.close()

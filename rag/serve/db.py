@@ -66,6 +66,9 @@ class _Postgres:
             self.db.execute("CREATE SCHEMA IF NOT EXISTS rag_server")
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self.db.execute(statement.replace(" REAL", " DOUBLE PRECISION").replace(" INTEGER", " BIGINT"))
+            # an upload's bytes until its job has run, so that any replica can run it
+            self.db.execute("CREATE TABLE IF NOT EXISTS uploads (job TEXT NOT NULL, name TEXT NOT NULL, "
+                            "data BYTEA NOT NULL, PRIMARY KEY (job, name))")
 
     def execute(self, sql: str, args: tuple = ()):
         return self.db.execute(sql.replace("?", "%s"), args)
@@ -129,8 +132,10 @@ class ServerDB:
             return [dict(r) for r in self._db.execute(sql, args)]
 
     # -- jobs ------------------------------------------------------------
-    def add_job(self, collection: str, kind: str, files: list[tuple[str, str, int]], spec: dict) -> str:
-        """``files``: (display name, source path, bytes)."""
+    def add_job(self, collection: str, kind: str, files: list[tuple[str, str, int]], spec: dict,
+                uploads: dict[str, bytes] | None = None) -> str:
+        """``files``: (display name, source path, bytes); ``uploads``: their bytes by name (a shared database keeps
+        them with the job, in the same transaction)."""
         job, now = new_id("job"), time.time()
         with self.tx() as db:
             db.execute("INSERT INTO jobs(id, collection, kind, status, created, updated, spec) VALUES (?,?,?,?,?,?,?)",
@@ -139,6 +144,9 @@ class ServerDB:
                 "INSERT INTO job_files(job, name, source, status, bytes, pos) VALUES (?,?,?,?,?,?) "
                 "ON CONFLICT (job, source) DO UPDATE SET name=excluded.name, bytes=excluded.bytes",
                 [(job, n, s, "queued", b, pos) for pos, (n, s, b) in enumerate(files)])
+            if uploads:
+                db.executemany("INSERT INTO uploads(job, name, data) VALUES (?,?,?)",
+                               [(job, name, data) for name, data in uploads.items()])
         return job
 
     def claim_job(self, job: str) -> bool:
@@ -157,6 +165,16 @@ class ServerDB:
         rows = self.rows("SELECT id FROM jobs WHERE status='queued' OR (status='running' AND NOT "
                          f"{alive('worker')}) ORDER BY created")
         return [self.job(r["id"]) for r in rows]
+
+    def upload(self, job: str, name: str) -> bytes | None:
+        """An uploaded file's bytes kept with its job (a shared database only)."""
+        rows = self.rows("SELECT data FROM uploads WHERE job=? AND name=?", (job, name)) if self.shared else []
+        return bytes(rows[0]["data"]) if rows else None
+
+    def drop_uploads(self, job: str) -> None:
+        if self.shared:
+            with self.tx() as db:
+                db.execute("DELETE FROM uploads WHERE job=?", (job,))
 
     def set_job(self, job: str, status: str, error: str = "") -> None:
         with self.tx() as db:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from indexes.errors import RagError
+from indexes.files import atomic_write
 from rag.config import Config, config_to_dict
 from rag.serve.db import ServerDB
 from rag.serve.worker import Emit
@@ -107,7 +108,10 @@ class Jobs:
         return path
 
     def submit(self, collection: str, kind: str, files: list[tuple[str, str, int]], spec: dict) -> str:
-        job = self.db.add_job(collection, kind, files, spec)
+        uploads = None
+        if self.db.shared and kind == "ingest":  # so that any replica can run the job, not only this one
+            uploads = {name: (Path(spec["staging"]) / name).read_bytes() for name, _, _ in files}
+        job = self.db.add_job(collection, kind, files, spec, uploads)
         self._enqueue(collection, job)
         return job
 
@@ -138,6 +142,21 @@ class Jobs:
                 log.exception("job %s failed", job)
                 self.db.set_job(job, "failed", str(exc))
 
+    def _place_uploads(self, job: dict, uploads: Path) -> dict[str, str]:
+        """Move the job's files into ``uploads`` (this replica's): from the staging folder where this replica saved
+        them, or, for a job another replica accepted, from the database. Returns {path here: source in the job}."""
+        staged = Path(job["spec"]["staging"])
+        uploads.mkdir(parents=True, exist_ok=True)
+        here = {}
+        for f in job["files"]:
+            src, target = staged / f["name"], uploads / f["name"]
+            if src.is_file():
+                os.replace(src, target)  # atomic: the file is either staged or in uploads/
+            elif self.db.shared and (data := self.db.upload(job["id"], f["name"])) is not None:
+                atomic_write(target, lambda tmp, data=data: tmp.write_bytes(data))
+            here[str(target.resolve())] = f["source"]
+        return here
+
     def _run(self, collection: str, job_id: str) -> None:
         job = self.db.job(job_id, internal=True)
         if job is None or job["status"] in ("committed", "failed") or not self.db.claim_job(job_id):
@@ -145,26 +164,22 @@ class Jobs:
         store = self.root / collection
         spec = {"store": collection if self.config.db else str(store), "kind": job["kind"],
                 "config": config_to_dict(self.config)}
+        here: dict[str, str] = {}  # a file's path on this replica -> its source in the job (where it was uploaded)
         if job["kind"] == "ingest":
-            staged = Path(job["spec"]["staging"])
-            uploads = store / UPLOADS
-            uploads.mkdir(parents=True, exist_ok=True)
-            for f in job["files"]:
-                src = staged / f["name"]
-                if src.is_file():
-                    os.replace(src, f["source"])  # atomic: the file is either staged or in uploads/
-            spec["files"] = [f["source"] for f in job["files"]]
+            here = self._place_uploads(job, store / UPLOADS)
+            spec["files"] = list(here)
         else:
             spec["sources"] = [f["source"] for f in job["files"]]
 
         before = {f["source"]: f["status"] for f in job["files"]}  # a resumed job's states from the last process
 
         def emit(event: dict) -> None:
+            source = here.get(event["source"], event["source"])
             stage, reason = event["stage"], event.get("reason", "")
-            if stage == "unchanged" and not reason and before.get(event["source"]) in ("embedding", "committed"):
+            if stage == "unchanged" and not reason and before.get(source) in ("embedding", "committed"):
                 # this job's own work, not found unchanged
                 stage, reason = "committed", "added before the server restarted"
-            self.db.set_file(job_id, event["source"], stage, reason)
+            self.db.set_file(job_id, source, stage, reason)
 
         try:
             self.runner(spec, emit)
@@ -174,6 +189,7 @@ class Jobs:
         finally:
             if job["kind"] == "ingest":
                 shutil.rmtree(job["spec"]["staging"], ignore_errors=True)
+                self.db.drop_uploads(job_id)
         for f in self.db.job(job_id)["files"]:
             if f["status"] not in ("committed", "unchanged", "failed"):  # e.g. a file the walk skipped
                 self.db.set_file(job_id, f["source"], "failed", "not ingested: not a supported document type")

@@ -99,7 +99,18 @@ def test_a_shared_store_ingests_searches_and_reopens_from_another_process(pg_url
     assert again.ingest([corpus], progress=False).count("unchanged") == report.count("added")
     assert again.remove([str((corpus / "aurora-manual.md").resolve())]) == 1
     _consistent(again)
+    collection = again.store.index.collection
     again.close()
+
+    from pymilvus import MilvusClient
+
+    from indexes.shared import store as shared
+
+    shared.drop(pg_url, "manuals")  # what DELETE /collections/manuals does in the shared mode
+    assert shared.names(pg_url) == []
+    client = MilvusClient(milvus_server)
+    assert not client.has_collection(collection)
+    client.close()
 
 
 def test_shared_mode_refuses_a_local_index_a_wrong_url_and_a_missing_store(pg_url, milvus_server, hash_embedder):

@@ -194,6 +194,11 @@ def test_extractive_generator_quotes_the_best_sentence():
         generate(ExtractiveGenerator(), answer_messages("How often is the filter maintenance?", headed))
         == "Clean the filter every month. [1]"
     )
+    text = "## 保修期限\n\n所有热泵整机保修五年，包括零件和人工。在购买后三十天内完成线上注册，压缩机保修期延长至十年。"
+    warranty = [Hit(Chunk(4, "/d/保修.md", text, 0, 1), 0.9, 1)]
+    # the heading says what the section answers: its first sentence, not the one that repeats more of the words
+    reply = generate(ExtractiveGenerator(), answer_messages("保修期多久？", warranty))
+    assert reply == "所有热泵整机保修五年，包括零件和人工。 [1]"
 
 
 def test_config_overrides_are_checked(tmp_path):

@@ -11,8 +11,8 @@ from rag.types import Message
 
 
 class ExtractiveGenerator:
-    """No LLM: answers with the context sentence that shares most words with the question, cited.
-    Useful without a model, and as a fast baseline; it never invents text."""
+    """No LLM: answers with the context sentence that shares most words with the question (its section heading's
+    words counting too), cited. Useful without a model, and as a fast baseline; it never invents text."""
 
     name = "extractive"
     _PASSAGE = re.compile(r"^\[(\d+)\] \([^)]*\)\n(.*?)(?=\n\n\[\d+\] \(|\n\nQuestion: )", re.S | re.M)
@@ -32,15 +32,16 @@ class ExtractiveGenerator:
         best, best_score = None, 0.0
         for m in self._PASSAGE.finditer(prompt):
             prose, rows = _tables(m.group(2))
-            for sentence in re.split(r"(?<=[.!?。！？])\s*|\n\s*\n", prose):  # a heading line is no answer
+            heading: set[str] = set()
+            for sentence in re.split(r"(?<=[.!?。！？])\s*|\n\s*\n", prose):
+                if sentence.lstrip().startswith("#"):  # no answer, but what the sentences under it are about
+                    heading = self._terms(sentence)
+                    continue
                 words_ = self._terms(sentence)
-                score = len(q & words_) / (1 + len(words_) ** 0.5)
-                if (
-                    sentence.strip()
-                    and not sentence.rstrip().endswith(("?", "？"))
-                    and not sentence.lstrip().startswith("#")
-                    and score > best_score
-                ):
+                if not q & words_:
+                    continue
+                score = len(q & (words_ | heading)) / (1 + len(words_) ** 0.5)
+                if sentence.strip() and not sentence.rstrip().endswith(("?", "？")) and score > best_score:
                     best, best_score = f"{sentence.strip()} [{m.group(1)}]", score
             for header, row in rows:  # a table's row under its header: names and numbers count, however short
                 cells = set(words(row))

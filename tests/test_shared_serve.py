@@ -34,7 +34,7 @@ def _rag(*args: str) -> str:
 def test_two_replicas_share_collections_chats_keys_and_jobs(pg_url, milvus_server, tmp_path):
     admin = _rag("keys", "create", "--root", str(tmp_path / "a"), "--db", pg_url, "--scopes", "admin").splitlines()[0]
     reader = _rag("keys", "create", "--root", str(tmp_path / "a"), "--db", pg_url, "--name", "bob").splitlines()[0]
-    shared = ("--db", pg_url, "--set", "index.backend=milvus", "--set", f"index.uri={milvus_server}")
+    shared = ("--db", pg_url, "--uri", milvus_server)
     one = Server(tmp_path / "a", tmp_path / "a.log", *shared)
     two = Server(tmp_path / "b", tmp_path / "b.log", *shared)  # another root: no folder is shared
     try:

@@ -21,8 +21,9 @@ def register(sub) -> None:
     )
     sp.add_argument("--port", type=int, default=8000)
     sp.add_argument("--db", metavar="postgresql://...",
-                    help="keep collections, chats, keys and jobs in this PostgreSQL database (vectors on Milvus: "
-                         "--set index.backend=milvus --set index.uri=http://HOST:PORT), so replicas share them")
+                    help="keep collections, chats, keys and jobs in this PostgreSQL database, so replicas share them")
+    sp.add_argument("--uri", metavar="http://HOST:PORT",
+                    help="the Milvus server that keeps new collections' vectors (with --db)")
     config_options(sp, example="llm.name=extractive")
     sp.add_argument("--llm", help="LLM for answers (default: the config's)")
     sp.add_argument("--max-upload-mb", type=float, default=100.0, help="largest file accepted (default 100 MB)")
@@ -53,7 +54,8 @@ def _cmd_serve(args) -> int:
     uvicorn = require("uvicorn", "server")
     cfg = apply_overrides(
         load_config(args.config, []),
-        list(args.overrides) + ([f"llm.name={args.llm}"] if args.llm else []) + ([f"db={args.db}"] if args.db else []),
+        list(args.overrides) + ([f"llm.name={args.llm}"] if args.llm else []) + ([f"db={args.db}"] if args.db else [])
+        + (["index.backend=milvus", f"index.uri={args.uri}"] if args.uri else []),
     )
     args.root.mkdir(parents=True, exist_ok=True)
     if not is_loopback(args.host):

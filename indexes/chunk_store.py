@@ -208,9 +208,14 @@ class ChunkStore:
 
     # -- the commit -------------------------------------------------------
     def commit_generation(self, updates: Sequence[tuple[DocumentRecord, Sequence[Chunk]]],
-                          removed_sources: Sequence[str], to_remove: Sequence[int], generation: int) -> int:
+                          removed_sources: Sequence[str], to_remove: Sequence[int], generation: int,
+                          staged_by: str | None = None) -> int:
         """In one transaction: replace the chunks of every updated source, drop the removed sources, journal
-        ``to_remove`` (vector ids to delete once this commit is visible) and make ``generation`` the committed one."""
+        ``to_remove`` (vector ids to delete once this commit is visible) and make ``generation`` the committed one.
+        ``staged_by`` is for a shared store's Ray runs: a store directory stages nothing."""
+        if staged_by is not None:
+            raise StoreError("a store directory has no staged chunks: Ray actors write directly only into a shared "
+                             "store (--db)")
         with self.transaction() as db:
             for source in [*(r.source for r, _ in updates), *removed_sources]:
                 db.execute("DELETE FROM chunks WHERE source=?", (source,))

@@ -186,13 +186,8 @@ class Store:
             if not immediate:
                 self.index.remove(gone)
             self.index.save(generation)
-            changes = [(u.record, u.chunks) for u in updates]
-            if staged_by is None:
-                generation = self.chunks.commit_generation(changes, removed_sources,
-                                                           gone.tolist() if immediate else [], generation)
-            else:
-                generation = self.chunks.commit_generation(changes, removed_sources, gone.tolist(), generation,
-                                                           staged_by=staged_by)
+            generation = self.chunks.commit_generation([(u.record, u.chunks) for u in updates], removed_sources,
+                                                       gone.tolist() if immediate else [], generation, staged_by)
             if immediate and len(gone):
                 self.index.remove(gone)
             if immediate:

@@ -80,12 +80,12 @@ class KnowledgeBase:
         """The store ``name`` in the database ``config.db`` (the shared mode: ``indexes.shared``)."""
         from indexes.shared import store as shared
 
-        if shared.exists(config.db, name):
+        try:
             store = shared.open_store(config.db, name, read_only=read_only)
             return cls(store, _checked_embedder(store, config, embedder, name), config, generator)
-        if not create:
-            raise StoreError(f"no store named {name!r} in the database: create one with "
-                             f"`rag ingest DOCS --db URL --store {name} --index milvus --uri http://HOST:PORT`")
+        except shared.NoSuchStoreError:
+            if not create:
+                raise
         embedder = embedder or _embedder(config, config.embedder or DEFAULT_EMBEDDER)
         index = config.index
         options = {"uri": index.uri, "collection": index.collection or shared.milvus_collection(config.db, name)}

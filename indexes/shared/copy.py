@@ -31,18 +31,18 @@ def copy_store(source: Store, url: str, name: str, milvus_uri: str, vectors_of: 
     on ``milvus_uri``); returns (documents copied now, documents already there)."""
     from tqdm.auto import tqdm
 
-    if shared.exists(url, name):
+    try:
         target = shared.open_store(url, name)
-        if (target.settings.embedder, target.settings.dim) != (source.settings.embedder, source.settings.dim):
-            target.close()
-            raise StoreError(f"the shared store {name!r} was built with {target.settings.embedder}, not "
-                             f"{source.settings.embedder}: copy into a new --name")
-    else:
+    except shared.NoSuchStoreError:
         options = {"uri": milvus_uri, "collection": shared.milvus_collection(url, name)}
         target = shared.create(url, name, replace(source.settings, index="milvus", index_options=options))
+    if (target.settings.embedder, target.settings.dim) != (source.settings.embedder, source.settings.dim):
+        target.close()
+        raise StoreError(f"the shared store {name!r} was built with {target.settings.embedder}, not "
+                         f"{source.settings.embedder}: copy into a new --name")
     try:
-        there = target.documents()
-        todo = [d for s, d in source.documents().items() if there.get(s) != d]
+        there, documents = target.documents(), source.documents()
+        todo = [d for s, d in documents.items() if there.get(s) != d]
         batch: list[DocumentUpdate] = []
         size = 0
         for record in tqdm(todo, desc="copy", unit="doc", disable=not progress):
@@ -55,7 +55,7 @@ def copy_store(source: Store, url: str, name: str, milvus_uri: str, vectors_of: 
                 batch, size = [], 0
         if batch:
             target.commit(batch)
-        gone = [s for s in there if s not in source.documents()]
+        gone = [s for s in there if s not in documents]
         if gone:
             target.commit([], removed_sources=gone)
         if todo or gone or not target.lexical_ready:

@@ -82,7 +82,7 @@ class Database:
         self._lock = threading.RLock()
         self._depth = 0  # transactions open on this connection
         self._conn = self._connect()
-        if create:
+        if create and self.value("SELECT to_regclass('rag_claims')") is None:  # tables made once per database
             with self.transaction():
                 self.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 for statement in filter(str.strip, SCHEMA.split(";")):

@@ -24,14 +24,17 @@ from indexes.vector import open_index
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def check_shared(name: str, settings: StoreSettings) -> StoreSettings:
-    """A new shared store's settings, checked: its vectors must be on a Milvus server every machine reaches."""
+class NoSuchStoreError(StoreError):
+    """The database holds no store of that name."""
+
+
+def check_shared(name: str, settings: StoreSettings) -> None:
+    """Check a new shared store's name and settings: its vectors must be on a Milvus server every machine reaches."""
     if not _NAME.match(name):
         raise ConfigError(f"a shared store's name is 1-64 letters, digits, '.', '_' or '-', got {name!r}")
     if settings.index != "milvus" or not str(settings.index_options.get("uri", "")).startswith(("http://", "https://")):
         raise ConfigError("a shared store keeps its vectors on a Milvus server that every machine reaches: add "
                           "--index milvus --uri http://HOST:PORT (`milvus-lite server` for a start)")
-    return settings
 
 
 def milvus_collection(url: str, name: str) -> str:
@@ -74,12 +77,8 @@ def names(url: str) -> list[str]:
         catalog.close()
 
 
-def exists(url: str, name: str) -> bool:
-    return name in names(url)
-
-
 def create(url: str, name: str, settings: StoreSettings) -> Store:
-    settings = check_shared(name, settings)
+    check_shared(name, settings)
     db = Database(url)
     try:
         open_index(settings.index, local_folder(url, name), settings.dim, 0, settings.index_options, new=True).close()
@@ -96,12 +95,12 @@ def create(url: str, name: str, settings: StoreSettings) -> Store:
 
 def open_store(url: str, name: str, read_only: bool = False) -> Store:
     """Open the shared store ``name``; ``read_only`` as ``Store.open`` (a reader never recovers, and reconnects after
-    a database restart)."""
+    a database restart). Raises ``NoSuchStoreError`` when there is none."""
     db = Database(url, reconnect=read_only)
     try:
         raw = db.value("SELECT settings FROM rag_stores WHERE name=%s", (name,))
         if raw is None:
-            raise StoreError(f"no store named {name!r} in the database at {where(url)}: create it with "
+            raise NoSuchStoreError(f"no store named {name!r} in the database at {where(url)}: create it with "
                              f"`rag ingest DOCS --db URL --store {name} --index milvus --uri http://HOST:PORT`")
         settings = StoreSettings(**json.loads(raw))
         if settings.format != FORMAT:
@@ -124,7 +123,7 @@ def drop(url: str, name: str) -> None:
     try:
         store.index.drop()
         with store.chunks.db.transaction() as db:
-            for table in ("rag_chunks", "rag_documents", "rag_meta", "rag_pending", "rag_claims"):
+            for table in ("rag_chunks", "rag_documents", "rag_meta", "rag_pending", "rag_claims", "rag_staged"):
                 db.execute(f"DELETE FROM {table} WHERE store=%s", (name,))
             db.execute("DELETE FROM rag_stores WHERE name=%s", (name,))
     finally:

@@ -51,8 +51,11 @@ def subprocess_runner(spec: dict, emit: Emit) -> dict:
     stderr: list[str] = []
     drain = threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True)
     drain.start()
-    proc.stdin.write(json.dumps(spec))
-    proc.stdin.close()
+    try:
+        proc.stdin.write(json.dumps(spec))
+        proc.stdin.close()
+    except BrokenPipeError:  # the worker died before it read the job: its stderr below says why
+        pass
     result: dict | None = None
     error = ""
     for line in proc.stdout:

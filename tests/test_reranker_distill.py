@@ -122,6 +122,15 @@ def test_late_interaction_finds_the_question_words_in_context_and_its_tokens_are
     assert np.allclose(again.get(["The compressor warranty lasts ten years."])[0], right, atol=1e-3) and not calls
 
 
+def test_token_vectors_carry_the_prompt_from_the_first_call_of_a_fresh_embedder(e5):
+    from ingest.embed import SentenceTransformerEmbedder
+
+    fresh = SentenceTransformerEmbedder(e5.name)  # nothing loaded yet: the prompts are read at loading
+    first = fresh.embed_tokens(["How long is the warranty?"], query=True)[0]
+    warm = e5.embed_tokens(["How long is the warranty?"], query=True)[0]
+    assert first.shape == warm.shape and np.allclose(first, warm, atol=1e-3)  # "query: " counted both times
+
+
 def test_a_student_trained_before_late_interaction_still_loads_and_scores(tmp_path, e5):
     from rag.retrieval.distilled import StudentConfig
 

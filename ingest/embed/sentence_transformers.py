@@ -131,10 +131,11 @@ class SentenceTransformerEmbedder:
     def embed_tokens(self, texts: Sequence[str], query: bool) -> list[np.ndarray]:
         """Each text's token vectors at unit length (its prompt's tokens included, ``<s>`` and ``</s>`` not), for
         late interaction (``rag.retrieval.distilled``); onnxruntime where it covers the model."""
+        encoder = self._onnx_encoder or self.model  # loaded first: loading sets the model's prompts
         prompt = (self._query_prompt if query else self._document_prompt) or ""
-        if self._onnx_encoder is not None:
-            return self._onnx_encoder.token_vectors([prompt + t for t in texts], self.batch_size)
-        out = self.model.encode([prompt + t for t in texts], output_value="token_embeddings", convert_to_numpy=False,
+        if encoder is self._onnx_encoder:
+            return encoder.token_vectors([prompt + t for t in texts], self.batch_size)
+        out = encoder.encode([prompt + t for t in texts], output_value="token_embeddings", convert_to_numpy=False,
                                 batch_size=self.batch_size)
         return [_unit(e.float().cpu().numpy()[1:-1]) for e in out]
 

@@ -12,15 +12,8 @@ from indexes.types import Chunk
 from indexes.versions import activate, active_version, list_versions
 from ingest.embed import SentenceTransformerEmbedder
 from rag.adapt.embedder import FinetuneOptions, finetune_embedder, start_model
-from rag.adapt.synthetic import (
-    InverseClozeWriter,
-    SyntheticQuestion,
-    clean,
-    generate_questions,
-    held_out,
-    question_prompt,
-    segments,
-)
+from rag.adapt.query_kinds import KEYWORDS, QUESTION, STATEMENT, query_kinds
+from rag.adapt.synthetic import InverseClozeWriter, SyntheticQuestion, clean, generate_questions, held_out, segments
 from rag.cli import main
 from rag.config import Config, IndexConfig
 from rag.knowledge_base import KnowledgeBase
@@ -54,8 +47,8 @@ def test_question_filter_and_document_split():
     assert clean("What does the given code print?", "p")[1] == "asks about the passage, not its subject"
     assert clean("中文中如何使用粗体？", "p")[1] == ""
     assert clean("The pump needs service every week", "p")[1] == "not a question"
-    assert clean("The pump needs service every week", "p", must_ask=False)[1] == ""
-    chat = question_prompt("泵多久保养一次。", chinese=True)
+    assert clean("The pump needs service every week", "p", kind=None)[1] == ""
+    chat = QUESTION.chat("泵多久保养一次。", chinese=True)
     assert chat[0]["role"] == "system" and chat[-1]["role"] == "user" and "泵多久保养一次。" in chat[-1]["content"]
     # demonstrations
     assert len(chat) >= 4 and [m["role"] for m in chat[1:-1]] == ["user", "assistant"] * (len(chat) // 2 - 1)
@@ -349,3 +342,59 @@ def test_finetune_llm_trains_a_lora_adapter_that_loads_through_llm_and_answers(t
     )
     answer = json.loads(capsys.readouterr().out)
     assert isinstance(answer["answer"], str) and answer["sources"]
+
+
+class _KindGenerator:
+    """Replies by the prompt's kind, as a small LLM following each kind's worked example would."""
+
+    def __init__(self) -> None:
+        self.prompts = 0
+
+    def generate_batch(self, chats, max_new_tokens=48):
+        self.prompts += len(chats)
+        out = []
+        for chat in chats:
+            text = chat[-1]["content"]
+            unit = text.split("unit model ")[1].split()[0] if "unit model " in text else "X"
+            out.append({QUESTION.system: f"How often is unit {unit} serviced?",
+                        KEYWORDS.system: f"{unit} service interval",
+                        STATEMENT.system: f"Unit {unit} needs a technician for its service."}[chat[0]["content"]])
+        return out
+
+
+def test_query_kinds_each_have_their_form_their_cache_and_reach_training(tmp_path, e5, monkeypatch):
+    from rag.adapt import synthetic
+    from rag.adapt.reranker import RerankerOptions
+    from rag.adapt.synthetic import LLMQuestionWriter, training_questions
+
+    assert clean("pump seal spare part", "p", KEYWORDS)[1] == "" and clean("泵 保养", "p", KEYWORDS)[1] == ""
+    assert clean("how do I find the spare part that replaces the seal of my pump", "p", KEYWORDS)[1] == \
+        "too long for a keyword query"
+    assert clean("Is the pump serviced weekly?", "p", STATEMENT)[1] == "a question, not a statement"
+    assert clean("The pump is serviced every week.", "p", STATEMENT)[1] == ""
+    assert clean("The pump is serviced every week.", "p", QUESTION)[1] == "not a question"
+    assert len({QUESTION.key, KEYWORDS.key, STATEMENT.key}) == 3 and QUESTION.key.isalnum()  # own cache files
+    assert "净水器" in KEYWORDS.chat("泵多久保养一次。", chinese=True)[2]["content"]  # the Chinese example
+    assert query_kinds("question, keywords") == ("question", "keywords")
+    with pytest.raises(ConfigError, match="choose from question, keywords, statement"):
+        query_kinds("question,hashtags")
+    with pytest.raises(ConfigError, match="unknown query kind"):
+        RerankerOptions(kinds=("questions",))
+
+    kb = KnowledgeBase.open(tmp_path / "store", Config(index=IndexConfig(gpu=False)), embedder=e5)
+    kb.ingest([_corpus(tmp_path)], progress=False)
+    generator = _KindGenerator()
+    monkeypatch.setattr(synthetic, "question_writer", lambda *a, **k: LLMQuestionWriter(generator))
+    options = RerankerOptions(chunks=40, llm="fake", kinds=("question", "keywords", "statement"), heldout=0.3,
+                              progress=False)
+    said: list[str] = []
+    by_id, _, train, test = training_questions(kb, options, tmp_path / "work", said.append, 8, 4)
+    queries = train + test
+    assert {q.kind for q in queries} == {"question", "keywords", "statement"} and generator.prompts == 120
+    assert all(q.question.endswith("?") == (q.kind == "question") for q in queries)
+    assert "question 40, keywords 40, statement 40" in said[0]
+    assert len(list((tmp_path / "work").glob("questions-fake-*.jsonl"))) == 3
+    assert not {q.source for q in test} & {q.source for q in train}  # a document's kinds all on one side
+    again = training_questions(kb, options, tmp_path / "work", said.append, 8, 4)
+    assert generator.prompts == 120 and again[2] == train  # all read from the caches
+    kb.close()

@@ -34,6 +34,7 @@ from ingest.embed.cache import EmbeddingCache
 from ingest.embed.models import known_model, resolve_model_path
 from ingest.pipeline import model_key
 from rag.adapt.margins import teacher_examples, train_margin_embedder
+from rag.adapt.query_kinds import query_kinds
 from rag.adapt.synthetic import gold_phrase, training_questions
 from rag.evaluation import Question, evaluate, load_questions
 from rag.retrieval import Retriever
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FinetuneOptions:
     chunks: int = 500  # chunks to write questions for
+    kinds: tuple[str, ...] = ("question",)  # synthetic query kinds (rag.adapt.query_kinds)
     llm: str = "qwen2.5-coder-0.5b-instruct"  # question writer (light preset: generation is the slow part), or "ict"
     generation_batch: int = 8
     epochs: int = 1
@@ -163,6 +165,7 @@ def start_model(root: Path, active: str, spec: str | None) -> str:
 
 def _check_options(options: FinetuneOptions, dim: int) -> None:
     """Bad settings fail before any slow work starts."""
+    query_kinds(options.kinds)
     if options.hard_negatives < 0 or options.epochs < 1 or options.batch_size < 2 or options.learning_rate <= 0:
         raise ConfigError(
             "hard negatives must be 0 or more, epochs at least 1, batch size at least 2 and the learning rate above 0"

@@ -72,7 +72,7 @@ def answer_sentence(question: str, text: str) -> str:
 
 
 def corpus_examples(kb, n: int) -> list[Example]:
-    """Examples from the cached synthetic questions of ``rag finetune embedder``."""
+    """Examples from the cached synthetic questions of ``rag finetune embedder`` (the question kind only)."""
     cached = sorted((kb.root / "finetune").glob("questions-*.jsonl"))
     rows = [
         SyntheticQuestion(**json.loads(line))
@@ -80,7 +80,8 @@ def corpus_examples(kb, n: int) -> list[Example]:
         for line in f.read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
-    rows = list({(r.chunk_id, r.question.strip().lower()): r for r in rows if r.ok}.values())  # files may overlap
+    rows = [r for r in rows if r.ok and r.kind == "question"]  # keyword queries and statements are not asked
+    rows = list({(r.chunk_id, r.question.strip().lower()): r for r in rows}.values())  # files may overlap
     if not rows:
         raise ConfigError("no cached questions: run `rag finetune embedder` first, or give --examples FILE.jsonl")
     random.Random(0).shuffle(rows)

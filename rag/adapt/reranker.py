@@ -36,6 +36,7 @@ import numpy as np
 from indexes.errors import ConfigError, require
 from indexes.sqlite import connect, transaction
 from ingest.embed.models import resolve_model_path
+from rag.adapt.query_kinds import query_kinds
 from rag.adapt.synthetic import gold_phrase, training_questions
 from rag.evaluation import Question, evaluate, load_questions
 from rag.retrieval import Retriever
@@ -49,6 +50,7 @@ STUDENTS = ("features", "cross-encoder")
 @dataclass(frozen=True)
 class RerankerOptions:
     chunks: int = 100  # chunks to write questions for
+    kinds: tuple[str, ...] = ("question",)  # synthetic query kinds (rag.adapt.query_kinds)
     llm: str = "qwen2.5-coder-0.5b-instruct"  # writes the questions
     teacher: str = "llm"  # the judge: the store's answer LLM (llm), another local one (llm:MODEL)
     student: str = "features"  # features | cross-encoder
@@ -71,6 +73,7 @@ class RerankerOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        query_kinds(self.kinds)
         if self.student not in STUDENTS:
             raise ConfigError(f"unknown student {self.student!r}: choose one of {', '.join(STUDENTS)}")
         if self.budget is not None and self.budget <= 0:

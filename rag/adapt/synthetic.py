@@ -1,6 +1,6 @@
-"""Training questions generated from the corpus by the local LLM: one question per segment of each sampled
-chunk (so a chunk holding several topics gets a question for each), in the chunk's own language, filtered,
-cached in the store so a second run generates nothing again."""
+"""Training queries generated from the corpus by the local LLM: one query of each asked kind (a question by default;
+``rag.adapt.query_kinds``) per segment of each sampled chunk (so a chunk holding several topics gets a query for each),
+in the chunk's own language, filtered, cached in the store so a second run generates nothing again."""
 
 from __future__ import annotations
 
@@ -17,43 +17,10 @@ from indexes.errors import ConfigError
 from indexes.store import Store
 from indexes.text import search_text, words
 from indexes.types import Chunk
+from rag.adapt.query_kinds import KEYWORDS, KINDS, QUESTION, QueryKind
 from rag.answer.prompts import is_chinese
 
 log = logging.getLogger(__name__)
-
-SYSTEM = "You write search questions. Reply with one question only, nothing else."
-USER_ZH = ("资料：\n{passage}\n\n用中文写一个读者会提出、并且上面的资料能够回答的问题。"
-           "用自己的话，不要照抄原文，只输出这个问题。")
-USER = (
-    "Passage:\n{passage}\n\nWrite one question that a reader could ask and that this passage answers. "
-    "Write the question in the same language as the passage, in your own words: do not copy a sentence or a heading."
-)
-# A made-up demonstration (no topic of any corpus): a small model copies its style, a question a user would
-# type, in other words than the passage, never "what does the passage say". One, not more: every example
-# lengthens each prompt, and prompt length is what question generation on a CPU pays for.
-EXAMPLES = (
-    (
-        "To reset the router, hold the button on its back for ten seconds until the light blinks orange. "
-        "All settings, the Wi-Fi password included, return to their factory values.",
-        "How do I put my router back to its factory settings?",
-    ),
-)
-EXAMPLES_ZH = (
-    (
-        "更换滤芯前先关闭进水阀，再逆时针旋转滤瓶将其取下。新滤芯装好后，打开水龙头放水三分钟，排出管中的空气。",
-        "净水器的滤芯应该怎么换？",
-    ),
-)
-PROMPT_KEY = hashlib.sha1(repr((SYSTEM, USER, USER_ZH, EXAMPLES, EXAMPLES_ZH)).encode()).hexdigest()[:8]
-
-
-def question_prompt(passage: str, chinese: bool) -> list[dict[str, str]]:
-    """The chat for one passage: system, a worked demonstration, then the passage."""
-    template, examples = (USER_ZH, EXAMPLES_ZH) if chinese else (USER, EXAMPLES)
-    chat = [{"role": "system", "content": SYSTEM}]
-    for text, question in examples:
-        chat += [{"role": "user", "content": template.format(passage=text)}, {"role": "assistant", "content": question}]
-    return chat + [{"role": "user", "content": template.format(passage=passage)}]
 
 
 @dataclass(frozen=True)
@@ -64,6 +31,7 @@ class SyntheticQuestion:
     ok: bool
     reason: str = ""
     part: int = 0  # which segment of the chunk the question was written for
+    kind: str = "question"  # rag.adapt.query_kinds: question, keywords or statement
 
 
 _META = re.compile(
@@ -73,9 +41,9 @@ _META = re.compile(
 )
 
 
-def clean(reply: str, passage: str, must_ask: bool = True) -> tuple[str, str]:
-    """The question from a model reply, and the reason to reject it ('' when it is fine); ``must_ask``: reject a
-    reply that is not a question (off for the inverse cloze task, whose pseudo-questions are sentences)."""
+def clean(reply: str, passage: str, kind: QueryKind | None = QUESTION) -> tuple[str, str]:
+    """The query from a model reply, and the reason to reject it ('' when it is fine); ``kind``: the form it must
+    have (None for the inverse cloze task, whose pseudo-questions are any sentence)."""
     lines = [line.strip() for line in reply.strip().splitlines() if line.strip()]
     q = (
         re.sub(r"^(question|问题)\s*[:：]\s*|^\d+[.)]\s*", "", lines[0], flags=re.I).strip().strip('"“”')
@@ -84,7 +52,7 @@ def clean(reply: str, passage: str, must_ask: bool = True) -> tuple[str, str]:
     )
     if not q:
         return q, "empty"
-    if len(q) < 6:
+    if len(q) < (4 if kind is KEYWORDS else 6):
         return q, "too short"
     if len(q) > 200:
         return q, "too long"
@@ -95,9 +63,7 @@ def clean(reply: str, passage: str, must_ask: bool = True) -> tuple[str, str]:
     q_words, passage_words = words(q), words(passage)
     if q_words and len(q_words & passage_words) / len(q_words) > 0.9 and len(q_words) > 12:
         return q, "mostly copied from the passage"
-    if must_ask and not q.endswith(("?", "？")):
-        return q, "not a question"
-    return q, ""
+    return q, kind.problem(q) if kind else ""
 
 
 def sample_chunks(store: Store, n: int, seed: int = 0, min_chars: int = 80) -> list[Chunk]:
@@ -137,20 +103,23 @@ def segments(text: str, max_chars: int | None = None, max_parts: int = 4) -> lis
 
 
 class LLMQuestionWriter:
-    """Questions written by a local LLM (batched greedy generation)."""
+    """Queries of one kind written by a local LLM (batched greedy generation)."""
 
     copies_passage = False
     segmented = True
-    key = PROMPT_KEY  # part of the cache name: a changed prompt writes its questions afresh
 
-    def __init__(self, generator, max_passage_chars: int = 1200) -> None:
-        self.generator, self.max_chars = generator, max_passage_chars
+    def __init__(self, generator, max_passage_chars: int = 1200, kind: QueryKind = QUESTION) -> None:
+        self.generator, self.max_chars, self.kind = generator, max_passage_chars, kind
+        self.key = kind.key  # part of the cache name: a changed prompt writes its queries afresh
+
+    def of_kind(self, kind: QueryKind) -> LLMQuestionWriter:
+        return LLMQuestionWriter(self.generator, self.max_chars, kind)
 
     def write(self, passages: Sequence[str], chinese: Sequence[bool] | None = None) -> list[str]:
         """``chinese``: the language of each passage's whole chunk (a segment of code alone says little)."""
         zh = chinese or [is_chinese(p) for p in passages]
         return self.generator.generate_batch(
-            [question_prompt(p[: self.max_chars], z) for p, z in zip(passages, zh)], max_new_tokens=48
+            [self.kind.chat(p[: self.max_chars], z) for p, z in zip(passages, zh)], max_new_tokens=48
         )
 
 
@@ -161,7 +130,11 @@ class InverseClozeWriter:
     copies_passage = True
     segmented = False
     key = "ict"
+    kind = None
     _SENT = re.compile(r"[^.!?。！？\n]{20,}[.!?。！？]?")
+
+    def of_kind(self, kind: QueryKind) -> InverseClozeWriter:
+        return self  # one kind: a sentence of the passage
 
     def write(self, passages: Sequence[str], chinese: Sequence[bool] | None = None) -> list[str]:
         out = []
@@ -173,13 +146,15 @@ class InverseClozeWriter:
 
 def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size: int = 8, progress: bool = True,
                        max_parts: int = 4) -> list[SyntheticQuestion]:
-    """A question for each segment of each chunk (``segments``); cached in ``cache`` (JSONL, appended per
-    batch) so reruns resume. Cached questions are judged again by today's filter (``clean``)."""
+    """A query of the writer's kind for each segment of each chunk (``segments``); cached in ``cache`` (JSONL,
+    appended per batch) so reruns resume. Cached queries are judged again by today's filter (``clean``)."""
     from tqdm.auto import tqdm
+
+    kind = getattr(writer, "kind", QUESTION)
 
     def judged(item: SyntheticQuestion, chunk: Chunk) -> SyntheticQuestion:
         passage = "" if writer.copies_passage else search_text(chunk.headings, chunk.text)
-        q, reason = clean(item.question, passage, not writer.copies_passage)
+        q, reason = clean(item.question, passage, kind)
         return replace(item, question=q, ok=not reason, reason=reason)
 
     done: dict[tuple[int, int], SyntheticQuestion] = {}
@@ -210,7 +185,8 @@ def generate_questions(chunks: Sequence[Chunk], writer, cache: Path, batch_size:
             batch = todo[s : s + batch_size]
             replies = writer.write([seg for _, _, seg in batch], [is_chinese(c.text) for c, _, _ in batch])
             for (c, part, _), reply in zip(batch, replies):
-                item = judged(SyntheticQuestion(c.id, c.source, reply, True, "", part), c)
+                item = judged(SyntheticQuestion(c.id, c.source, reply, True, "", part, kind.name if kind else
+                                                "question"), c)
                 done[c.id, part] = item
                 fh.write(json.dumps(asdict(item), ensure_ascii=False) + "\n")
             fh.flush()
@@ -284,18 +260,23 @@ def split_questions(questions: list, by_id: dict, fraction: float) -> tuple[list
 def training_questions(kb, options, work: Path, report: Callable[[str], None], min_train: int, min_test: int):
     """Synthetic questions for a sample of the store's chunks (cached under ``work``), split into training and held-out
     by document: the sampled chunks by id, the writer, and the two lists. ``options``: any fine-tuning options with
-    ``chunks``, ``seed``, ``llm``, ``generation_batch``, ``heldout`` and ``progress``."""
+    ``chunks``, ``kinds``, ``seed``, ``llm``, ``generation_batch``, ``heldout`` and ``progress``."""
     chunks = sample_chunks(kb.store, options.chunks, options.seed)
     if len(chunks) < 20:
         raise ConfigError(f"only {len(chunks)} usable chunks: training needs a corpus of at least a few dozen passages")
     by_id = {c.id: c for c in chunks}
     writer = question_writer(options.llm, kb.config.device, kb.config.llm.backend)
-    cache = work / f"questions-{options.llm.replace('/', '_')[-40:]}-{writer.key}.jsonl"
-    questions = generate_questions(chunks, writer, cache, batch_size=options.generation_batch,
-                                   progress=options.progress)
+    questions: list[SyntheticQuestion] = []
+    for name in ("question",) if writer.copies_passage else options.kinds:  # inverse cloze: one kind
+        kind_writer = writer.of_kind(KINDS[name])
+        cache = work / f"questions-{options.llm.replace('/', '_')[-40:]}-{kind_writer.key}.jsonl"
+        questions += generate_questions(chunks, kind_writer, cache, batch_size=options.generation_batch,
+                                        progress=options.progress)
     good = [q for q in questions if q.ok]
     train, test = split_questions(good, by_id, options.heldout)
-    report(f"{len(good)} usable questions of {len(questions)} ({len(train)} train, {len(test)} held out by document)")
+    kinds = ", ".join(f"{n} {sum(q.kind == n for q in good)}" for n in dict.fromkeys(q.kind for q in good))
+    report(f"{len(good)} usable queries of {len(questions)} ({kinds}; {len(train)} train, {len(test)} held out by "
+           "document)")
     if len(train) < min_train or len(test) < min_test:
         raise ConfigError(f"too few questions to train and test ({len(train)} train, {len(test)} held out): "
                           "use more chunks")

@@ -8,8 +8,10 @@ import json
 import sys
 from pathlib import Path
 
+from indexes.errors import ConfigError
 from rag.adapt.embedder import RECIPES, FinetuneOptions, finetune_embedder
 from rag.adapt.llm import LLMFinetuneOptions, finetune_llm
+from rag.adapt.query_kinds import query_kinds
 from rag.adapt.reranker import STUDENTS, RerankerOptions, distil_reranker
 from rag.cli.options import add_command, json_option, store_options
 
@@ -38,6 +40,8 @@ def _register_embedder(kinds) -> None:
     store_options(sp)
     sp.add_argument("--chunks", type=int, default=500, help="chunks to write training questions for (default 500)")
     sp.add_argument("--question-llm", default=_QUESTION_LLM, help="LLM that writes the questions")
+    sp.add_argument("--query-kinds", type=_kinds, default=("question",), metavar="KINDS",
+                    help="synthetic queries to train on: question (default), keywords, statement, comma-separated")
     sp.add_argument("--epochs", type=int, default=1, help="passes over the training data")
     sp.add_argument("--lr", type=float, default=3e-5, help="learning rate")
     sp.add_argument("--batch-size", type=int, default=32)
@@ -72,6 +76,8 @@ def _register_reranker(kinds) -> None:
     store_options(sp)
     sp.add_argument("--chunks", type=int, default=100, help="chunks to write questions for (default 100)")
     sp.add_argument("--question-llm", default=_QUESTION_LLM, help="LLM that writes the questions")
+    sp.add_argument("--query-kinds", type=_kinds, default=("question",), metavar="KINDS",
+                    help="synthetic queries to train on: question (default), keywords, statement, comma-separated")
     sp.add_argument("--teacher", default="llm", help="the judge: llm (the store's LLM, default) or llm:MODEL")
     sp.add_argument("--student", choices=STUDENTS, default="features",
                     help="features (default: weights over the embedder's similarities) or cross-encoder")
@@ -106,8 +112,16 @@ def _minutes(text: str) -> float | None:
     return value or None
 
 
+def _kinds(text: str) -> tuple[str, ...]:
+    try:
+        return query_kinds(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_embedder(kb, args) -> int:
-    options = FinetuneOptions(chunks=args.chunks, llm=args.question_llm, epochs=args.epochs, batch_size=args.batch_size,
+    options = FinetuneOptions(chunks=args.chunks, kinds=args.query_kinds, llm=args.question_llm, epochs=args.epochs,
+                              batch_size=args.batch_size,
                               learning_rate=args.lr, merge=args.merge, mini_batch=args.mini_batch,
                               matryoshka=args.matryoshka, questions=args.questions, hard_negatives=args.hard_negatives,
                               activate=args.activate, force=args.force, start_from=args.start_from,
@@ -138,7 +152,8 @@ def _cmd_embedder(kb, args) -> int:
 
 
 def _cmd_reranker(kb, args) -> int:
-    options = RerankerOptions(chunks=args.chunks, llm=args.question_llm, teacher=args.teacher, student=args.student,
+    options = RerankerOptions(chunks=args.chunks, kinds=args.query_kinds, llm=args.question_llm, teacher=args.teacher,
+                              student=args.student,
                               candidates=args.candidates, budget=args.budget, compare_teacher=args.compare_teacher,
                               epochs=args.epochs, questions=args.questions, activate=args.activate, force=args.force,
                               progress=sys.stderr.isatty())

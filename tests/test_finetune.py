@@ -373,6 +373,8 @@ def test_query_kinds_each_have_their_form_their_cache_and_reach_training(tmp_pat
     assert clean("Is the pump serviced weekly?", "p", STATEMENT)[1] == "a question, not a statement"
     assert clean("The pump is serviced every week.", "p", STATEMENT)[1] == ""
     assert clean("The pump is serviced every week.", "p", QUESTION)[1] == "not a question"
+    assert clean("seal spare part", "The seal spare part is P-1011.", KEYWORDS)[1] == ""  # its own words: fine
+    assert clean(STATEMENT.example_zh[1], "泵多久保养一次。", STATEMENT)[1] == "repeats the worked example"
     assert len({QUESTION.key, KEYWORDS.key, STATEMENT.key}) == 3 and QUESTION.key.isalnum()  # own cache files
     assert "净水器" in KEYWORDS.chat("泵多久保养一次。", chinese=True)[2]["content"]  # the Chinese example
     assert query_kinds("question, keywords") == ("question", "keywords")

@@ -27,6 +27,8 @@ class QueryKind:
     example_zh: tuple[str, str]
     ends_with_question_mark: bool | None  # True: must, False: must not, None: either
     max_words: int | None = None  # words (English) or characters / 2 (Chinese) a reply may have
+    min_chars: int = 6
+    may_copy: bool = False  # whether the reply may be the passage's own words
 
     @property
     def key(self) -> str:
@@ -45,6 +47,8 @@ class QueryKind:
 
     def problem(self, query: str) -> str:
         """Why ``query`` is not of this kind ('' when it is)."""
+        if query in (self.example[1], self.example_zh[1]):
+            return "repeats the worked example"
         asks = query.endswith(("?", "？"))
         if self.ends_with_question_mark and not asks:
             return "not a question"
@@ -77,6 +81,8 @@ KEYWORDS = QueryKind(
     (_FILTER, "净水器 换滤芯 步骤"),
     None,
     max_words=8,
+    min_chars=4,
+    may_copy=True,
 )
 STATEMENT = QueryKind(
     "statement",

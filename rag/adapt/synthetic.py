@@ -17,7 +17,7 @@ from indexes.errors import ConfigError
 from indexes.store import Store
 from indexes.text import search_text, words
 from indexes.types import Chunk
-from rag.adapt.query_kinds import KEYWORDS, KINDS, QUESTION, QueryKind
+from rag.adapt.query_kinds import KINDS, QUESTION, QueryKind
 from rag.answer.prompts import is_chinese
 
 log = logging.getLogger(__name__)
@@ -52,12 +52,14 @@ def clean(reply: str, passage: str, kind: QueryKind | None = QUESTION) -> tuple[
     )
     if not q:
         return q, "empty"
-    if len(q) < (4 if kind is KEYWORDS else 6):
+    if len(q) < (kind.min_chars if kind else 6):
         return q, "too short"
     if len(q) > 200:
         return q, "too long"
     if _META.search(q):
         return q, "asks about the passage, not its subject"
+    if kind and kind.may_copy:  # a keyword query is the passage's own words
+        return q, kind.problem(q)
     if q in passage:
         return q, "copied from the passage"
     q_words, passage_words = words(q), words(passage)

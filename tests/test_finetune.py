@@ -157,7 +157,7 @@ def test_finetune_makes_a_new_version_and_rollback_works(tmp_path, e5, capsys):
     assert active_version(store) == "v2"
     versions = {v.name: v for v in list_versions(store)}
     assert versions["v2"].embedder == result.model and versions["v1"].embedder == "multilingual-e5-small"
-    assert versions["v2"].note == "embedder fine-tuned from multilingual-e5-small"
+    assert versions["v2"].note == "embedder fine-tuned from multilingual-e5-small (contrastive recipe)"
     # with v2 active, a further run builds on v2's model unless told to start from the original
     assert start_model(store, result.model, None) == result.model
     assert start_model(store, result.model, "v1") == "multilingual-e5-small"

@@ -340,7 +340,8 @@ def finetune_embedder(kb, options: FinetuneOptions = FinetuneOptions(),
     t = time.perf_counter()
     # one load: re-embedding, then evaluation
     new_embedder = SentenceTransformerEmbedder(str(out_dir), device=kb.config.device)
-    new_store = reembed(root, kb.store, new_embedder, version, f"embedder fine-tuned from {base}", options.progress)
+    note = f"embedder fine-tuned from {base} ({options.recipe} recipe)"
+    new_store = reembed(root, kb.store, new_embedder, version, note, options.progress)
     seconds["reembed"] = time.perf_counter() - t
     t = time.perf_counter()
     # its torch-free query encoder now, not at a user's first question: a new version queries as fast as the old

@@ -110,6 +110,7 @@ class TeacherScores:
 
     def __init__(self, path: Path, reranker: Reranker) -> None:
         self.reranker, self.name = reranker, reranker.name
+        self.asked = 0  # pairs the teacher was asked (not found in the cache)
         self._db = connect(path, "CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, score REAL NOT NULL);")
 
     def _key(self, question: str, passage: str) -> str:
@@ -121,6 +122,7 @@ class TeacherScores:
                                       keys).fetchall()) if keys else {}
         missing = [i for i, k in enumerate(keys) if k not in known]
         if missing:
+            self.asked += len(missing)
             new = self.reranker.scores(question, [passages[i] for i in missing])
             with transaction(self._db) as db:
                 db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?)",
@@ -155,10 +157,11 @@ def _labelled(kb, questions: list, by_id: dict, teacher: TeacherScores, options:
     first = Retriever(kb.store, kb.embedder, kb.retriever.settings)
     order = list(questions)
     random.Random(options.seed).shuffle(order)  # a budget cut keeps questions from the whole corpus
-    out, start, step = [], time.perf_counter(), max(1, len(order) // 10)
+    out, step = [], max(1, len(order) // 10)
+    asking = 0.0  # seconds spent asking the teacher (cached scores cost nothing)
     for i, q in enumerate(tqdm(order, desc="teacher", unit="question", disable=not options.progress)):
         if i and i % step == 0 and not options.progress:  # no bar (a log file): a line every tenth, with an ETA
-            eta = (time.perf_counter() - start) / i * (len(order) - i)
+            eta = asking / i * (len(order) - i)  # as many of the rest cached as so far
             if deadline is not None:
                 eta = min(eta, max(0.0, deadline - time.perf_counter()))
             report(f"teacher: {i} of {len(order)} questions scored, about {eta / 60:.0f} min left")
@@ -167,7 +170,10 @@ def _labelled(kb, questions: list, by_id: dict, teacher: TeacherScores, options:
                    "larger --budget continues from its cache")
             break
         hits = _candidates(first, q, by_id, options.candidates)
+        before, t = teacher.asked, time.perf_counter()
         out.append((q, hits, teacher.scores(q.question, [c.text for c in hits])))
+        if teacher.asked > before:
+            asking += time.perf_counter() - t
     report(f"teacher scores for {sum(len(h) for _, h, _ in out)} pairs of {len(out)} questions")
     return out
 

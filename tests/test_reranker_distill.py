@@ -365,3 +365,22 @@ def test_kill_minus_nine_while_the_judge_scores_and_the_rerun_asks_only_for_what
         if first.poll() is None:
             first.kill()
         server.close()
+
+
+def test_a_moved_or_copied_store_keeps_its_own_reranker(tmp_path):
+    import shutil
+
+    root = tmp_path / "kb"
+    for folder in (root / "models" / "reranker-1", root / "versions" / "v2", tmp_path / "elsewhere"):
+        folder.mkdir(parents=True)
+    activate_reranker(root, str(root / "models" / "reranker-1"))
+    activate_reranker(root / "versions" / "v2", str(root / "models" / "reranker-1"))
+    shutil.copytree(root, tmp_path / "copy")
+    shutil.move(root, tmp_path / "moved")
+    for where in ("copy", "moved"):
+        expected = str((tmp_path / where / "models" / "reranker-1").resolve())
+        assert active_reranker(tmp_path / where) == expected
+        assert active_reranker(tmp_path / where / "versions" / "v2") == expected
+    activate_reranker(tmp_path / "moved", str(tmp_path / "elsewhere"))  # outside the store: kept as given
+    shutil.move(tmp_path / "moved", tmp_path / "again")
+    assert active_reranker(tmp_path / "again") == str(tmp_path / "elsewhere")

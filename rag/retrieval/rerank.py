@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,12 +170,22 @@ ACTIVE_FILE = "RERANKER"  # in a store (version) directory: the folder of the re
 
 
 def activate_reranker(store_path: Path, model: str | None) -> None:
-    """Make ``model`` (a trained reranker's folder) the store's ``auto`` reranker, atomically; ``None``: none."""
+    """Make ``model`` (a trained reranker's folder) the store's ``auto`` reranker, atomically; ``None``: none. A folder
+    inside the store's directory is kept relative to it, so a store that is moved or copied keeps its own reranker."""
     path = Path(store_path) / ACTIVE_FILE
     if model is None:
         path.unlink(missing_ok=True)
-    else:
-        atomic_write(path, lambda tmp: tmp.write_text(model + "\n"))
+        return
+    folder = Path(model).resolve()
+    root = _store_root(Path(store_path).resolve())
+    if folder.is_relative_to(root):
+        model = os.path.relpath(folder, Path(store_path).resolve())
+    atomic_write(path, lambda tmp: tmp.write_text(str(model) + "\n"))
+
+
+def _store_root(path: Path) -> Path:
+    """The store's directory for an index version's folder (``ROOT/versions/vN``), else the folder itself."""
+    return path.parent.parent if path.parent.name == "versions" else path
 
 
 def active_reranker(store_path: Path) -> str | None:
@@ -183,7 +194,10 @@ def active_reranker(store_path: Path) -> str | None:
         model = (Path(store_path) / ACTIVE_FILE).read_text().strip()
     except OSError:
         return None
-    return model if model and Path(model).is_dir() else None
+    if not model:
+        return None
+    folder = Path(model) if Path(model).is_absolute() else (Path(store_path) / model).resolve()
+    return str(folder) if folder.is_dir() else None
 
 
 def load_reranker(spec: str, generator_factory, device: str | None = None, store_path: Path | None = None,

@@ -255,3 +255,26 @@ def test_network_folders_are_polled_and_failing_file_events_fall_back_to_polling
     assert any("polling" in line and "inotify watch limit reached" in line for line in lines), lines
     assert lines[-1] == "stopped" and str((folder / "a.md").resolve()) in kb.store.documents()
     kb.close()
+
+
+def test_ctrl_c_while_a_round_is_applied_stops_cleanly(tmp_path, hash_embedder, monkeypatch):
+    from rag.config import Config, IndexConfig
+    from rag.knowledge_base import KnowledgeBase
+    from rag.watch import FolderWatch
+
+    folder = tmp_path / "docs"
+    write(folder / "a.md", "# A\n\nThe first file.\n")
+    kb = KnowledgeBase.open(tmp_path / "store", Config(index=IndexConfig(gpu=False)), embedder=hash_embedder)
+    lines: list[str] = []
+    watch = FolderWatch(kb, [folder], quiet_s=0.2, report=lines.append)
+
+    def interrupted():  # as SIGINT lands while the catch-up ingests, outside the file watcher's own wait
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(watch, "catch_up", interrupted)
+    try:
+        watch.run()
+    except KeyboardInterrupt:  # it would reach the command, which then exits 130, not 0
+        pytest.fail("Ctrl-C during a round escaped rag watch")
+    assert lines[-1].startswith("stopped during a round") and "next start catches up" in lines[-1]
+    kb.close()

@@ -50,11 +50,15 @@ class FolderWatch:
         logging.getLogger("watchfiles.main").setLevel(logging.ERROR)  # its Ctrl-C notice: we say "stopped"
         poll, how = self._how()
         try:
-            self._watch(stop, poll, how)
-        except OSError as exc:  # no file events here (e.g. the inotify watch limit): poll instead
-            if poll:
-                raise
-            self._watch(stop, True, f"polling every 0.5 s, as file events failed here ({exc})")
+            try:
+                self._watch(stop, poll, how)
+            except OSError as exc:  # no file events here (e.g. the inotify watch limit): poll instead
+                if poll:
+                    raise
+                self._watch(stop, True, f"polling every 0.5 s, as file events failed here ({exc})")
+        except KeyboardInterrupt:  # Ctrl-C while a round was applied, not while waiting: commits are atomic
+            self.report("stopped during a round: what it committed stays, the next start catches up the rest")
+            return
         self.report("stopped" + (f"; {len(self._pending)} change(s) not yet quiet are left for the next start"
                                  if self._pending else ""))
 

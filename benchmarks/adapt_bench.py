@@ -36,6 +36,7 @@ from rag.evaluation import evaluate, load_questions  # noqa: E402
 from rag.knowledge_base import KnowledgeBase  # noqa: E402
 from rag.retrieval import Retriever  # noqa: E402
 from rag.retrieval.distilled import DistilledReranker  # noqa: E402
+from rag.retrieval.rerank import active_reranker  # noqa: E402
 
 SETS = ("python-faq", "ctex-faq", "python-howto")
 
@@ -50,9 +51,12 @@ def _store(name: str) -> KnowledgeBase:
 
 
 def _student(kb, budget: float, retrain: bool) -> dict:
-    """The newest feature student's result (training it first when there is none, or when asked)."""
+    """The result of the store's active student, or else the newest feature student (training one first when there is
+    none, or when asked)."""
     done = sorted((kb.root / "models").glob("reranker-*/result.json"), key=lambda p: int(p.parent.name.split("-")[1]))
     done = [p for p in done if json.loads(p.read_text()).get("student_kind") == "features"]
+    active = active_reranker(kb.store.path)
+    done.sort(key=lambda p: str(p.parent.resolve()) == active)  # the active one last
     if done and not retrain:
         return json.loads(done[-1].read_text())
     options = RerankerOptions(budget=budget, progress=sys.stderr.isatty())

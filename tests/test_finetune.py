@@ -137,6 +137,7 @@ def test_finetune_makes_a_new_version_and_rollback_works(tmp_path, e5, capsys):
         FinetuneOptions(
             chunks=40,
             llm="ict",
+            recipe="contrastive",
             batch_size=8,
             heldout=0.3,
             force=True,
@@ -204,7 +205,8 @@ def test_interrupted_reembedding_leaves_the_old_version_active(tmp_path, e5, mon
     monkeypatch.setattr(ft, "finish_version", crash)  # stopped after the vectors, before the version's last write
     with pytest.raises(KeyboardInterrupt):
         finetune_embedder(
-            kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True, progress=False)
+            kb, FinetuneOptions(chunks=40, llm="ict", recipe="contrastive", batch_size=8, heldout=0.3, force=True,
+                                progress=False)
         )
     kb.close()
     assert active_version(store) == "v1"
@@ -214,7 +216,8 @@ def test_interrupted_reembedding_leaves_the_old_version_active(tmp_path, e5, mon
     monkeypatch.undo()
     kb = KnowledgeBase.open(store)
     result = finetune_embedder(
-        kb, FinetuneOptions(chunks=40, llm="ict", batch_size=8, heldout=0.3, force=True, progress=False)
+        kb, FinetuneOptions(chunks=40, llm="ict", recipe="contrastive", batch_size=8, heldout=0.3, force=True,
+                            progress=False)
     )
     kb.close()
     assert result.version == "v2" and [(v.name, v.complete) for v in list_versions(store)] == [

@@ -53,9 +53,10 @@ def _register_embedder(kinds) -> None:
                     help="share of the trained weights kept, the rest from the original (1 = plain fine-tuning)")
     sp.add_argument("--hard-negatives", type=int, default=1,
                     help="hard negatives per question, mined with the current model (0 = none)")
-    sp.add_argument("--recipe", choices=RECIPES, default="contrastive",
-                    help="contrastive (default: the questions as hard labels) or margin (the LLM judge's scores of "
-                         "each question's candidates, as GPL; shares rag finetune reranker's cache)")
+    sp.add_argument("--recipe", choices=RECIPES, default="margin",
+                    help="margin (default: the LLM judge's scores of each question's candidates, as GPL; shares rag "
+                         "finetune reranker's cache; up to --budget minutes) or contrastive (the questions as hard "
+                         "labels: no judge, minutes)")
     sp.add_argument("--teacher", default="llm", help="margin recipe: the judge (llm, llm:MODEL or llm:URL)")
     sp.add_argument("--candidates", type=int, default=5, help="margin recipe: passages the judge scores per question")
     sp.add_argument("--budget", type=_minutes, default=60.0,

@@ -169,8 +169,10 @@ def test_a_budget_stops_the_teacher_and_a_rerun_reuses_its_scores(store, e5, mon
     assert any(re.fullmatch(r"teacher: \d+ of \d+ questions scored, about \d+ min left", m) for m in said)  # no bar
     words.pairs = 0
     again = distil_reranker(kb, _options())  # as after a kill: the same teacher, every score from the cache
-    kb.close()
     assert words.pairs == 0 and again.pairs == full.pairs and again.by_top == full.by_top
+    spent = distil_reranker(kb, _options(budget=1e-6))  # the budget gone before the teacher starts: the cache counts
+    kb.close()
+    assert words.pairs == 0 and spent.pairs == full.pairs
 
 
 def test_the_loop_end_to_end_with_a_rule_teacher_gate_force_and_rollback(store, e5, monkeypatch):

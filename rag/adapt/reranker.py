@@ -116,10 +116,19 @@ class TeacherScores:
     def _key(self, question: str, passage: str) -> str:
         return hashlib.sha1(f"{self.name}\0{question}\0{passage}".encode()).hexdigest()
 
+    def _known(self, keys: list[str]) -> dict[str, float]:
+        return dict(self._db.execute(f"SELECT key, score FROM scores WHERE key IN ({','.join('?' * len(keys))})",
+                                     keys).fetchall()) if keys else {}
+
+    def cached(self, question: str, passages: Sequence[str]) -> list[float] | None:
+        """The scores if every pair is in the cache (the teacher is not asked), else None."""
+        keys = [self._key(question, p) for p in passages]
+        known = self._known(keys)
+        return [known[k] for k in keys] if len(known) == len(set(keys)) else None
+
     def scores(self, question: str, passages: Sequence[str]) -> list[float]:
         keys = [self._key(question, p) for p in passages]
-        known = dict(self._db.execute(f"SELECT key, score FROM scores WHERE key IN ({','.join('?' * len(keys))})",
-                                      keys).fetchall()) if keys else {}
+        known = self._known(keys)
         missing = [i for i, k in enumerate(keys) if k not in known]
         if missing:
             self.asked += len(missing)
@@ -151,13 +160,14 @@ def _candidates(first: Retriever, question, by_id: dict, n: int) -> list:
 def _labelled(kb, questions: list, by_id: dict, teacher: TeacherScores, options: RerankerOptions,
               deadline: float | None, report: Callable[[str], None]) -> list[tuple[object, list, list[float]]]:
     """(question, candidate chunks in first-stage order, teacher scores) for each question the teacher scored before
-    ``deadline`` (a ``time.perf_counter`` value); the source chunk is always a candidate."""
+    ``deadline`` (a ``time.perf_counter`` value) or had scored in an earlier run (cached scores count after the
+    deadline too: they cost nothing); the source chunk is always a candidate."""
     from tqdm.auto import tqdm
 
     first = Retriever(kb.store, kb.embedder, kb.retriever.settings)
     order = list(questions)
     random.Random(options.seed).shuffle(order)  # a budget cut keeps questions from the whole corpus
-    out, step = [], max(1, len(order) // 10)
+    out, step, late = [], max(1, len(order) // 10), 0
     asking = 0.0  # seconds spent asking the teacher (cached scores cost nothing)
     for i, q in enumerate(tqdm(order, desc="teacher", unit="question", disable=not options.progress)):
         if i and i % step == 0 and not options.progress:  # no bar (a log file): a line every tenth, with an ETA
@@ -165,15 +175,20 @@ def _labelled(kb, questions: list, by_id: dict, teacher: TeacherScores, options:
             if deadline is not None:
                 eta = min(eta, max(0.0, deadline - time.perf_counter()))
             report(f"teacher: {i} of {len(order)} questions scored, about {eta / 60:.0f} min left")
-        if deadline is not None and time.perf_counter() > deadline:
-            report(f"budget spent: the teacher scored {len(out)} of {len(order)} training questions; a re-run with a "
-                   "larger --budget continues from its cache")
-            break
         hits = _candidates(first, q, by_id, options.candidates)
+        if deadline is not None and time.perf_counter() > deadline:  # spent: only what is cached, which is free
+            if (known := teacher.cached(q.question, [c.text for c in hits])) is not None:
+                out.append((q, hits, known))
+            else:
+                late += 1
+            continue
         before, t = teacher.asked, time.perf_counter()
         out.append((q, hits, teacher.scores(q.question, [c.text for c in hits])))
         if teacher.asked > before:
             asking += time.perf_counter() - t
+    if late:
+        report(f"budget spent: {late} of {len(order)} training questions were left unscored (the others were scored "
+               "or cached); a re-run with a larger --budget continues from the cache")
     report(f"teacher scores for {sum(len(h) for _, h, _ in out)} pairs of {len(out)} questions")
     return out
 

@@ -58,7 +58,7 @@ def _student(kb, budget: float, retrain: bool) -> dict:
     active = active_reranker(kb.store.path)
     done.sort(key=lambda p: str(p.parent.resolve()) == active)  # the active one last
     if done and not retrain:
-        return json.loads(done[-1].read_text())
+        return {**json.loads(done[-1].read_text()), "model": str(done[-1].parent)}  # where it is now
     options = RerankerOptions(budget=budget, progress=sys.stderr.isatty())
     return distil_reranker(kb, options, report=lambda m: print(f"  {m}", file=sys.stderr)).to_dict()
 

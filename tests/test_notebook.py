@@ -30,6 +30,7 @@ def test_adaptation_notebook_executes_on_a_tiny_configuration(e5, monkeypatch, t
     nbclient = pytest.importorskip("nbclient")
     from tests.test_finetune import _corpus
 
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebook's store (a fine-tuned model: ~0.5 GB) goes with tmp_path
     monkeypatch.setenv("RAG_QUESTION_LLM", "ict")
     monkeypatch.setenv("RAG_FINETUNE_DOCS", str(_corpus(tmp_path)))
     monkeypatch.setenv("RAG_FINETUNE_CHUNKS", "40")

@@ -10,9 +10,10 @@ from tests.conftest import CORPUS, ROOT
 
 
 @pytest.mark.enable_socket  # the kernel talks to the client over loopback only (--allow-hosts)
-def test_quickstart_notebook_executes(e5, monkeypatch):
+def test_quickstart_notebook_executes(e5, monkeypatch, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebook's temporary store goes with tmp_path
     monkeypatch.setenv("RAG_LLM", "extractive")
     monkeypatch.setenv("RAG_EXAMPLE_CORPUS", str(CORPUS))
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))

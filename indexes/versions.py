@@ -38,6 +38,12 @@ def version_path(root: Path, name: str) -> Path:
     return root if name == ROOT_VERSION else root / "versions" / name
 
 
+def store_root(path: Path) -> Path:
+    """The store's directory for an index version's folder (``ROOT/versions/vN``), else the folder itself."""
+    path = Path(path)
+    return path.parent.parent if path.parent.name == "versions" else path
+
+
 def active_version(root: Path) -> str:
     marker = Path(root) / _ACTIVE
     return marker.read_text().strip() if marker.exists() else ROOT_VERSION

@@ -10,11 +10,11 @@ import re
 from dataclasses import dataclass
 
 from indexes.errors import ConfigError
+from indexes.text import is_han
 
 _ROUTER = ("To reset the router, hold the button on its back for ten seconds until the light blinks orange. "
            "All settings, the Wi-Fi password included, return to their factory values.")
 _FILTER = "更换滤芯前先关闭进水阀，再逆时针旋转滤瓶将其取下。新滤芯装好后，打开水龙头放水三分钟，排出管中的空气。"
-_CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class QueryKind:
             return "not a question"
         if self.ends_with_question_mark is False and asks:
             return "a question, not a statement"
-        cjk = len(_CJK.findall(query))
+        cjk = sum(map(is_han, query))
         size = cjk / 2 + len(re.findall(r"[A-Za-z0-9_]+", query)) if cjk else len(query.split())
         if self.max_words is not None and size > self.max_words:
             return "too long for a keyword query"

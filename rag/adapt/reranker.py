@@ -110,7 +110,6 @@ class TeacherScores:
 
     def __init__(self, path: Path, reranker: Reranker) -> None:
         self.reranker, self.name = reranker, reranker.name
-        self.asked = 0  # pairs the teacher was asked (not found in the cache)
         self._db = connect(path, "CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, score REAL NOT NULL);")
 
     def _key(self, question: str, passage: str) -> str:
@@ -131,7 +130,6 @@ class TeacherScores:
         known = self._known(keys)
         missing = [i for i, k in enumerate(keys) if k not in known]
         if missing:
-            self.asked += len(missing)
             new = self.reranker.scores(question, [passages[i] for i in missing])
             with transaction(self._db) as db:
                 db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?)",
@@ -176,16 +174,16 @@ def _labelled(kb, questions: list, by_id: dict, teacher: TeacherScores, options:
                 eta = min(eta, max(0.0, deadline - time.perf_counter()))
             report(f"teacher: {i} of {len(order)} questions scored, about {eta / 60:.0f} min left")
         hits = _candidates(first, q, by_id, options.candidates)
-        if deadline is not None and time.perf_counter() > deadline:  # spent: only what is cached, which is free
-            if (known := teacher.cached(q.question, [c.text for c in hits])) is not None:
-                out.append((q, hits, known))
-            else:
+        texts = [c.text for c in hits]
+        known = teacher.cached(q.question, texts)
+        if known is None:
+            if deadline is not None and time.perf_counter() > deadline:  # spent: only what is cached, which is free
                 late += 1
-            continue
-        before, t = teacher.asked, time.perf_counter()
-        out.append((q, hits, teacher.scores(q.question, [c.text for c in hits])))
-        if teacher.asked > before:
+                continue
+            t = time.perf_counter()
+            known = teacher.scores(q.question, texts)
             asking += time.perf_counter() - t
+        out.append((q, hits, known))
     if late:
         report(f"budget spent: {late} of {len(order)} training questions were left unscored (the others were scored "
                "or cached); a re-run with a larger --budget continues from the cache")

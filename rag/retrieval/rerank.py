@@ -12,6 +12,7 @@ from typing import Protocol
 
 from indexes.errors import ConfigError, require
 from indexes.files import atomic_write
+from indexes.versions import store_root
 from rag.types import Hit
 
 log = logging.getLogger(__name__)
@@ -177,15 +178,10 @@ def activate_reranker(store_path: Path, model: str | None) -> None:
         path.unlink(missing_ok=True)
         return
     folder = Path(model).resolve()
-    root = _store_root(Path(store_path).resolve())
+    root = store_root(Path(store_path).resolve())
     if folder.is_relative_to(root):
         model = os.path.relpath(folder, Path(store_path).resolve())
     atomic_write(path, lambda tmp: tmp.write_text(str(model) + "\n"))
-
-
-def _store_root(path: Path) -> Path:
-    """The store's directory for an index version's folder (``ROOT/versions/vN``), else the folder itself."""
-    return path.parent.parent if path.parent.name == "versions" else path
 
 
 def active_reranker(store_path: Path) -> str | None:

@@ -152,3 +152,30 @@ def test_a_fine_tuned_e5_saved_in_the_newer_pooling_format_is_covered(tmp_path):
                              ({"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}, False)):
         pooling.write_text(json.dumps(config))
         assert covered(tmp_path) is expected, config
+
+
+def test_exports_of_deleted_or_retrained_models_are_pruned_and_others_kept(tmp_path):
+    """Each export is about as large as its model: a machine that fine-tunes often must not keep one per version it
+    ever had."""
+    from ingest.embed.onnx import SOURCE_FILE, _fingerprint, prune_exports
+
+    root = tmp_path / "onnx"
+    models = {name: tmp_path / name for name in ("kept", "deleted", "retrained")}
+    for name, folder in models.items():
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        entry = root / f"{name}-{_fingerprint(folder)}"
+        entry.mkdir(parents=True)
+        (entry / SOURCE_FILE).write_text(f"{folder.resolve()}\n")
+        (entry / "model.onnx.data").write_bytes(b"0" * 10)
+    legacy = root / "made-before-sources-were-recorded-0123456789ab"
+    legacy.mkdir()
+    import shutil
+
+    shutil.rmtree(models["deleted"])
+    (models["retrained"] / "config.json").write_text('{"trained": "again"}')  # another size: another fingerprint
+
+    removed = prune_exports(root)
+    assert sorted(p.name.split("-")[0] for p in removed) == ["deleted", "retrained"]
+    assert sorted(p.name for p in root.iterdir()) == sorted([legacy.name, f"kept-{_fingerprint(models['kept'])}"])
+    assert prune_exports(root) == []

@@ -9,7 +9,8 @@ than on torch in float32 on 2 cores, with the same vectors, so a CPU without bf1
 too (``SentenceTransformerEmbedder``); GPUs, bf16 and training stay on torch.
 
 The export is made once per model folder, into the cache, and checked before it is used: the token ids and the
-vectors of probe texts must match torch's. A model this does not cover (another tokenizer, pooling or layout)
+vectors of probe texts must match torch's. A new export removes those whose model folder is gone or was trained
+again (``prune_exports``). A model this does not cover (another tokenizer, pooling or layout)
 gets ``None`` from ``onnx_encoder``, and torch embeds for it as before.
 """
 
@@ -21,6 +22,7 @@ import importlib.util
 import json
 import logging
 import re
+import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +38,7 @@ _PROBES = ("query: how often should the air filter be cleaned?", "passage: 压�
            " leading space, trailing space ", "emoji 🧿 and ligature ﬁ, full-width ？", "HTML <s>struck</s>", "x")
 _MIN_COSINE = 0.99999
 _FORMAT = "fused-1"  # part of the cache key: a new export format replaces earlier ones
+SOURCE_FILE = "source.txt"  # in each export: the model folder it was made from (prune_exports)
 
 
 class OnnxEncoder:
@@ -161,6 +164,8 @@ def onnx_encoder(model_folder: str) -> OnnxEncoder | None:
     if (target / "unmatched").exists() or not ((target / ".complete").exists() or covered(folder)):
         return None
     try:
+        if not (target / ".complete").exists():
+            prune_exports(target.parent)
         build_once(target, lambda out: _export(folder, out))
     except Exception as exc:  # noqa: BLE001 - a model the export cannot handle still answers, through torch
         log.warning(
@@ -173,6 +178,21 @@ def onnx_encoder(model_folder: str) -> OnnxEncoder | None:
         (target / "unmatched").write_text(f"{exc}\n")
         return None
     return OnnxEncoder(target)
+
+
+def prune_exports(root: Path) -> list[Path]:
+    """Remove the exports that no model can use any more: their source folder is gone (a deleted store or version),
+    or it has since been trained again (a newer fingerprint). Each export is about as large as its model, so without
+    this a machine that fine-tunes often fills its disk. Exports made before their source was recorded are kept."""
+    removed = []
+    for entry in root.glob("*/" + SOURCE_FILE):
+        source = Path(entry.read_text().strip())
+        if not source.is_dir() or entry.parent.name != f"{source.name}-{_fingerprint(source)}":
+            shutil.rmtree(entry.parent, ignore_errors=True)
+            removed.append(entry.parent)
+    if removed:
+        log.info("removed %d ONNX exports whose model folder is gone or was trained again", len(removed))
+    return removed
 
 
 def _fingerprint(folder: Path) -> str:
@@ -196,6 +216,7 @@ def _export(folder: Path, out: Path) -> None:
 
     log.info("preparing %s for onnxruntime: an ONNX export, once (under a minute)", folder.name)
     st = load_sentence_transformer(str(folder), "cpu")
+    (out / SOURCE_FILE).write_text(f"{folder.resolve()}\n")
     _write_tokenizer(folder, st, out)
 
     class LastHidden(torch.nn.Module):

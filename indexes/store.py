@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from indexes.errors import StoreBusyError, StoreError
 from indexes.files import atomic_write
 from indexes.types import Chunk, ScoredId
 from indexes.vector import VectorIndex, open_index
+from indexes.versions import located_model, portable_model
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ class Store:
         path.mkdir(parents=True, exist_ok=True)
         # fail early on a bad backend
         open_index(settings.index, path, settings.dim, 0, settings.index_options, new=True)
-        atomic_write(path / _SETTINGS, lambda tmp: tmp.write_text(json.dumps(asdict(settings), indent=2)))
+        written = {**asdict(settings), "embedder": portable_model(settings.embedder, path)}
+        atomic_write(path / _SETTINGS, lambda tmp: tmp.write_text(json.dumps(written, indent=2)))
         return cls.open(path)
 
     @classmethod
@@ -96,7 +98,7 @@ class Store:
             raise StoreError(f"{path / _SETTINGS} is damaged: {exc}") from exc
         if settings.format != FORMAT:
             raise StoreError(f"store {path} has format {settings.format}; this version reads format {FORMAT}")
-        return settings
+        return replace(settings, embedder=located_model(settings.embedder, path))
 
     @classmethod
     def open(cls, path: Path, read_only: bool = False) -> "Store":

@@ -10,6 +10,7 @@ it is complete: one without it was interrupted while it was built and cannot be 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,33 @@ def store_root(path: Path) -> Path:
     return path.parent.parent if path.parent.name == "versions" else path
 
 
+def portable_model(model: str, folder: Path) -> str:
+    """``model`` as written into a settings file in ``folder``: relative to it (``./`` or ``../`` first, which no hub
+    id has) when it is one of the store's own fine-tuned models (``ROOT/models/NAME``, with ``folder`` inside
+    ``ROOT``), so a store that is moved or copied still finds them; anything else as given."""
+    path = Path(model)
+    if not path.is_absolute() or path.parent.name != "models":
+        return model
+    path, folder = path.resolve(), Path(folder).resolve()
+    if not folder.is_relative_to(path.parent.parent):
+        return model
+    rel = os.path.relpath(path, folder)
+    return rel if rel.startswith("..") else f"./{rel}"
+
+
+def located_model(model: str, folder: Path) -> str:
+    """The model a settings file in ``folder`` names: a relative path made absolute; an absolute one that is gone
+    (a store moved before paths were written relative) found again in the store's ``models/`` if it is there."""
+    if model.startswith(("./", "../")):
+        return str((Path(folder) / model).resolve())
+    path = Path(model)
+    if path.is_absolute() and path.parent.name == "models" and not path.exists():
+        for root in [Path(folder), *Path(folder).parents][:3]:  # a version's or a student's folder, or the store
+            if (root / "models" / path.name).is_dir():
+                return str((root / "models" / path.name).resolve())
+    return model
+
+
 def active_version(root: Path) -> str:
     marker = Path(root) / _ACTIVE
     return marker.read_text().strip() if marker.exists() else ROOT_VERSION
@@ -64,7 +92,7 @@ def list_versions(root: Path) -> list[VersionInfo]:
         path = version_path(root, name)
         settings = json.loads((path / "store.json").read_text())
         note_file = path / _NOTE
-        out.append(VersionInfo(name, path, settings["embedder"], settings["dim"], name == active,
+        out.append(VersionInfo(name, path, located_model(settings["embedder"], path), settings["dim"], name == active,
                                note_file.read_text().strip() if note_file.exists() else "",
                                name == ROOT_VERSION or note_file.exists()))
     return out

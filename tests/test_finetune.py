@@ -168,6 +168,14 @@ def test_finetune_makes_a_new_version_and_rollback_works(tmp_path, e5, capsys):
     assert reopened.search("spare part P-1007", k=3, mode="bm25")[0].chunk.text.count("P-1007") == 1
     reopened.close()
 
+    moved = tmp_path / "moved"  # a store moved or copied keeps its fine-tuned embedder
+    store.rename(moved)
+    store = moved
+    reopened = KnowledgeBase.open(store)
+    assert reopened.store.settings.embedder == str(store / "models" / "v2-embedder")
+    assert reopened.search("How often is the X3 filter serviced?", k=3, mode="dense")
+    reopened.close()
+
     assert main(["activate", "v1", "--store", str(store)]) == 0
     assert active_version(store) == "v1"
     assert main(["versions", "--store", str(store)]) == 0

@@ -386,3 +386,30 @@ def test_a_moved_or_copied_store_keeps_its_own_reranker(tmp_path):
     activate_reranker(tmp_path / "moved", str(tmp_path / "elsewhere"))  # outside the store: kept as given
     shutil.move(tmp_path / "moved", tmp_path / "again")
     assert active_reranker(tmp_path / "again") == str(tmp_path / "elsewhere")
+
+
+def test_a_moved_store_keeps_the_embedder_of_its_versions_and_of_its_student(tmp_path):
+    import json
+    import shutil
+
+    from indexes.store import Store, StoreSettings
+    from rag.retrieval.distilled import StudentConfig
+
+    root = tmp_path / "kb"
+    model = root / "models" / "v2-embedder"
+    model.mkdir(parents=True)
+    Store.create(root / "versions" / "v2", StoreSettings(embedder=str(model), dim=4, index="numpy")).close()
+    (root / "models" / "reranker-1").mkdir()
+    StudentConfig(str(model), [1.0], 10, "judge", ("rank",)).save(root / "models" / "reranker-1")
+    written = json.loads((root / "versions" / "v2" / "store.json").read_text())["embedder"]
+    assert written == "../../models/v2-embedder"  # relative: no machine's absolute path in the store
+    shutil.move(root, tmp_path / "moved")
+    expected = str((tmp_path / "moved" / "models" / "v2-embedder").resolve())
+    assert Store.read_settings(tmp_path / "moved" / "versions" / "v2").embedder == expected
+    assert StudentConfig.load(tmp_path / "moved" / "models" / "reranker-1").embedder == expected
+    # a store written before paths were relative, then moved: its own model is found again; a hub id is kept
+    legacy = tmp_path / "moved" / "models" / "reranker-1" / "distilled.json"
+    legacy.write_text(json.dumps({**json.loads(legacy.read_text()), "embedder": str(model)}))
+    assert StudentConfig.load(tmp_path / "moved" / "models" / "reranker-1").embedder == expected
+    legacy.write_text(json.dumps({**json.loads(legacy.read_text()), "embedder": "intfloat/multilingual-e5-small"}))
+    assert StudentConfig.load(tmp_path / "moved" / "models" / "reranker-1").embedder == "intfloat/multilingual-e5-small"

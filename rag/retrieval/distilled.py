@@ -26,6 +26,7 @@ import numpy as np
 from indexes.errors import ConfigError
 from indexes.files import atomic_write
 from indexes.sqlite import connect, transaction
+from indexes.versions import located_model, portable_model
 from ingest.embed import Embedder, SentenceTransformerEmbedder, query_time
 from rag.answer.compress import units
 
@@ -62,7 +63,8 @@ class StudentConfig:
     features: tuple[str, ...] = FEATURES  # a student trained before late interaction has the first four
 
     def save(self, folder: Path) -> None:
-        text = json.dumps({**asdict(self), "features": list(self.features)}, indent=2)
+        text = json.dumps({**asdict(self), "embedder": portable_model(self.embedder, folder),
+                           "features": list(self.features)}, indent=2)
         atomic_write(folder / CONFIG_FILE, lambda tmp: tmp.write_text(text))
 
     @classmethod
@@ -72,7 +74,8 @@ class StudentConfig:
         if not names or names != FEATURES[: len(names)] or len(names) != len(data["weights"]):
             raise ConfigError(f"{folder} was trained with other features ({list(names)}): train it again "
                               "with rag finetune reranker")
-        return cls(data["embedder"], [float(w) for w in data["weights"]], int(data["top"]), data["teacher"], names)
+        return cls(located_model(data["embedder"], folder), [float(w) for w in data["weights"]], int(data["top"]),
+                   data["teacher"], names)
 
 
 class VectorCache:

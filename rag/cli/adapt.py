@@ -149,6 +149,10 @@ def _cmd_embedder(kb, args) -> int:
         f"{'activated' if result.activated else 'not activated'}: `rag activate {result.version}` switches, `rag "
         "versions` lists"
     )
+    if not result.activated and result.questions_before is None:
+        print("only synthetic questions decided, and they can disagree with real ones (docs/finetuning.md): measure "
+              f"a few of your own with `rag eval` under `rag activate {result.version}` and under the version before "
+              "it, or give them to this command with --questions")
     return 0
 
 

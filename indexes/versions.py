@@ -62,8 +62,9 @@ def portable_model(model: str, folder: Path) -> str:
 def located_model(model: str, folder: Path) -> str:
     """The model a settings file in ``folder`` names: a relative path made absolute; an absolute one that is gone
     (a store moved before paths were written relative) found again in the store's ``models/`` if it is there."""
-    if model.startswith(("./", "../")):
-        return str((Path(folder) / model).resolve())
+    if model.startswith(("./", "../")):  # a user's own relative path (from where they ran) is kept if not ours
+        ours = Path(folder) / model
+        return str(ours.resolve()) if ours.is_dir() else model
     path = Path(model)
     if path.is_absolute() and path.parent.name == "models" and not path.exists():
         for root in [Path(folder), *Path(folder).parents][:3]:  # a version's or a student's folder, or the store

@@ -411,5 +411,7 @@ def test_a_moved_store_keeps_the_embedder_of_its_versions_and_of_its_student(tmp
     legacy = tmp_path / "moved" / "models" / "reranker-1" / "distilled.json"
     legacy.write_text(json.dumps({**json.loads(legacy.read_text()), "embedder": str(model)}))
     assert StudentConfig.load(tmp_path / "moved" / "models" / "reranker-1").embedder == expected
+    legacy.write_text(json.dumps({**json.loads(legacy.read_text()), "embedder": "./my-model"}))
+    assert StudentConfig.load(tmp_path / "moved" / "models" / "reranker-1").embedder == "./my-model"  # the user's
     legacy.write_text(json.dumps({**json.loads(legacy.read_text()), "embedder": "intfloat/multilingual-e5-small"}))
     assert StudentConfig.load(tmp_path / "moved" / "models" / "reranker-1").embedder == "intfloat/multilingual-e5-small"

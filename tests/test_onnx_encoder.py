@@ -170,6 +170,9 @@ def test_exports_of_deleted_or_retrained_models_are_pruned_and_others_kept(tmp_p
         (entry / "model.onnx.data").write_bytes(b"0" * 10)
     legacy = root / "made-before-sources-were-recorded-0123456789ab"
     legacy.mkdir()
+    building = root / f"kept-{_fingerprint(models['kept'])}.partial-12345"  # another process's export, half written
+    building.mkdir()
+    (building / SOURCE_FILE).write_text(f"{models['kept'].resolve()}\n")
     import shutil
 
     shutil.rmtree(models["deleted"])
@@ -177,5 +180,6 @@ def test_exports_of_deleted_or_retrained_models_are_pruned_and_others_kept(tmp_p
 
     removed = prune_exports(root)
     assert sorted(p.name.split("-")[0] for p in removed) == ["deleted", "retrained"]
-    assert sorted(p.name for p in root.iterdir()) == sorted([legacy.name, f"kept-{_fingerprint(models['kept'])}"])
+    assert sorted(p.name for p in root.iterdir()) == sorted([legacy.name, building.name,
+                                                             f"kept-{_fingerprint(models['kept'])}"])
     assert prune_exports(root) == []

@@ -186,6 +186,8 @@ def prune_exports(root: Path) -> list[Path]:
     this a machine that fine-tunes often fills its disk. Exports made before their source was recorded are kept."""
     removed = []
     for entry in root.glob("*/" + SOURCE_FILE):
+        if ".partial-" in entry.parent.name:  # another process's export, still being written
+            continue
         source = Path(entry.read_text().strip())
         if not source.is_dir() or entry.parent.name != f"{source.name}-{_fingerprint(source)}":
             shutil.rmtree(entry.parent, ignore_errors=True)

@@ -39,12 +39,6 @@ def version_path(root: Path, name: str) -> Path:
     return root if name == ROOT_VERSION else root / "versions" / name
 
 
-def store_root(path: Path) -> Path:
-    """The store's directory for an index version's folder (``ROOT/versions/vN``), else the folder itself."""
-    path = Path(path)
-    return path.parent.parent if path.parent.name == "versions" else path
-
-
 def portable_model(model: str, folder: Path) -> str:
     """``model`` as written into a settings file in ``folder``: relative to it (``./`` or ``../`` first, which no hub
     id has) when it is one of the store's own fine-tuned models (``ROOT/models/NAME``, with ``folder`` inside

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Protocol
 
 from indexes.errors import ConfigError, require
 from indexes.files import atomic_write
-from indexes.versions import store_root
+from indexes.versions import portable_model
 from rag.types import Hit
 
 log = logging.getLogger(__name__)
@@ -171,17 +170,15 @@ ACTIVE_FILE = "RERANKER"  # in a store (version) directory: the folder of the re
 
 
 def activate_reranker(store_path: Path, model: str | None) -> None:
-    """Make ``model`` (a trained reranker's folder) the store's ``auto`` reranker, atomically; ``None``: none. A folder
-    inside the store's directory is kept relative to it, so a store that is moved or copied keeps its own reranker."""
+    """Make ``model`` (a trained reranker's folder) the store's ``auto`` reranker, atomically; ``None``: none. The
+    store's own (``ROOT/models/NAME``) is kept relative to it, so a store that is moved or copied keeps it
+    (``portable_model``)."""
     path = Path(store_path) / ACTIVE_FILE
     if model is None:
         path.unlink(missing_ok=True)
         return
-    folder = Path(model).resolve()
-    root = store_root(Path(store_path).resolve())
-    if folder.is_relative_to(root):
-        model = os.path.relpath(folder, Path(store_path).resolve())
-    atomic_write(path, lambda tmp: tmp.write_text(str(model) + "\n"))
+    written = portable_model(str(Path(model).resolve()), Path(store_path))
+    atomic_write(path, lambda tmp: tmp.write_text(written + "\n"))
 
 
 def active_reranker(store_path: Path) -> str | None:

@@ -173,6 +173,17 @@ def test_kill_minus_nine_of_a_shared_writer_at_random_moments_leaves_a_consisten
     kb.close()
 
 
+def test_rag_share_says_when_the_embedder_is_a_folder_on_this_machine(tmp_path):
+    from rag.cli.share import local_model_note
+
+    model = tmp_path / "kb" / "models" / "v2-embedder"
+    model.mkdir(parents=True)
+    note = local_model_note(str(model))
+    assert note is not None and str(model.resolve()) in note and "same path" in note
+    assert local_model_note("multilingual-e5-small") is None
+    assert local_model_note("intfloat/multilingual-e5-small") is None
+
+
 def test_rag_share_copies_a_store_directory_and_a_second_run_finishes_a_stopped_copy(pg_url, milvus_server, corpus,
                                                                                      tmp_path, hash_embedder, capsys):
     from rag.cli import main

@@ -32,7 +32,21 @@ def _cmd_share(args) -> int:
         source.close()
     print(f"{name}: copied {copied} documents; {kept} were there already. Use it with --db URL --store {name}",
           file=sys.stderr)
+    note = local_model_note(source.settings.embedder)
+    if note:
+        print(note, file=sys.stderr)
     return 0
+
+
+def local_model_note(embedder: str) -> str | None:
+    """What a user must know when the shared store's embedder is a folder on this machine (a fine-tuned version):
+    the database records its path, and every machine that searches or writes the store loads it from there."""
+    path = Path(embedder)
+    if not path.is_dir():
+        return None
+    return (f"note: its embedder is the folder {path.resolve()} on this machine; every machine that opens this "
+            "shared store needs that folder at the same path (copy it there, or share the store from its "
+            "original version: rag activate v1 --store DIR)")
 
 
 def _embedding(embedder_name: str):

@@ -30,10 +30,15 @@ def _torch_only(name: str = "multilingual-e5-small"):
 def test_the_encoder_gives_the_tokenizers_ids_and_torchs_vectors(e5):
     from ingest.embed import query_time
     from ingest.embed.models import resolve_model_path
-    from ingest.embed.onnx import onnx_encoder
+    from ingest.embed.onnx import SOURCE_FILE, onnx_encoder
 
     encoder = onnx_encoder(resolve_model_path("multilingual-e5-small"))
     assert encoder is not None
+    source = encoder.folder / SOURCE_FILE
+    source.unlink()  # as an export made before sources were recorded: the next use records it, so it can be pruned
+    onnx_encoder.cache_clear()
+    assert onnx_encoder(resolve_model_path("multilingual-e5-small")).folder == encoder.folder
+    assert Path(source.read_text().strip()) == Path(resolve_model_path("multilingual-e5-small")).resolve()
     tokenizer = e5.tokenizer
     for text in TEXTS:
         assert encoder.ids(text) == tokenizer(text, add_special_tokens=False)["input_ids"], text

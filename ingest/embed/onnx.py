@@ -167,6 +167,8 @@ def onnx_encoder(model_folder: str) -> OnnxEncoder | None:
         if not (target / ".complete").exists():
             prune_exports(target.parent)
         build_once(target, lambda out: _export(folder, out))
+        if not (target / SOURCE_FILE).exists():  # made before sources were recorded: adopted, so it can be pruned
+            (target / SOURCE_FILE).write_text(f"{folder.resolve()}\n")
     except Exception as exc:  # noqa: BLE001 - a model the export cannot handle still answers, through torch
         log.warning(
             "queries of %s stay on torch (the export to onnxruntime failed: %s); delete %s to try again",
@@ -183,7 +185,8 @@ def onnx_encoder(model_folder: str) -> OnnxEncoder | None:
 def prune_exports(root: Path) -> list[Path]:
     """Remove the exports that no model can use any more: their source folder is gone (a deleted store or version),
     or it has since been trained again (a newer fingerprint). Each export is about as large as its model, so without
-    this a machine that fine-tunes often fills its disk. Exports made before their source was recorded are kept."""
+    this a machine that fine-tunes often fills its disk. Exports made before their source was recorded are kept
+    until a model uses them again (``onnx_encoder`` then records it)."""
     removed = []
     for entry in root.glob("*/" + SOURCE_FILE):
         if ".partial-" in entry.parent.name:  # another process's export, still being written

@@ -131,6 +131,7 @@ def bench(name: str, budget: float, retrain: bool, judge_questions: int, embedde
     return {"set": name, "questions": len(questions), "rows": rows, "top": top,
             "student_ms": rows[f"hybrid + student (N={top})"]["median_ms"] - base, "judge_s": judge_s,
             "training": result["seconds"], "pairs": result["pairs"], "train_questions": result["train_questions"],
+            "gate": (result["student"]["ndcg@10"], result["first_stage"]["ndcg@10"]),
             "embedder_training": {recipe: seconds for recipe, (_, seconds) in versions.items()}}
 
 
@@ -161,6 +162,10 @@ def main() -> int:
             print(f"{label:34}{m['ndcg@10']:>9.3f}{m['recall@1']:>10.3f}{added:>20}")
         print(f"student keeps {share:.0%} of the judge's gain ({student - hybrid:+.3f} of {judge - hybrid:+.3f}); "
               "training: " + ", ".join(f"{k} {v:.0f} s" for k, v in b["training"].items()))
+        mine, first = b["gate"]
+        if mine < first:
+            print(f"the held-out synthetic questions refuse this student ({mine:.3f} against the first stage's "
+                  f"{first:.3f}): --activate would keep the first stage alone")
         for recipe, seconds in b["embedder_training"].items():
             print(f"{recipe} embedder: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     return 0

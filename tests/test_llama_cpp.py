@@ -288,7 +288,9 @@ def test_the_llama_cpp_state_we_rely_on_is_where_the_adapter_expects_it(light):
         assert list(llama_internals.evaluated_tokens(llm)) == tokens[:-1]
         llm.eval(tokens[-1:])
         again = llama_internals.last_logits(llm)
-        assert int(np.argmax(again)) == int(np.argmax(whole)) and np.allclose(again, whole, atol=0.05)
+        # the same position's logits, not the ones before it: a prompt and a single token run through different
+        # kernels, whose rounding differs by up to 0.5 on an AVX2 build (the position before correlates at 0.58)
+        assert int(np.argmax(again)) == int(np.argmax(whole)) and np.corrcoef(again, whole)[0, 1] > 0.99
         llm.reset()
 
     class Moved:  # a release without the state: the error names the version to install

@@ -16,6 +16,7 @@ gets ``None`` from ``onnx_encoder``, and torch embeds for it as before.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexes.files import build_once, cache_dir
+from indexes.files import atomic_write, build_once, cache_dir
 from ingest.embed.models import load_sentence_transformer
 
 log = logging.getLogger(__name__)
@@ -167,8 +168,6 @@ def onnx_encoder(model_folder: str) -> OnnxEncoder | None:
         if not (target / ".complete").exists():
             prune_exports(target.parent)
         build_once(target, lambda out: _export(folder, out))
-        if not (target / SOURCE_FILE).exists():  # made before sources were recorded: adopted, so it can be pruned
-            (target / SOURCE_FILE).write_text(f"{folder.resolve()}\n")
     except Exception as exc:  # noqa: BLE001 - a model the export cannot handle still answers, through torch
         log.warning(
             "queries of %s stay on torch (the export to onnxruntime failed: %s); delete %s to try again",
@@ -179,6 +178,9 @@ def onnx_encoder(model_folder: str) -> OnnxEncoder | None:
         target.mkdir(parents=True, exist_ok=True)
         (target / "unmatched").write_text(f"{exc}\n")
         return None
+    if not (target / SOURCE_FILE).exists():  # made before sources were recorded: adopted, so it can be pruned
+        with contextlib.suppress(OSError):  # a read-only cache still serves its export
+            atomic_write(target / SOURCE_FILE, lambda tmp: tmp.write_text(f"{folder.resolve()}\n"))
     return OnnxEncoder(target)
 
 

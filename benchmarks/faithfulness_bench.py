@@ -16,7 +16,7 @@ the check is measured without generating again. Sentences without a gold label a
 label, and left out of the figures.
 
     python benchmarks/fetch_data.py
-    python benchmarks/faithfulness_bench.py [--llm PRESET] [--dev 8] [--rival 0]
+    python benchmarks/faithfulness_bench.py [--llm PRESET] [--dev 8] [--crosslingual 8] [--rival 0]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import re  # noqa: E402
 
 from indexes.text import normalize  # noqa: E402
 from indexes.types import Chunk  # noqa: E402
+from ingest.embed import DEFAULT_EMBEDDER, SentenceTransformerEmbedder, query_time  # noqa: E402
 from rag.answer.citations import _MARK, _SENTENCE, terms  # noqa: E402
 from rag.answer.generation import build_answer  # noqa: E402
 from rag.config import Config, IndexConfig  # noqa: E402
@@ -57,7 +58,7 @@ def sentences(answer) -> list[dict]:
     return out
 
 
-def conversations(dev: int) -> list[tuple[str, list[str]]]:
+def conversations(dev: int, crosslingual: int) -> list[tuple[str, list[str]]]:
     """(set, [question, follow-up, ...]) for every conversation to run."""
     out = []
     for line in (QUESTIONS / "example-corpus.jsonl").read_text().splitlines():
@@ -69,16 +70,19 @@ def conversations(dev: int) -> list[tuple[str, list[str]]]:
             :dev
         ]
         out += [(name, [r["question"]]) for r in rows]
+    for name in ("example-corpus", "python-faq", "ctex-faq"):  # questions in the other language than the corpus
+        lines = (HERE / "questions" / "crosslingual" / f"{name}.jsonl").read_text().splitlines()
+        out += [(name, [json.loads(x)["question"]]) for x in lines if x.strip()][:crosslingual]
     return out
 
 
-def replies(llm: str | None, dev: int) -> list[dict]:
+def replies(llm: str | None, dev: int, crosslingual: int) -> list[dict]:
     cache = HERE / "data" / "faithfulness" / f"{(llm or 'default').replace('/', '_')}.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(x) for x in cache.read_text().splitlines()] if cache.exists() else []
     seen = {(r["set"], tuple(r["history"]), r["question"]) for r in done}
     kbs: dict[str, KnowledgeBase] = {}
-    for set_name, turns in conversations(dev):
+    for set_name, turns in conversations(dev, crosslingual):
         if all((set_name, tuple(turns[:i]), q) in seen for i, q in enumerate(turns)):
             continue
         if set_name not in kbs:
@@ -115,13 +119,13 @@ def replies(llm: str | None, dev: int) -> list[dict]:
     return done
 
 
-def checked(row: dict):
+def checked(row: dict, embedder):
     """The cached reply through today's citation check."""
     hits = [
         Hit(Chunk(h["rank"], h["source"], h["text"], 0, 0, headings=tuple(h["headings"])), 0.0, h["rank"])
         for h in row["hits"]
     ]
-    return build_answer(row["question"], row["reply"], hits, True, row["language"])
+    return build_answer(row["question"], row["reply"], hits, True, row["language"], embedder)
 
 
 def key(question: str, sentence: str) -> str:
@@ -132,6 +136,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llm", default=None, help="the LLM (default: the configured default)")
     ap.add_argument("--dev", type=int, default=8, help="questions from each development set")
+    ap.add_argument("--crosslingual", type=int, default=8,
+                    help="questions from each cross-language set (benchmarks/questions/crosslingual)")
     ap.add_argument(
         "--rival",
         type=float,
@@ -143,7 +149,7 @@ def main() -> int:
         from rag.answer import citations
 
         citations.RIVAL = args.rival
-    rows = replies(args.llm, args.dev)
+    rows = replies(args.llm, args.dev, args.crosslingual)
     gold_path = QUESTIONS / "gold.jsonl"
     gold = (
         {key(g["question"], g["sentence"]): g["passages"] for g in map(json.loads, gold_path.read_text().splitlines())}
@@ -164,8 +170,9 @@ def main() -> int:
         )
     }
     unlabeled = []
+    embedder = query_time(SentenceTransformerEmbedder(DEFAULT_EMBEDDER))  # what every store here uses
     for r in rows:
-        r["sentences"] = sentences(checked(r))
+        r["sentences"] = sentences(checked(r, embedder))
         for s in r["sentences"]:
             k = key(r["question"], s["sentence"])
             if k not in gold:

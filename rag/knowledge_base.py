@@ -11,7 +11,7 @@ from pathlib import Path
 from indexes.errors import ConfigError, StoreBusyError, StoreError
 from indexes.store import Store, StoreSettings
 from indexes.versions import active_path
-from ingest.embed import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder
+from ingest.embed import DEFAULT_EMBEDDER, Embedder, SentenceTransformerEmbedder, query_time
 from ingest.pipeline import IngestOptions, IngestReport, ingest
 from ingest.texts import Text, add_texts
 from rag.answer.generation import count_tokens, standalone_question
@@ -243,7 +243,8 @@ class KnowledgeBase:
                 question, hits, self.embedder, llm.context_tokens, lambda text: count_tokens(generator, text)
             )
         return AnswerStream(
-            question, hits, self.generator, max_new_tokens or llm.max_new_tokens, llm.check_citations, language, shown
+            question, hits, self.generator, max_new_tokens or llm.max_new_tokens, llm.check_citations, language, shown,
+            query_time(self.embedder),
         )
 
     def chat(self) -> "Conversation":

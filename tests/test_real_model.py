@@ -206,4 +206,22 @@ def test_cli_ask_tells_the_reader_which_sentences_no_passage_supports(corpus, tm
     capsys.readouterr()
     assert main(["ask", "How often should I clean the air filter?", "--store", store]) == 0
     out = capsys.readouterr().out
-    assert "No passage says this in these words" in out and "- The moon is made of green cheese." in out
+    assert "No passage was found to say this" in out and "- The moon is made of green cheese." in out
+
+
+def test_a_chinese_answer_from_english_documents_gets_its_source(corpus, tmp_path, e5):
+    from rag.config import Config, IndexConfig
+    from rag.knowledge_base import KnowledgeBase
+    from tests.conftest import EchoGenerator
+
+    reply = "室外机的空气过滤网每三个月清洗一次。"  # no [n], and no word in common with the English manual
+    kb = KnowledgeBase.open(tmp_path / "store", Config(index=IndexConfig(gpu=False)), embedder=e5,
+                            generator=EchoGenerator(reply))
+    try:
+        kb.ingest([corpus], progress=False)
+        answer = kb.ask("空气过滤网多久清洗一次？")
+    finally:
+        kb.close()
+    assert not answer.unsupported and len(answer.citations) == 1
+    cited = answer.citations[0]
+    assert "every three months" in cited.text and answer.text.endswith(f"[{cited.number}]。")

@@ -45,15 +45,16 @@ def may_say_not_found(text: str) -> bool:
 
 
 def build_answer(question: str, reply: str, hits: Sequence[Hit], check: bool = True,
-                 language: str | None = None) -> Answer:
+                 language: str | None = None, embedder=None) -> Answer:
     """Map the [n] the model cited to sources; say plainly when there was no answer. With ``check`` each sentence's
-    citation is verified against the passages first (see ``rag.answer.citations``)."""
+    citation is verified against the passages first (see ``rag.answer.citations``; ``embedder``, the store's, matches
+    sentences to passages in the other language)."""
     reply = reply.strip()
     if not hits or not reply or says_not_found(reply):
         return Answer(question, no_answer_text(question, language), (), tuple(hits), answered=False)
     unsupported: tuple[str, ...] = ()
     if check:
-        checked = check_citations(reply, hits, question=question)
+        checked = check_citations(reply, hits, question=question, embedder=embedder)
         reply, unsupported = checked.text.strip(), checked.unsupported
     by_rank = {h.rank: h for h in hits}
     citations = tuple(Citation.of(n, by_rank[n].chunk) for n in cited_numbers(reply) if n in by_rank)

@@ -19,8 +19,9 @@ class AnswerStream:
     plain no-answer sentence in the question's language."""
 
     def __init__(self, question: str, hits: list[Hit], generator: Generator, max_new_tokens: int, check: bool = True,
-                 language: str | None = None, shown: list[Hit] | None = None) -> None:
-        """``shown``: the passages as the prompt gives them (compressed); citations still map to ``hits``."""
+                 language: str | None = None, shown: list[Hit] | None = None, embedder=None) -> None:
+        """``shown``: the passages as the prompt gives them (compressed); citations still map to ``hits``.
+        ``embedder``: the store's, for the citation check across languages."""
         self.question, self.hits, self._generator, self._max, self._check = (
             question,
             hits,
@@ -29,6 +30,7 @@ class AnswerStream:
             check,
         )
         self.language = language or language_of(question)
+        self._embedder = embedder
         self.shown = hits if shown is None else shown
         self.reply = ""  # the model's own words, once exhausted
         self.asked_again = False  # whether the shortened prompt's NOT_FOUND was asked again over the whole passages
@@ -49,7 +51,7 @@ class AnswerStream:
             if not streamed and says_not_found(self.reply) and self.shown != self.hits:
                 self.shown, self.asked_again = self.hits, True
                 self.reply, streamed = yield from self._generate()
-        self.answer = build_answer(self.question, self.reply, self.hits, self._check, self.language)
+        self.answer = build_answer(self.question, self.reply, self.hits, self._check, self.language, self._embedder)
         if not streamed:
             yield self.answer.text  # the no-answer sentence
         if self.on_done is not None:

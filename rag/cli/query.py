@@ -77,7 +77,7 @@ def _print_sources(answer) -> None:
         for c in answer.citations:
             print(f"  [{c.number}] {where(c.source, c.pages)}")
     if answer.answered and answer.unsupported:
-        print("\nNo passage says this in these words (it may in another language); check before relying on it:")
+        print("\nNo passage was found to say this; check before relying on it:")
         for sentence in answer.unsupported:
             print(f"  - {sentence}")
 

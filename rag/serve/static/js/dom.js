@@ -19,9 +19,9 @@ export const isChinese = (text) => /[\u3400-\u9fff]/.test(text || "");
 const words = {
   en: { sources: "Sources", notFound: "Not found in the documents", stopped: "Stopped.", thinking: "Searching the documents…",
     reading: (n) => `Reading ${n} passage${n === 1 ? "" : "s"} and writing the answer…`,
-    unsupported: "No passage says this in these words (it may in another language); check before relying on it:" },
+    unsupported: "No passage was found to say this; check before relying on it:" },
   zh: { sources: "来源", notFound: "文档中没有找到答案", stopped: "已停止。", thinking: "正在检索文档…",
-    reading: (n) => `正在阅读 ${n} 段文字并撰写回答…`, unsupported: "以下内容在文档原文中找不到对应的说法（也许以另一种语言写成），请核实：" },
+    reading: (n) => `正在阅读 ${n} 段文字并撰写回答…`, unsupported: "以下内容在文档中找不到依据，请核实：" },
 };
 export const say = (question, key) => words[isChinese(question) ? "zh" : "en"][key];
 

@@ -1,5 +1,6 @@
 """Is what the answer shows as supported really supported? The default LLM answers the faithfulness questions
-(the example corpus with follow-ups, and the first questions of the two development sets); each sentence of each
+(the example corpus with follow-ups, the first questions of the two development sets, and the first of each
+cross-language set, where the check compares sentences with passages by meaning); each sentence of each
 checked answer is either shown with a citation ("supported by [n]"), flagged as unsupported, or too short to
 check. A gold list written by a person (``benchmarks/questions/faithfulness/gold.jsonl``: per question and
 sentence, the numbers of the passages that really say it, ``[]`` for none, ``null`` for no claim such as a

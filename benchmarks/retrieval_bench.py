@@ -15,6 +15,10 @@ and once more with the e5 query/passage prompts set, so the model is used as int
 ``--questions`` picks another folder of question files, e.g. ``crosslingual/``: the first 26 questions of each
 set asked in the other language (Chinese about the English Python FAQ and the English example manual, English
 about the Chinese CTeX FAQ and warranty page), same gold phrases; ``--limit 26`` gives the same-language baseline.
+``--together`` puts all the sets' documents in one store, as a team with documents in both languages has them:
+
+    python benchmarks/retrieval_bench.py --together --sets python-faq,ctex-faq,example-corpus --configs dense,hybrid
+    --no-langchain [--questions benchmarks/questions/crosslingual]
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ def main() -> None:
     ap.add_argument("--questions", type=Path, default=HERE / "questions", help="the folder of SET.jsonl question files")
     ap.add_argument("--limit", type=int, default=0, help="only the first N questions of each set")
     ap.add_argument("--no-langchain", action="store_true", help="leave out the LangChain rows")
+    ap.add_argument("--together", action="store_true", help="one store of all the sets' documents")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
@@ -94,26 +99,26 @@ def main() -> None:
     from rag.config import Config, IndexConfig, LLMConfig
     from rag.knowledge_base import KnowledgeBase
 
+    config = Config(embedder=args.embedder, index=IndexConfig(gpu=False), llm=LLMConfig(name=args.judge),
+                    embedder_dtype=args.embedder_dtype)
+    folders = {name: _folder(name) for name in args.sets.split(",")}
+    shared = tempfile.TemporaryDirectory()
+    together = KnowledgeBase.open(Path(shared.name) / "store", config) if args.together else None
+    if together is not None:
+        together.ingest(list(folders.values()), progress=False)
     out = {}
-    for name in args.sets.split(","):
-        folder = HERE.parent / "examples" / "corpus" if name == "example-corpus" else HERE / "data" / name
-        if not folder.exists():
-            raise SystemExit(f"{folder} is missing: run `python benchmarks/fetch_data.py` first")
+    for name, folder in folders.items():
         questions = load_questions(args.questions / f"{name}.jsonl")[: args.limit or None]
         reports = []
         with tempfile.TemporaryDirectory() as tmp:
-            config = Config(
-                embedder=args.embedder,
-                index=IndexConfig(gpu=False),
-                llm=LLMConfig(name=args.judge),
-                embedder_dtype=args.embedder_dtype,
-            )
-            kb = KnowledgeBase.open(Path(tmp) / "store", config)
-            kb.ingest([folder], progress=False)
-            for config in args.configs.split(","):
-                retriever = eval_retriever(kb, config)
-                reports.append(evaluate(f"rag {config}", lambda q, k, r=retriever: r.search(q, k), questions))
-            kb.close()
+            kb = together or KnowledgeBase.open(Path(tmp) / "store", config)
+            if together is None:
+                kb.ingest([folder], progress=False)
+            for configured in args.configs.split(","):
+                retriever = eval_retriever(kb, configured)
+                reports.append(evaluate(f"rag {configured}", lambda q, k, r=retriever: r.search(q, k), questions))
+            if together is None:
+                kb.close()
         if not args.no_langchain:
             model_path = resolve_model_path(args.embedder)
             reports.append(
@@ -127,8 +132,18 @@ def main() -> None:
                 f"({inference_dtype(args.embedder_dtype, 'cpu')})\n"
             )
             print(format_table(reports))
+    if together is not None:
+        together.close()
+    shared.cleanup()
     if args.json:
         print(json.dumps({n: [r.to_dict() for r in rs] for n, rs in out.items()}, ensure_ascii=False, indent=2))
+
+
+def _folder(name: str) -> Path:
+    folder = HERE.parent / "examples" / "corpus" if name == "example-corpus" else HERE / "data" / name
+    if not folder.exists():
+        raise SystemExit(f"{folder} is missing: run `python benchmarks/fetch_data.py` first")
+    return folder
 
 
 if __name__ == "__main__":

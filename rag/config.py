@@ -39,6 +39,7 @@ class RetrievalConfig:
     rrf_k: int = 60
     dense_weight: float = 0.5
     candidates: int = 50
+    language_bias: float = 0.04  # cosine added to passages in the other language than the question (0: off)
     # auto (the store's trained reranker, if any) | none | llm | llm:MODEL | a cross-encoder folder or hub id
     rerank: str = "auto"
     rerank_top: int = 10

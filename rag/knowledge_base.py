@@ -46,7 +46,7 @@ class KnowledgeBase:
         self.retriever = Retriever(
             store,
             embedder,
-            RetrievalSettings(r.mode, r.fusion, r.rrf_k, r.dense_weight, r.candidates),
+            RetrievalSettings(r.mode, r.fusion, r.rrf_k, r.dense_weight, r.candidates, r.language_bias),
             reranker,
             r.rerank_top,
         )

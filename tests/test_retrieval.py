@@ -93,6 +93,8 @@ def test_bm25_steps_aside_when_the_question_and_its_passages_differ_in_language(
     assert lexical_weight("滤网多久清洗一次？", english) == 0.0  # BM25 cannot match Chinese words in English text
     assert lexical_weight("How long is the warranty?", chinese) == 0.0
     assert lexical_weight("滤网多久清洗一次？", english[:7] + chinese[:3]) == 0.6  # a mixed corpus keeps some BM25
+    assert lexical_weight("滤网多久清洗一次？", english[:1] + chinese, top=1) == 0.0  # or the first passage decides
+    assert lexical_weight("滤网多久清洗一次？", chinese[:1] + english, top=1) == 1.0
     assert lexical_weight("anything", []) == 1.0
 
 
@@ -175,3 +177,28 @@ def test_evaluation_metrics_and_question_files(tmp_path):
     p.write_text('{"question": "no gold"}\n')
     with pytest.raises(ConfigError, match="gold"):
         load_questions(p)
+
+
+def test_the_other_languages_passages_are_lifted_by_the_embedders_bias():
+    from rag.retrieval.fusion import across_languages
+
+    english = (Chunk(1, "m.md", "The outdoor unit needs at least 60 cm of free space on every side.", 0, 0), 0.83)
+    chinese = (Chunk(2, "w.md", "所有 Aurora 热泵整机保修五年，包括零件和人工，注册后延长至十年。", 0, 0), 0.85)
+    lifted = across_languages("室外机周围需要留多少空间？", [chinese, english], 0.04)
+    assert [c.id for c, _ in lifted] == [1, 2] and lifted[0][1] == pytest.approx(0.87)
+    lifted = across_languages("How long is the warranty?", [english, chinese], 0.04)  # and the reverse
+    assert [c.id for c, _ in lifted] == [2, 1] and lifted[0][1] == pytest.approx(0.89)
+    assert across_languages("室外机周围需要留多少空间？", [chinese, english], 0.0) == [chinese, english]
+
+
+def test_in_a_store_of_both_languages_a_question_reaches_the_answer_in_the_other(corpus, tmp_path, e5):
+    kb = KnowledgeBase.open(tmp_path / "both", Config(index=IndexConfig(gpu=False)), embedder=e5)
+    try:
+        kb.ingest([corpus], progress=False)  # English manual and FAQ, Chinese warranty page
+        assert "60 cm" in kb.search("室外机周围需要留多少空间？", k=1)[0].chunk.text  # was the Chinese warranty page
+        damage = kb.search("What damage is not covered by the warranty?", k=3)
+        assert any("不在保修范围内" in h.chunk.text for h in damage)
+        assert "保修五年" in kb.search("保修期多久？", k=1)[0].chunk.text  # the question's own language still first
+        assert "every three months" in kb.search("How often should the air filter be cleaned?", k=1)[0].chunk.text
+    finally:
+        kb.close()

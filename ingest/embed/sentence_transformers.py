@@ -120,6 +120,11 @@ class SentenceTransformerEmbedder:
             )
         return _unit(vecs)
 
+    @property
+    def query_prompt(self) -> str:
+        """What goes before a query ("query: " for the e5 family); known once the model is loaded."""
+        return self._query_prompt or ""
+
     def embed_query(self, text: str) -> np.ndarray:
         """Always float32: for one short text, autocast's bf16 copies of the weights cost more than they save (dense
         search took a median 21-25 ms in float32 against 38-40 ms in bf16 on the development sets). On onnxruntime

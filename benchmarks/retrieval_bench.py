@@ -95,7 +95,6 @@ def main() -> None:
     os.environ["RAG_CACHE_DIR"] = str(fresh)
 
     from ingest.embed.models import inference_dtype, resolve_model_path
-    from rag.cli import eval_retriever
     from rag.config import Config, IndexConfig, LLMConfig
     from rag.knowledge_base import KnowledgeBase
 
@@ -109,15 +108,13 @@ def main() -> None:
     out = {}
     for name, folder in folders.items():
         questions = load_questions(args.questions / f"{name}.jsonl")[: args.limit or None]
-        reports = []
-        with tempfile.TemporaryDirectory() as tmp:
-            kb = together or KnowledgeBase.open(Path(tmp) / "store", config)
-            if together is None:
+        if together is not None:
+            reports = _rag_reports(together, args.configs, questions)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                kb = KnowledgeBase.open(Path(tmp) / "store", config)
                 kb.ingest([folder], progress=False)
-            for configured in args.configs.split(","):
-                retriever = eval_retriever(kb, configured)
-                reports.append(evaluate(f"rag {configured}", lambda q, k, r=retriever: r.search(q, k), questions))
-            if together is None:
+                reports = _rag_reports(kb, args.configs, questions)
                 kb.close()
         if not args.no_langchain:
             model_path = resolve_model_path(args.embedder)
@@ -137,6 +134,16 @@ def main() -> None:
     shared.cleanup()
     if args.json:
         print(json.dumps({n: [r.to_dict() for r in rs] for n, rs in out.items()}, ensure_ascii=False, indent=2))
+
+
+def _rag_reports(kb, configs: str, questions) -> list:
+    from rag.cli import eval_retriever
+
+    reports = []
+    for configured in configs.split(","):
+        retriever = eval_retriever(kb, configured)
+        reports.append(evaluate(f"rag {configured}", lambda q, k, r=retriever: r.search(q, k), questions))
+    return reports
 
 
 def _folder(name: str) -> Path:

@@ -84,14 +84,16 @@ class Retriever:
             allowed = self.store.chunks.ids(filters.source, filters.page_min, filters.page_max)
             lap("filter")
         want = max(k, self.rerank_top) if self.reranker else k
-        n = max(want, self.settings.candidates) if mode == "hybrid" or self.settings.language_bias else want
+        wide = max(want, self.settings.candidates)
+        n = wide if mode == "hybrid" else want
         dense: list[tuple[Chunk, float]] = []
         bias = 0.0
         if mode in ("dense", "hybrid"):
             vec = self.embedder.embed_query(normalize(query))
             lap("embed")
             bias = self.settings.language_bias if _e5_family(self.embedder) else 0.0  # a measured lean only
-            dense = across_languages(query, self.store.search(vec[None, :], n, allowed)[0], bias)
+            found = self.store.search(vec[None, :], wide if bias else n, allowed)[0]  # the other language may move up
+            dense = across_languages(query, found, bias)
             lap("dense")
         lexical = []
         if mode in ("bm25", "hybrid"):
